@@ -1,0 +1,866 @@
+//! One typed configuration for every service and the CLI.
+//!
+//! Layers, later ones winning: built-in defaults, a TOML file (`--config FILE`),
+//! the conventional `NATS_URL` and `DATABASE_URL`, then one environment variable
+//! per key, `MODELBUS_<SECTION>__<KEY>` (values are read as TOML values when they
+//! parse as one, as strings otherwise). The whole configuration is validated before
+//! any port is bound. Secrets are references (`env://VAR`, `file://PATH`), never
+//! literal values, and never printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid (syntax, unknown key, wrong type); the
+    /// message carries the line, column and key.
+    #[error("invalid configuration file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// toml's message with line and column.
+        message: String,
+    },
+    /// An environment variable does not name a known key or has a bad value.
+    #[error("invalid environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is syntactically fine but not acceptable.
+    #[error("invalid configuration value `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `bus.max_deliver`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A secret reference could not be resolved.
+    #[error("cannot resolve secret `{key}` ({reference}): {reason}")]
+    Secret {
+        /// Dotted key.
+        key: String,
+        /// The reference, which is safe to print.
+        reference: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A reference to a secret: `env://VAR` or `file://PATH`. The reference is
+/// printable; the value it resolves to never is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretRef(String);
+
+impl SecretRef {
+    /// Parses a reference; `key` names the configuration key in errors.
+    pub fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
+        match s.split_once("://") {
+            Some(("env", v)) if !v.is_empty() => Ok(Self(s.to_string())),
+            Some(("file", p)) if !p.is_empty() => Ok(Self(s.to_string())),
+            _ => Err(ConfigError::Invalid {
+                key: key.to_string(),
+                reason: "a secret must be a reference, `env://VAR` or `file://PATH`, not a literal value"
+                    .into(),
+            }),
+        }
+    }
+
+    /// A reference to a file.
+    pub fn file(path: &Path) -> Self {
+        Self(format!("file://{}", path.display()))
+    }
+
+    /// Reads the secret value.
+    pub fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
+        let err = |reason: String| ConfigError::Secret {
+            key: key.to_string(),
+            reference: self.0.clone(),
+            reason,
+        };
+        match self.0.split_once("://") {
+            Some(("env", var)) => std::env::var(var)
+                .map(Secret)
+                .map_err(|e| err(e.to_string())),
+            Some(("file", path)) => std::fs::read_to_string(path)
+                .map(Secret)
+                .map_err(|e| err(e.to_string())),
+            _ => Err(err("unsupported reference".into())),
+        }
+    }
+
+    /// The file path, for `file://` references.
+    pub fn file_path(&self) -> Option<PathBuf> {
+        self.0.strip_prefix("file://").map(PathBuf::from)
+    }
+}
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl Serialize for SecretRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SecretRef::parse("secret", &s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A resolved secret value. `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value that must not be printed.
+    pub fn new(v: impl Into<String>) -> Self {
+        Self(v.into())
+    }
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A database URL; its password is masked whenever it is printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+    /// The URL with credentials, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with any password replaced by `***`.
+    pub fn masked(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => self.0.clone(),
+            },
+            None => self.0.clone(),
+        }
+    }
+    /// Whether this is a PostgreSQL URL.
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.masked())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.masked())
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self(s))
+        } else {
+            Err(serde::de::Error::custom(
+                "expected a `sqlite:` or `postgres://` URL",
+            ))
+        }
+    }
+}
+
+mod duration {
+    use super::*;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\": {e}")))
+    }
+}
+
+mod durations {
+    use super::*;
+    pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<String> = d
+            .iter()
+            .map(|d| humantime::format_duration(*d).to_string())
+            .collect();
+        v.serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| {
+                humantime::parse_duration(s).map_err(|e| {
+                    serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\": {e}"))
+                })
+            })
+            .collect()
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    // Only called on the literal defaults below.
+    s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Process-wide settings.
+    pub general: GeneralConfig,
+    /// NATS connection or embedded server.
+    pub nats: NatsConfig,
+    /// Registry database.
+    pub database: DatabaseConfig,
+    /// Artifact store.
+    pub artifacts: ArtifactsConfig,
+    /// Event consumption: redelivery and dead-lettering.
+    pub bus: BusConfig,
+    /// Registry service.
+    pub registry: RegistryConfig,
+    /// Ingest service.
+    pub ingest: IngestConfig,
+    /// Features service.
+    pub features: OpsConfig,
+    /// Trainer service.
+    pub trainer: OpsConfig,
+    /// Deployer service.
+    pub deployer: DeployerConfig,
+    /// Serving service.
+    pub serving: ServingConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            general: GeneralConfig::default(),
+            nats: NatsConfig::default(),
+            database: DatabaseConfig::default(),
+            artifacts: ArtifactsConfig::default(),
+            bus: BusConfig::default(),
+            registry: RegistryConfig::default(),
+            ingest: IngestConfig::default(),
+            features: OpsConfig {
+                ops_addr: addr("127.0.0.1:7073"),
+            },
+            trainer: OpsConfig {
+                ops_addr: addr("127.0.0.1:7074"),
+            },
+            deployer: DeployerConfig::default(),
+            serving: ServingConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneralConfig {
+    /// Where the embedded defaults keep their state: SQLite database, artifacts,
+    /// NATS store, generated keys.
+    pub state_dir: PathBuf,
+    /// Code revision recorded in lineage; defaults to the build's git revision.
+    pub code_revision: Option<String>,
+}
+
+impl Default for GeneralConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(".modelbus"),
+            code_revision: None,
+        }
+    }
+}
+
+/// NATS connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server to connect to (also `NATS_URL`). Unset: `modelbus up` starts and
+    /// supervises its own pinned nats-server under the state dir.
+    pub url: Option<String>,
+    /// nats-server binary for the embedded server; default: `.tools/bin/nats-server`
+    /// if present, else `nats-server` on the PATH.
+    pub server_binary: Option<PathBuf>,
+    /// How long to wait for the server at start-up.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            server_binary: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Registry database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://...` or `sqlite:...` (also `DATABASE_URL`). Unset: SQLite at
+    /// `<state_dir>/registry.db`.
+    pub url: Option<DatabaseUrl>,
+}
+
+/// Artifact store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsConfig {
+    /// A directory or `file://` URL. Unset: `<state_dir>/artifacts`.
+    pub location: Option<String>,
+}
+
+/// Event consumption settings shared by every service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// Deliveries before an event goes to the dead-letter stream.
+    pub max_deliver: i64,
+    /// How long a handler may hold an event before it is redelivered (handlers
+    /// that run longer report progress).
+    #[serde(with = "duration")]
+    pub ack_wait: Duration,
+    /// Delay before each redelivery after a failure; the last entry repeats.
+    #[serde(with = "durations")]
+    pub backoff: Vec<Duration>,
+    /// Window in which a republished event id is dropped by the server.
+    #[serde(with = "duration")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                Duration::from_secs(30),
+            ],
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Registry service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// HTTP JSON API and operations endpoints.
+    pub http_addr: SocketAddr,
+    /// gRPC API.
+    pub grpc_addr: SocketAddr,
+    /// How other services and the CLI reach the gRPC API; default from `grpc_addr`.
+    pub grpc_url: Option<String>,
+    /// How the CLI reaches the HTTP API; default from `http_addr`.
+    pub http_url: Option<String>,
+    /// Private key (PKCS#8 PEM) the registry signs staging promotions with.
+    /// Unset: `<state_dir>/keys/automation.pem`, generated on first start.
+    pub automation_key: Option<SecretRef>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: addr("127.0.0.1:7070"),
+            grpc_addr: addr("127.0.0.1:7071"),
+            grpc_url: None,
+            http_url: None,
+            automation_key: None,
+        }
+    }
+}
+
+/// Ingest service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// HTTP upload endpoint and operations endpoints.
+    pub http_addr: SocketAddr,
+    /// How the CLI reaches ingest; default from `http_addr`.
+    pub url: Option<String>,
+    /// Largest accepted batch; larger uploads are refused and nothing is kept.
+    pub max_batch_bytes: u64,
+    /// Rows per Arrow record batch while validating: bounds validation memory.
+    pub chunk_rows: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: addr("127.0.0.1:7072"),
+            url: None,
+            max_batch_bytes: 4 * 1024 * 1024 * 1024,
+            chunk_rows: 65_536,
+        }
+    }
+}
+
+/// A service whose only HTTP surface is operations (`/healthz`, `/readyz`, `/metrics`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Operations endpoints.
+    pub ops_addr: SocketAddr,
+}
+
+/// A public key the deployer trusts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    /// Who holds the private half (`registry-automation` for the registry's key).
+    pub id: String,
+    /// SPKI PEM file.
+    pub public_key_file: PathBuf,
+    /// What the key may approve.
+    #[serde(default = "default_envs")]
+    pub environments: Vec<crate::ids::Environment>,
+}
+
+fn default_envs() -> Vec<crate::ids::Environment> {
+    vec![crate::ids::Environment::Staging]
+}
+
+/// Deployer service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployerConfig {
+    /// Operations endpoints.
+    pub ops_addr: SocketAddr,
+    /// Keys whose signatures the deployer accepts. Empty: the registry's automation
+    /// key from the state dir, for staging only.
+    pub trusted_keys: Vec<TrustedKey>,
+}
+
+impl Default for DeployerConfig {
+    fn default() -> Self {
+        Self {
+            ops_addr: addr("127.0.0.1:7075"),
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+/// Serving service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingConfig {
+    /// Staging prediction endpoint.
+    pub staging_addr: SocketAddr,
+    /// Production prediction endpoint.
+    pub production_addr: SocketAddr,
+    /// Largest prediction request body.
+    pub max_request_bytes: usize,
+    /// Replica id reported in events; default: host name and process id.
+    pub replica_id: Option<String>,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        Self {
+            staging_addr: addr("127.0.0.1:7080"),
+            production_addr: addr("127.0.0.1:7081"),
+            max_request_bytes: 8 * 1024 * 1024,
+            replica_id: None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,modelbus_ingest=debug`.
+    pub log_level: String,
+    /// OTLP/gRPC endpoint for traces (e.g. `http://127.0.0.1:4317`); unset: no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from an optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// Loads from an optional file and the given environment (tests pass their own).
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                // Deserialise the file on its own first so its errors carry its lines.
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                table
+            }
+            None => toml::Table::new(),
+        };
+
+        let mut overrides: Vec<(String, String, String, toml::Value)> = Vec::new();
+        for (var, raw) in env {
+            let (section, key) = match var.as_str() {
+                "NATS_URL" => ("nats".to_string(), "url".to_string()),
+                "DATABASE_URL" => ("database".to_string(), "url".to_string()),
+                v => match v.strip_prefix("MODELBUS_").and_then(|r| r.split_once("__")) {
+                    Some((s, k)) => (s.to_ascii_lowercase(), k.to_ascii_lowercase()),
+                    None => continue,
+                },
+            };
+            if raw.is_empty() {
+                continue;
+            }
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            overrides.push((var.clone(), section, key, value));
+        }
+        // Conventional variables first so that MODELBUS_* wins over them.
+        overrides.sort_by_key(|(var, ..)| var.starts_with("MODELBUS_"));
+        for (var, section, key, value) in overrides {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(sec) = entry.as_table_mut() else {
+                return Err(ConfigError::Env {
+                    var,
+                    message: format!("`{section}` is not a section"),
+                });
+            };
+            sec.insert(key.clone(), value);
+            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| ConfigError::Env {
+                var: var.clone(),
+                message: format!("key `{section}.{key}`: {}", e.message()),
+            })?;
+        }
+        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+            key: "(configuration)".into(),
+            reason: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        if self.bus.max_deliver < 1 {
+            return Err(invalid("bus.max_deliver", "must be at least 1"));
+        }
+        if self.bus.backoff.is_empty() {
+            return Err(invalid("bus.backoff", "must list at least one delay"));
+        }
+        if self.bus.ack_wait < Duration::from_secs(1) {
+            return Err(invalid("bus.ack_wait", "must be at least 1s"));
+        }
+        if self.ingest.max_batch_bytes == 0 {
+            return Err(invalid("ingest.max_batch_bytes", "must be positive"));
+        }
+        if self.ingest.chunk_rows == 0 || self.ingest.chunk_rows > 10_000_000 {
+            return Err(invalid("ingest.chunk_rows", "must be between 1 and 10000000"));
+        }
+        if let Some(url) = &self.nats.url
+            && !(url.starts_with("nats://") || url.starts_with("tls://") || !url.contains("://"))
+        {
+            return Err(invalid("nats.url", "expected nats://host:port"));
+        }
+        if self.telemetry.log_level.trim().is_empty() {
+            return Err(invalid("telemetry.log_level", "must not be empty"));
+        }
+        let addrs = [
+            ("registry.http_addr", self.registry.http_addr),
+            ("registry.grpc_addr", self.registry.grpc_addr),
+            ("ingest.http_addr", self.ingest.http_addr),
+            ("features.ops_addr", self.features.ops_addr),
+            ("trainer.ops_addr", self.trainer.ops_addr),
+            ("deployer.ops_addr", self.deployer.ops_addr),
+            ("serving.staging_addr", self.serving.staging_addr),
+            ("serving.production_addr", self.serving.production_addr),
+        ];
+        for (i, (ka, a)) in addrs.iter().enumerate() {
+            for (kb, b) in &addrs[i + 1..] {
+                if a.port() != 0 && a == b {
+                    return Err(invalid(kb, &format!("same address as {ka} ({a})")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory of the local artifact store, or the configured location.
+    pub fn artifact_location(&self) -> String {
+        self.artifacts.location.clone().unwrap_or_else(|| {
+            self.general
+                .state_dir
+                .join("artifacts")
+                .display()
+                .to_string()
+        })
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database.url.clone().unwrap_or_else(|| {
+            DatabaseUrl::new(format!(
+                "sqlite://{}?mode=rwc",
+                self.general.state_dir.join("registry.db").display()
+            ))
+        })
+    }
+
+    /// Where the registry's automation key lives.
+    pub fn automation_key_ref(&self) -> SecretRef {
+        self.registry
+            .automation_key
+            .clone()
+            .unwrap_or_else(|| SecretRef::file(&self.automation_key_path()))
+    }
+
+    /// Default location of the generated automation private key.
+    pub fn automation_key_path(&self) -> PathBuf {
+        self.general.state_dir.join("keys").join("automation.pem")
+    }
+
+    /// gRPC endpoint of the registry for clients.
+    pub fn registry_grpc_url(&self) -> String {
+        self.registry
+            .grpc_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", connectable(self.registry.grpc_addr)))
+    }
+
+    /// HTTP endpoint of the registry for clients.
+    pub fn registry_http_url(&self) -> String {
+        self.registry
+            .http_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", connectable(self.registry.http_addr)))
+    }
+
+    /// HTTP endpoint of ingest for clients.
+    pub fn ingest_url(&self) -> String {
+        self.ingest
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", connectable(self.ingest.http_addr)))
+    }
+
+    /// The code revision recorded in lineage.
+    pub fn code_revision(&self) -> String {
+        self.general
+            .code_revision
+            .clone()
+            .or_else(|| option_env!("MODELBUS_GIT_REVISION").map(str::to_string))
+            .unwrap_or_else(|| format!("modelbus-{}", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// The configuration as TOML, with secrets masked: safe to print.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// A listen address turned into one a client can dial (0.0.0.0 → 127.0.0.1).
+pub fn connectable(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], a.port()))
+    } else {
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_the_documented_ports() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.registry.http_addr.port(), 7070);
+        assert_eq!(c.registry.grpc_addr.port(), 7071);
+        assert_eq!(c.ingest.http_addr.port(), 7072);
+        assert_eq!(c.serving.staging_addr.port(), 7080);
+        assert_eq!(c.serving.production_addr.port(), 7081);
+        assert!(c.database_url().expose().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn file_then_env_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[bus]\nmax_deliver = 7\n[registry]\nhttp_addr = \"127.0.0.1:9000\"\n").unwrap();
+        let c = Config::load_from(
+            Some(&p),
+            &env(&[
+                ("MODELBUS_REGISTRY__HTTP_ADDR", "127.0.0.1:9001"),
+                ("MODELBUS_BUS__BACKOFF", "[\"2s\"]"),
+                ("NATS_URL", "nats://127.0.0.1:4333"),
+                ("DATABASE_URL", "postgres://u:pw@h/db"),
+                ("MODELBUS_TOKEN", "ignored: not a section key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.bus.max_deliver, 7);
+        assert_eq!(c.registry.http_addr.port(), 9001);
+        assert_eq!(c.bus.backoff, vec![Duration::from_secs(2)]);
+        assert_eq!(c.nats.url.as_deref(), Some("nats://127.0.0.1:4333"));
+        assert!(c.database_url().is_postgres());
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(format!("{c:?}").contains("***"));
+    }
+
+    #[test]
+    fn a_typo_in_the_file_names_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[registry]\n\nhtp_addr = \"127.0.0.1:1\"\n").unwrap();
+        let e = Config::load_from(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("htp_addr"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_env_var_is_named() {
+        let e = Config::load_from(None, &env(&[("MODELBUS_BUS__MAX_DELIVR", "3")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MODELBUS_BUS__MAX_DELIVR"), "{e}");
+        let e = Config::load_from(None, &env(&[("MODELBUS_BUS__ACK_WAIT", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MODELBUS_BUS__ACK_WAIT") && e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_and_literal_secrets_are_refused() {
+        let e = Config::load_from(None, &env(&[("MODELBUS_BUS__MAX_DELIVER", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bus.max_deliver"), "{e}");
+        let e = Config::load_from(
+            None,
+            &env(&[("MODELBUS_REGISTRY__AUTOMATION_KEY", "-----BEGIN PRIVATE KEY-----")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reference"), "{e}");
+        assert!(!e.contains("BEGIN PRIVATE KEY"), "secret echoed: {e}");
+        let e = Config::load_from(
+            None,
+            &env(&[("MODELBUS_SERVING__PRODUCTION_ADDR", "127.0.0.1:7080")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("serving.production_addr"), "{e}");
+    }
+
+    #[test]
+    fn secrets_resolve_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "s3cret").unwrap();
+        let r = SecretRef::file(&p);
+        let s = r.resolve("registry.automation_key").unwrap();
+        assert_eq!(s.expose(), "s3cret");
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+        let missing = SecretRef::parse("k", "env://MODELBUS_TEST_SURELY_UNSET").unwrap();
+        assert!(missing.resolve("k").is_err());
+    }
+}

@@ -1,0 +1,553 @@
+//! The CloudEvents 1.0 envelope and every event payload on the bus.
+//!
+//! Payloads are plain serde structs; their JSON Schemas are generated into
+//! `schemas/` (`modelbus schemas`) so producers in other languages can validate
+//! what they send. Only this module knows the wire shape of an event.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+
+use crate::ids::{DatasetName, Environment, ModelName, PipelineRunId, Sha256Digest};
+use crate::signing::DsseEnvelope;
+
+/// CloudEvents `specversion` this code writes and accepts.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// A payload type carried on the bus.
+pub trait EventPayload: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
+    /// Dotted event name, e.g. `data.batch.validated`. The NATS subject is
+    /// `modelbus.<NAME>` and the CloudEvents type `io.modelbus.<NAME>.v1`.
+    const NAME: &'static str;
+
+    /// NATS subject this event is published on.
+    fn subject() -> String {
+        format!("modelbus.{}", Self::NAME)
+    }
+
+    /// CloudEvents `type` attribute.
+    fn event_type() -> String {
+        format!("io.modelbus.{}.v1", Self::NAME)
+    }
+}
+
+/// Why an event from the bus could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a JSON CloudEvent.
+    #[error("not a JSON CloudEvent: {0}")]
+    NotCloudEvent(serde_json::Error),
+    /// A CloudEvents attribute is missing or wrong.
+    #[error("invalid CloudEvents attribute `{attribute}`: {reason}")]
+    Attribute {
+        /// The attribute name.
+        attribute: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The `data` member does not match the payload schema of the event type.
+    #[error("invalid `data` for {event_type}: {source}")]
+    Data {
+        /// The event type being decoded.
+        event_type: String,
+        /// serde's description, naming the field.
+        source: serde_json::Error,
+    },
+}
+
+/// A CloudEvents 1.0 event in JSON structured mode, with modelbus's extensions.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Envelope<T> {
+    /// Always `1.0`.
+    pub specversion: String,
+    /// Unique per source; also the `Nats-Msg-Id`, so a republished event is de-duplicated.
+    pub id: String,
+    /// The service that produced the event, e.g. `/modelbus/ingest`.
+    pub source: String,
+    /// `io.modelbus.<name>.v1`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the event was produced (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub time: OffsetDateTime,
+    /// What the event is about: a dataset or model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Always `application/json`.
+    pub datacontenttype: String,
+    /// Extension: the pipeline run this event belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipelinerun: Option<PipelineRunId>,
+    /// Extension: W3C trace context of the span that produced the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// Extension: id of the event that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causationid: Option<String>,
+    /// The payload.
+    pub data: T,
+}
+
+impl<T: EventPayload> Envelope<T> {
+    /// A new event with a deterministic id derived from `key`: the same cause and key
+    /// always give the same id, so a handler that runs twice publishes an event the
+    /// bus de-duplicates instead of a second one.
+    pub fn new(source: &str, key: &str, data: T) -> Self {
+        Self {
+            specversion: SPEC_VERSION.to_string(),
+            id: derive_event_id(T::NAME, key),
+            source: source.to_string(),
+            event_type: T::event_type(),
+            time: OffsetDateTime::now_utc(),
+            subject: None,
+            datacontenttype: "application/json".to_string(),
+            pipelinerun: None,
+            traceparent: crate::telemetry::current_traceparent(),
+            causationid: None,
+            data,
+        }
+    }
+
+    /// Sets the CloudEvents subject.
+    pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// Sets the pipeline run.
+    pub fn with_pipeline_run(mut self, run: Option<PipelineRunId>) -> Self {
+        self.pipelinerun = run;
+        self
+    }
+
+    /// Marks this event as caused by `cause`, inheriting its pipeline run.
+    pub fn caused_by<U>(mut self, cause: &Envelope<U>) -> Self {
+        self.causationid = Some(cause.id.clone());
+        if self.pipelinerun.is_none() {
+            self.pipelinerun = cause.pipelinerun.clone();
+        }
+        self
+    }
+
+    /// JSON bytes for the wire.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain structs with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Id for an event of `name` keyed by `key` (32 hex characters).
+pub fn derive_event_id(name: &str, key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Decodes an event of a known type, checking the CloudEvents attributes first so
+/// the error names what is wrong.
+pub fn decode<T: EventPayload>(bytes: &[u8]) -> Result<Envelope<T>, DecodeError> {
+    let raw: Envelope<serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(DecodeError::NotCloudEvent)?;
+    if raw.specversion != SPEC_VERSION {
+        return Err(DecodeError::Attribute {
+            attribute: "specversion",
+            reason: format!("expected {SPEC_VERSION:?}, got {:?}", raw.specversion),
+        });
+    }
+    if raw.event_type != T::event_type() {
+        return Err(DecodeError::Attribute {
+            attribute: "type",
+            reason: format!("expected {:?}, got {:?}", T::event_type(), raw.event_type),
+        });
+    }
+    if raw.id.is_empty() {
+        return Err(DecodeError::Attribute {
+            attribute: "id",
+            reason: "must not be empty".into(),
+        });
+    }
+    let data = T::deserialize(raw.data).map_err(|source| DecodeError::Data {
+        event_type: raw.event_type.clone(),
+        source,
+    })?;
+    Ok(Envelope {
+        specversion: raw.specversion,
+        id: raw.id,
+        source: raw.source,
+        event_type: raw.event_type,
+        time: raw.time,
+        subject: raw.subject,
+        datacontenttype: raw.datacontenttype,
+        pipelinerun: raw.pipelinerun,
+        traceparent: raw.traceparent,
+        causationid: raw.causationid,
+        data,
+    })
+}
+
+/// A producer dropped a batch: the raw bytes are already in the artifact store.
+/// Published by ingest's HTTP endpoint, or by any producer that put the object itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSubmitted {
+    /// Dataset the batch belongs to.
+    pub dataset: DatasetName,
+    /// Digest of the spec version the batch is validated against.
+    pub spec_digest: Sha256Digest,
+    /// Digest (and artifact key) of the raw CSV bytes.
+    pub batch_sha256: Sha256Digest,
+    /// Size of the raw bytes.
+    pub size_bytes: u64,
+    /// Who submitted it (a principal name; `anonymous` until tokens exist).
+    pub submitted_by: String,
+}
+impl EventPayload for BatchSubmitted {
+    const NAME: &'static str = "data.batch.submitted";
+}
+
+/// A batch passed validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchValidated {
+    /// Dataset the batch belongs to.
+    pub dataset: DatasetName,
+    /// Spec version it was validated against.
+    pub spec_digest: Sha256Digest,
+    /// The raw batch.
+    pub batch_sha256: Sha256Digest,
+    /// The validation report artifact (JSON).
+    pub report_sha256: Sha256Digest,
+    /// Data rows in the batch.
+    pub rows: u64,
+    /// Expectations that failed with severity `warning`.
+    pub warnings: Vec<String>,
+    /// Who submitted the batch.
+    pub submitted_by: String,
+}
+impl EventPayload for BatchValidated {
+    const NAME: &'static str = "data.batch.validated";
+}
+
+/// A batch failed validation; it stays quarantined in the artifact store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRejected {
+    /// Dataset the batch belongs to.
+    pub dataset: DatasetName,
+    /// Spec version it was validated against.
+    pub spec_digest: Sha256Digest,
+    /// The raw batch (kept, never deleted).
+    pub batch_sha256: Sha256Digest,
+    /// The validation report artifact (JSON).
+    pub report_sha256: Sha256Digest,
+    /// One line per failed check, naming the column, expectation and rows.
+    pub reasons: Vec<String>,
+}
+impl EventPayload for BatchRejected {
+    const NAME: &'static str = "data.batch.rejected";
+}
+
+/// Features were computed for a validated batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesReady {
+    /// Dataset the batch belongs to.
+    pub dataset: DatasetName,
+    /// Spec version in force.
+    pub spec_digest: Sha256Digest,
+    /// The raw batch.
+    pub batch_sha256: Sha256Digest,
+    /// The feature set (Parquet: entity, label, split and one column per feature).
+    pub feature_set_sha256: Sha256Digest,
+    /// The fitted transform (JSON), fitted on the training split only.
+    pub transform_sha256: Sha256Digest,
+    /// Rows in the training split.
+    pub train_rows: u64,
+    /// Rows in the holdout split.
+    pub holdout_rows: u64,
+    /// Number of model inputs after encoding.
+    pub num_features: u32,
+    /// Seed of the split.
+    pub seed: u64,
+    /// Who submitted the batch.
+    pub submitted_by: String,
+}
+impl EventPayload for FeaturesReady {
+    const NAME: &'static str = "features.ready";
+}
+
+/// A model was trained, evaluated and registered as a new version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTrained {
+    /// Dataset it was trained on.
+    pub dataset: DatasetName,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version number the registry assigned.
+    pub version: u32,
+    /// Training run id in the registry.
+    pub run_id: String,
+    /// The model artifact.
+    pub model_sha256: Sha256Digest,
+    /// `gbdt` or `logistic`.
+    pub algorithm: String,
+    /// Holdout metrics (`roc_auc`, `pr_auc`, `log_loss`, `brier`).
+    pub metrics: BTreeMap<String, f64>,
+}
+impl EventPayload for ModelTrained {
+    const NAME: &'static str = "model.trained";
+}
+
+/// The outcome of one gate check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateCheck {
+    /// The gate, e.g. `min_roc_auc`.
+    pub gate: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Human-readable detail with the observed and required values.
+    pub detail: String,
+}
+
+/// A version passed its gates and may be promoted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCandidate {
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version number.
+    pub version: u32,
+    /// The model artifact.
+    pub model_sha256: Sha256Digest,
+    /// Every gate and its outcome.
+    pub checks: Vec<GateCheck>,
+}
+impl EventPayload for ModelCandidate {
+    const NAME: &'static str = "model.candidate";
+}
+
+/// A version failed its gates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRejected {
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version number.
+    pub version: u32,
+    /// The model artifact.
+    pub model_sha256: Sha256Digest,
+    /// Every gate and its outcome.
+    pub checks: Vec<GateCheck>,
+    /// The failed gates, one line each.
+    pub reasons: Vec<String>,
+}
+impl EventPayload for ModelRejected {
+    const NAME: &'static str = "model.rejected";
+}
+
+/// Promotion of a version to an environment was approved; carries every signed
+/// envelope so the deployer can verify them itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalGranted {
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version number.
+    pub version: u32,
+    /// The model artifact the approvals are about.
+    pub model_sha256: Sha256Digest,
+    /// Target environment.
+    pub environment: Environment,
+    /// DSSE envelopes, each holding a signed in-toto statement.
+    pub approvals: Vec<DsseEnvelope>,
+}
+impl EventPayload for ApprovalGranted {
+    const NAME: &'static str = "approval.granted";
+}
+
+/// The deployer refused an approval (bad signature, unknown key, digest mismatch...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRefused {
+    /// Model named by the refused event.
+    pub model: ModelName,
+    /// Version named by the refused event.
+    pub version: u32,
+    /// Environment named by the refused event.
+    pub environment: Environment,
+    /// Why it was refused.
+    pub reason: String,
+}
+impl EventPayload for ApprovalRefused {
+    const NAME: &'static str = "approval.refused";
+}
+
+/// The deployer wrote a new desired state for an environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentStarted {
+    /// Target environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version being deployed.
+    pub version: u32,
+    /// The model artifact.
+    pub model_sha256: Sha256Digest,
+    /// Revision of the desired-state entry in the `deployments` KV bucket.
+    pub revision: u64,
+}
+impl EventPayload for DeploymentStarted {
+    const NAME: &'static str = "deployment.started";
+}
+
+/// A serving replica loaded a model and is answering with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServingModelLoaded {
+    /// Environment the replica serves.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version now served.
+    pub version: u32,
+    /// The model artifact.
+    pub model_sha256: Sha256Digest,
+    /// Replica id.
+    pub replica: String,
+}
+impl EventPayload for ServingModelLoaded {
+    const NAME: &'static str = "serving.model.loaded";
+}
+
+/// A deployment reached its desired state: serving answers with the new version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentCompleted {
+    /// Target environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version deployed.
+    pub version: u32,
+    /// The model artifact.
+    pub model_sha256: Sha256Digest,
+}
+impl EventPayload for DeploymentCompleted {
+    const NAME: &'static str = "deployment.completed";
+}
+
+/// What the dead-letter stream holds: an event that exhausted its deliveries or
+/// could not be handled at all, with the last error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetter {
+    /// The consumer that gave up.
+    pub consumer: String,
+    /// The subject the event was published on.
+    pub subject: String,
+    /// Stream sequence of the original message.
+    pub stream_sequence: u64,
+    /// How many times it was delivered.
+    pub deliveries: i64,
+    /// The last error, with its causes.
+    pub error: String,
+    /// Pipeline run of the original event, when it could be read.
+    pub pipelinerun: Option<PipelineRunId>,
+    /// The original payload, verbatim when it was UTF-8.
+    pub original: String,
+}
+
+/// Writes the JSON Schema of every event payload, keyed by event name.
+pub fn schemas() -> BTreeMap<&'static str, serde_json::Value> {
+    fn one<T: EventPayload>(out: &mut BTreeMap<&'static str, serde_json::Value>) {
+        let schema = schemars::schema_for!(Envelope<T>);
+        out.insert(T::NAME, serde_json::to_value(schema).unwrap_or_default());
+    }
+    let mut out = BTreeMap::new();
+    one::<BatchSubmitted>(&mut out);
+    one::<BatchValidated>(&mut out);
+    one::<BatchRejected>(&mut out);
+    one::<FeaturesReady>(&mut out);
+    one::<ModelTrained>(&mut out);
+    one::<ModelCandidate>(&mut out);
+    one::<ModelRejected>(&mut out);
+    one::<ApprovalGranted>(&mut out);
+    one::<ApprovalRefused>(&mut out);
+    one::<DeploymentStarted>(&mut out);
+    one::<ServingModelLoaded>(&mut out);
+    one::<DeploymentCompleted>(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope<BatchSubmitted> {
+        Envelope::new(
+            "/modelbus/test",
+            "k",
+            BatchSubmitted {
+                dataset: DatasetName::parse("telco-churn").unwrap(),
+                spec_digest: Sha256Digest::of(b"s"),
+                batch_sha256: Sha256Digest::of(b"b"),
+                size_bytes: 1,
+                submitted_by: "anonymous".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn round_trip_keeps_every_attribute() {
+        let e = sample().with_subject("telco-churn");
+        let back: Envelope<BatchSubmitted> = decode(&e.to_json()).unwrap();
+        assert_eq!(back.id, e.id);
+        assert_eq!(back.data, e.data);
+        assert_eq!(back.event_type, "io.modelbus.data.batch.submitted.v1");
+        assert_eq!(back.subject.as_deref(), Some("telco-churn"));
+    }
+
+    #[test]
+    fn ids_are_deterministic_per_key() {
+        assert_eq!(sample().id, sample().id);
+        assert_ne!(derive_event_id("a", "k"), derive_event_id("a", "k2"));
+        assert_ne!(derive_event_id("a", "k"), derive_event_id("b", "k"));
+    }
+
+    #[test]
+    fn decode_names_what_is_wrong() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["specversion"] = "0.3".into();
+        let e = decode::<BatchSubmitted>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("specversion"), "{e}");
+
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["data"]["batch_sha256"] = "nope".into();
+        let e = decode::<BatchSubmitted>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("sha256"), "{e}");
+
+        let e = decode::<BatchValidated>(&sample().to_json()).unwrap_err();
+        assert!(e.to_string().contains("type"), "{e}");
+
+        assert!(matches!(
+            decode::<BatchSubmitted>(b"not json"),
+            Err(DecodeError::NotCloudEvent(_))
+        ));
+    }
+
+    #[test]
+    fn every_payload_has_a_schema() {
+        let s = schemas();
+        assert!(s.contains_key("data.batch.validated"));
+        assert!(s.len() >= 12);
+    }
+}

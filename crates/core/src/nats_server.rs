@@ -1,0 +1,191 @@
+//! The embedded NATS server: `modelbus up` without `NATS_URL` starts a pinned
+//! `nats-server` (≥ 2.10) on a free loopback port with its store under the state
+//! dir, and restarts it if it dies. The test harness uses the same code.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{MIN_SERVER_VERSION, parse_version};
+
+/// Why the embedded server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsServerError {
+    /// No usable binary was found.
+    #[error(
+        "no nats-server ≥ {major}.{minor} found ({0}); run scripts/bootstrap.sh (installs \
+         .tools/bin/nats-server) or set nats.server_binary",
+        major = MIN_SERVER_VERSION.0, minor = MIN_SERVER_VERSION.1
+    )]
+    NotFound(String),
+    /// The binary is too old.
+    #[error(
+        "{path} is nats-server {version}; modelbus needs {}.{} or newer (Debian's 2.9 cannot create KV \
+         buckets). Run scripts/bootstrap.sh or set nats.server_binary",
+        MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+    )]
+    TooOld {
+        /// The binary.
+        path: String,
+        /// Its version.
+        version: String,
+    },
+    /// The server did not come up.
+    #[error("nats-server did not start: {0}")]
+    Start(String),
+}
+
+/// Version of a nats-server binary (`nats-server --version` prints `nats-server: v2.15.1`).
+pub fn binary_version(path: &Path) -> Option<String> {
+    let out = std::process::Command::new(path).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.split_whitespace()
+        .find(|w| w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()))
+        .map(|w| w.trim_start_matches('v').to_string())
+}
+
+/// Finds a nats-server ≥ 2.10: the configured path, else `.tools/bin/nats-server`
+/// in the current directory or above the running executable, else the PATH.
+pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsServerError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = configured {
+        candidates.push(p.to_path_buf());
+    } else {
+        if let Ok(cwd) = std::env::current_dir() {
+            for dir in cwd.ancestors() {
+                candidates.push(dir.join(".tools/bin/nats-server"));
+            }
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            for dir in exe.ancestors().skip(1) {
+                candidates.push(dir.join(".tools/bin/nats-server"));
+            }
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                candidates.push(dir.join("nats-server"));
+            }
+        }
+    }
+    let mut too_old = None;
+    for c in &candidates {
+        if !c.is_file() {
+            continue;
+        }
+        match binary_version(c) {
+            Some(v) if parse_version(&v).is_some_and(|x| x >= MIN_SERVER_VERSION) => {
+                return Ok(c.clone());
+            }
+            Some(v) => {
+                too_old.get_or_insert((c.display().to_string(), v));
+            }
+            None => {}
+        }
+    }
+    match too_old {
+        Some((path, version)) => Err(NatsServerError::TooOld { path, version }),
+        None => Err(NatsServerError::NotFound(match configured {
+            Some(p) => format!("{} does not exist or does not run", p.display()),
+            None => "looked in .tools/bin and on the PATH".into(),
+        })),
+    }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running embedded nats-server.
+pub struct EmbeddedNats {
+    url: String,
+    port: u16,
+    binary: PathBuf,
+    store_dir: PathBuf,
+    child: Child,
+}
+
+impl EmbeddedNats {
+    /// Starts a server with JetStream on a free loopback port.
+    pub async fn start(binary: &Path, store_dir: &Path) -> Result<Self, NatsServerError> {
+        let port = free_port().map_err(|e| NatsServerError::Start(e.to_string()))?;
+        Self::start_on(binary, store_dir, port).await
+    }
+
+    /// Starts a server on a given port (a restart keeps its port so clients reconnect).
+    pub async fn start_on(binary: &Path, store_dir: &Path, port: u16) -> Result<Self, NatsServerError> {
+        std::fs::create_dir_all(store_dir).map_err(|e| NatsServerError::Start(e.to_string()))?;
+        let log = store_dir.join("nats-server.log");
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store_dir)
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| NatsServerError::Start(format!("{}: {e}", binary.display())))?;
+        let mut me = Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            binary: binary.to_path_buf(),
+            store_dir: store_dir.to_path_buf(),
+            child,
+        };
+        me.wait_ready(&log).await?;
+        Ok(me)
+    }
+
+    async fn wait_ready(&mut self, log: &Path) -> Result<(), NatsServerError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+                return Err(NatsServerError::Start(format!("exited with {status}: {tail}")));
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(NatsServerError::Start("not listening after 15s".into()))
+    }
+
+    /// Client URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Kills the server (tests use this to check reconnection).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Keeps the server running until `shutdown`, restarting it on the same port
+    /// if it exits.
+    pub async fn supervise(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = self.child.kill().await;
+                    return;
+                }
+                status = self.child.wait() => {
+                    tracing::error!(?status, "embedded nats-server exited; restarting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    match Self::start_on(&self.binary, &self.store_dir, self.port).await {
+                        Ok(n) => self = n,
+                        Err(e) => tracing::error!(error = %e, "cannot restart nats-server"),
+                    }
+                }
+            }
+        }
+    }
+}
