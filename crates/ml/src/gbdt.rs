@@ -246,7 +246,7 @@ fn check_matrix(what: &str, x: &[f64], n_features: usize, y: &[f64]) -> Result<V
     if n_features == 0 {
         return bad("n_features must be at least 1".to_owned());
     }
-    if x.len() % n_features != 0 {
+    if !x.len().is_multiple_of(n_features) {
         return bad(format!(
             "x has {} values, which is not a multiple of n_features={n_features}",
             x.len()
@@ -587,13 +587,13 @@ impl GbdtModel {
         if trees.is_empty() {
             return Err(invalid("the model has no trees"));
         }
-        if let Some(expected) = expected_trees {
-            if expected != trees.len() {
-                return Err(invalid(format!(
-                    "header: tree_sizes lists {expected} trees but {} were found",
-                    trees.len()
-                )));
-            }
+        if let Some(expected) = expected_trees
+            && expected != trees.len()
+        {
+            return Err(invalid(format!(
+                "header: tree_sizes lists {expected} trees but {} were found",
+                trees.len()
+            )));
         }
         Ok(Self {
             trees,
@@ -790,12 +790,12 @@ fn parse_tree(
             "tree {index}: key `num_cat`={num_cat}: categorical splits are not supported by the pure-Rust predictor (modelbus trains numerical features only)"
         )));
     }
-    if let Some(v) = fields.get("is_linear") {
-        if v.trim() != "0" {
-            return Err(invalid(format!(
-                "tree {index}: key `is_linear`={v}: linear trees are not supported"
-            )));
-        }
+    if let Some(v) = fields.get("is_linear")
+        && v.trim() != "0"
+    {
+        return Err(invalid(format!(
+            "tree {index}: key `is_linear`={v}: linear trees are not supported"
+        )));
     }
     let leaf_values: Vec<f64> = tree_array(index, fields, "leaf_value", num_leaves)?;
     if let Some(i) = leaf_values.iter().position(|v| !v.is_finite()) {
@@ -1132,6 +1132,70 @@ mod tests {
         println!("holdout ROC AUC (last 2000 rows) = {auc:.4}");
         assert!(auc > 0.80, "holdout AUC {auc}");
         Ok(())
+    }
+
+    #[test]
+    fn gbdt_params_reach_lightgbm() -> TestResult {
+        let data = load_churn()?;
+        let (x, y) = data.rows(0, 3000);
+        let params = GbdtParams {
+            num_iterations: 7,
+            num_leaves: 4,
+            min_data_in_leaf: 5,
+            bagging_freq: 0,
+            ..GbdtParams::default()
+        };
+        let text = train_gbdt(x, N_FEATURES, y, &data.names, None, &params, 1)?;
+        let model = GbdtModel::parse(&text)?;
+        assert_eq!(model.num_trees(), 7);
+        assert!(model.trees.iter().all(|t| t.leaf_values.len() <= 4));
+        for setting in [
+            "[num_leaves: 4]",
+            "[min_data_in_leaf: 5]",
+            "[bagging_freq: 0]",
+            "[objective: binary]",
+            "[deterministic: 1]",
+            "[force_row_wise: 1]",
+            "[num_threads: 1]",
+        ] {
+            assert!(text.contains(setting), "model parameters lack {setting}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gbdt_constant_features_give_a_single_leaf_model() -> TestResult {
+        // Nothing to split on: LightGBM stops after one constant tree holding the
+        // initial score log(p / (1 - p)).
+        let x = vec![1.0; 200];
+        let y: Vec<f64> = (0..200).map(|i| f64::from(u8::from(i % 10 < 3))).collect();
+        let text = train_gbdt(&x, 1, &y, &[], None, &GbdtParams::default(), 9)?;
+        let model = GbdtModel::parse(&text)?;
+        assert_eq!(model.num_trees(), 1);
+        assert!(model.trees[0].nodes.is_empty());
+        assert_eq!(model.feature_names(), ["Column_0"]);
+        let p = model.predict_proba(&[1.0]);
+        assert!((p - 0.3).abs() < 1e-9, "constant prediction {p}");
+        let (dp, dr) = max_abs_diff(&text, &[1.0, f64::NAN, 0.0])?;
+        assert!(dp < 1e-12 && dr < 1e-12);
+        Ok(())
+    }
+
+    #[test]
+    fn lightgbm_errors_keep_the_library_message() {
+        let err = match Booster::from_string("not a model") {
+            Ok(_) => panic!("LightGBM accepted garbage"),
+            Err(e) => lgbm_err(e),
+        };
+        match err {
+            MlError::LightGbm(msg) => {
+                assert!(
+                    !msg.is_empty() && !msg.starts_with("LightGBM error"),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected MlError::LightGbm, got {other:?}"),
+        }
     }
 
     #[test]

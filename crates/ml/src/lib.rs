@@ -6,10 +6,16 @@
 //! in here. Everything it computes is deterministic for the same inputs and seed.
 #![forbid(unsafe_code)]
 
+pub mod features;
+pub mod featureset;
 pub mod gbdt;
 pub mod spec;
+pub mod table;
+pub mod train;
+pub mod validate;
 pub mod logistic;
 pub mod metrics;
+pub mod model;
 pub mod split;
 
 /// Errors from model fitting and model loading.
