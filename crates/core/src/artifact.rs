@@ -210,6 +210,22 @@ impl ArtifactStore {
         }
     }
 
+    /// A blocking reader over an artifact, for CPU-bound parsers run in
+    /// `spawn_blocking`: the file itself for a local store, else a bridge over the
+    /// object stream (create it inside the runtime, read it on a blocking thread).
+    pub async fn open_read(&self, d: &Sha256Digest) -> Result<Box<dyn std::io::Read + Send>, ArtifactError> {
+        if let Some(path) = self.local_path(d) {
+            return match std::fs::File::open(&path) {
+                Ok(f) => Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ArtifactError::NotFound(*d)),
+                Err(e) => Err(ArtifactError::Source(e.to_string())),
+            };
+        }
+        let stream = self.get_stream(d).await?;
+        let reader = tokio_util::io::StreamReader::new(Box::pin(stream));
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new(reader)))
+    }
+
     /// Local file path of an artifact, when the store is a local directory.
     pub fn local_path(&self, d: &Sha256Digest) -> Option<std::path::PathBuf> {
         let h = d.to_hex();

@@ -448,3 +448,50 @@ mod tests {
         assert!(e.to_string().contains("deployer.trusted_keys[0]"), "{e}");
     }
 }
+
+/// Loads a PKCS#8 PEM private key from `path`, creating it (mode 0600, with its
+/// public key beside it as `<path>.pub`) when it does not exist yet.
+pub fn load_or_create_key(path: &std::path::Path) -> Result<KeyPair, SigningError> {
+    let io = |e: std::io::Error| SigningError::InvalidKey {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if path.exists() {
+        let pem = std::fs::read_to_string(path).map_err(io)?;
+        return KeyPair::from_pem(&pem, &path.display().to_string());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let key = KeyPair::generate()?;
+    write_private(path, &key.to_pem()?).map_err(io)?;
+    std::fs::write(public_key_path(path), key.public().to_pem()).map_err(io)?;
+    Ok(key)
+}
+
+/// Where the public half of a key file lives: `<path>.pub`.
+pub fn public_key_path(private: &std::path::Path) -> std::path::PathBuf {
+    let mut s = private.as_os_str().to_owned();
+    s.push(".pub");
+    std::path::PathBuf::from(s)
+}
+
+/// Writes a private key readable by its owner only.
+pub fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(pem.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = std::fs::File::create_new(path)?;
+        f.write_all(pem.as_bytes())
+    }
+}

@@ -66,6 +66,20 @@ pub struct FeatureTransform {
     pub columns: Vec<ColumnTransform>,
 }
 
+/// What the features stage hands the trainer besides the feature set: the fitted
+/// transform and the label vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedFeatures {
+    /// The transform, fitted on the training split.
+    pub transform: FeatureTransform,
+    /// Target value of the positive class.
+    pub positive_label: String,
+    /// Most frequent other target value: what a negative prediction is called.
+    pub negative_label: String,
+    /// Rows per target value in the whole batch.
+    pub label_counts: BTreeMap<String, u64>,
+}
+
 /// A raw cell value handed to [`FeatureTransform::encode_row`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell<'a> {

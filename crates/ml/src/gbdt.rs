@@ -193,7 +193,7 @@ pub fn train_gbdt(
 fn lightgbm_config(params: &GbdtParams, seed: u64, early_stopping: bool) -> serde_json::Value {
     let mut config = serde_json::json!({
         "objective": "binary",
-        "metric": "auc",
+        "metric": "binary_logloss",
         "boosting": "gbdt",
         "num_iterations": params.num_iterations,
         "learning_rate": params.learning_rate,
@@ -213,8 +213,9 @@ fn lightgbm_config(params: &GbdtParams, seed: u64, early_stopping: bool) -> serd
         "verbosity": -1,
     });
     if early_stopping {
-        // `lightgbm3` drives early stopping itself from exactly this key (with metric=auc,
-        // higher is better) and rolls back the non-improving trees.
+        // `lightgbm3` drives early stopping itself from exactly this key (with
+        // metric=binary_logloss, lower is better; log loss keeps probabilities
+        // calibrated where AUC would stop early) and rolls back the non-improving trees.
         config["early_stopping_rounds"] = serde_json::json!(params.early_stopping_rounds);
     }
     config

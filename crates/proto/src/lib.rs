@@ -1,1 +1,31 @@
+//! Generated gRPC types, client and server for the registry API
+//! (`proto/modelbus/registry/v1/registry.proto`), and the descriptor set that
+//! server reflection serves. Only this crate knows the protobuf wire format.
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
 
+/// `modelbus.registry.v1`.
+pub mod registry {
+    /// Version 1 of the registry API.
+    pub mod v1 {
+        tonic::include_proto!("modelbus.registry.v1");
+
+        /// Encoded `FileDescriptorSet` for gRPC server reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/registry_descriptor.bin"));
+    }
+}
+
+pub use registry::v1::registry_service_client::RegistryServiceClient;
+pub use registry::v1::registry_service_server::{RegistryService, RegistryServiceServer};
+
+/// Connects a registry client to `url` (e.g. `http://127.0.0.1:7071`), lazily:
+/// the connection is made on first use and re-made after failures, so services can
+/// start before the registry.
+pub fn connect_lazy(
+    url: &str,
+) -> Result<RegistryServiceClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(60));
+    Ok(RegistryServiceClient::new(endpoint.connect_lazy()))
+}

@@ -1,1 +1,341 @@
+//! Ingest: where batches enter. Producers upload CSV over HTTP (streamed to the
+//! artifact store, never held whole in memory) or put the object themselves and
+//! publish `data.batch.submitted`. Every submitted batch is validated in one
+//! streaming pass against its dataset's spec; the JSON report is stored as an
+//! artifact and the outcome published as `data.batch.validated` or
+//! `data.batch.rejected`. Rejected batches stay in the store (quarantine): ingest
+//! never deletes a batch.
+#![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::TryStreamExt;
+use modelbus_core::Context;
+use modelbus_core::artifact::ArtifactError;
+use modelbus_core::bus::{Delivery, HandlerError};
+use modelbus_core::events::{BatchRejected, BatchSubmitted, BatchValidated, Envelope};
+use modelbus_core::ids::{DatasetName, PipelineRunId, Sha256Digest};
+use modelbus_ml::spec::DatasetSpec;
+use modelbus_ml::validate::validate_csv;
+use modelbus_proto::registry::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+/// Source attribute of ingest's events.
+pub const SOURCE: &str = "/modelbus/ingest";
+/// Durable consumer name.
+pub const CONSUMER: &str = "ingest";
+
+type Registry = modelbus_proto::RegistryServiceClient<tonic::transport::Channel>;
+
+/// Errors of ingest's HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The request is wrong (unknown dataset, bad digest).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such dataset or spec.
+    #[error("{0}")]
+    NotFound(String),
+    /// The upload is larger than `ingest.max_batch_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A dependency failed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something else failed; logged, not shown.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            IngestError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let message = match &self {
+            IngestError::Internal(cause) => {
+                tracing::error!(%cause, "internal ingest error");
+                "internal error; see the ingest log".to_string()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+    }
+}
+
+fn from_status(s: tonic::Status) -> IngestError {
+    match s.code() {
+        tonic::Code::NotFound => IngestError::NotFound(s.message().to_string()),
+        tonic::Code::InvalidArgument => IngestError::BadRequest(s.message().to_string()),
+        tonic::Code::Unavailable => IngestError::Unavailable(format!("registry unavailable: {}", s.message())),
+        _ => IngestError::Internal(format!("registry: {s}")),
+    }
+}
+
+/// The answer to an upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    /// Pipeline run id.
+    pub pipeline_run: String,
+    /// Digest of the uploaded bytes.
+    pub batch_sha256: String,
+    /// Bytes received.
+    pub size_bytes: u64,
+    /// Dataset.
+    pub dataset: String,
+    /// Spec version the batch is validated against.
+    pub spec_digest: String,
+    /// False when the same bytes were already submitted for this spec.
+    pub created: bool,
+    /// The run's state now.
+    pub state: String,
+}
+
+#[derive(Clone)]
+struct Ingest {
+    ctx: Context,
+    registry: Registry,
+}
+
+#[derive(Deserialize)]
+struct SubmitQuery {
+    spec_digest: Option<String>,
+    submitted_by: Option<String>,
+}
+
+/// `POST /v1/datasets/{name}/batches` with the CSV as the body.
+#[tracing::instrument(skip_all, fields(dataset = %name))]
+async fn submit(
+    State(ingest): State<Ingest>,
+    Path(name): Path<String>,
+    Query(q): Query<SubmitQuery>,
+    body: Body,
+) -> Result<impl IntoResponse, IngestError> {
+    let dataset = DatasetName::parse(&name).map_err(|e| IngestError::BadRequest(e.to_string()))?;
+    let mut registry = ingest.registry.clone();
+    // Resolve the spec first: an unknown dataset is refused before any byte is stored.
+    let spec = registry
+        .get_spec(pb::GetSpecRequest {
+            dataset: dataset.to_string(),
+            digest: q.spec_digest.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    if spec.dataset != dataset.as_str() {
+        return Err(IngestError::BadRequest(format!(
+            "spec {} belongs to dataset {:?}, not {dataset:?}",
+            spec.digest, spec.dataset
+        )));
+    }
+    let limit = ingest.ctx.config.ingest.max_batch_bytes;
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let stored = ingest.ctx.store.put_stream(stream, Some(limit)).await.map_err(|e| match e {
+        ArtifactError::TooLarge { limit } => {
+            IngestError::TooLarge(format!("batch exceeds ingest.max_batch_bytes ({limit} bytes); nothing was stored"))
+        }
+        ArtifactError::Source(m) => IngestError::BadRequest(format!("reading the upload failed: {m}")),
+        other => IngestError::Internal(other.to_string()),
+    })?;
+    let who = q.submitted_by.unwrap_or_else(|| "anonymous".into());
+    let resp = register_and_publish(&ingest, &dataset, &spec.digest, stored.sha256, stored.size, &who).await?;
+    metrics::counter!("modelbus_ingest_batches_received_total", "dataset" => dataset.to_string()).increment(1);
+    metrics::counter!("modelbus_ingest_bytes_received_total", "dataset" => dataset.to_string()).increment(stored.size);
+    let status = if resp.created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(resp)))
+}
+
+async fn register_and_publish(
+    ingest: &Ingest,
+    dataset: &DatasetName,
+    spec_digest: &str,
+    batch: Sha256Digest,
+    size: u64,
+    who: &str,
+) -> Result<SubmitResponse, IngestError> {
+    let mut registry = ingest.registry.clone();
+    let created = registry
+        .create_pipeline_run(pb::CreatePipelineRunRequest {
+            dataset: dataset.to_string(),
+            spec_digest: spec_digest.to_string(),
+            batch_sha256: batch.to_hex(),
+            size_bytes: size,
+            submitted_by: who.to_string(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let run = created.run.ok_or_else(|| IngestError::Internal("registry returned no run".into()))?;
+    // A run still at `submitted` may have been created by an upload that died
+    // before publishing: publish again (same event id, so the bus de-duplicates).
+    if created.created || run.state == "submitted" {
+        let spec = Sha256Digest::parse(spec_digest).map_err(|e| IngestError::Internal(e.to_string()))?;
+        let run_id = PipelineRunId::parse(&run.id).map_err(|e| IngestError::Internal(e.to_string()))?;
+        let event = Envelope::new(SOURCE, run_id.as_str(), BatchSubmitted {
+            dataset: dataset.clone(),
+            spec_digest: spec,
+            batch_sha256: batch,
+            size_bytes: size,
+            submitted_by: run.submitted_by.clone(),
+        })
+        .with_subject(dataset.as_str())
+        .with_pipeline_run(Some(run_id));
+        ingest
+            .ctx
+            .bus
+            .publish(&event)
+            .await
+            .map_err(|e| IngestError::Unavailable(format!("cannot publish to the bus: {e}")))?;
+    }
+    Ok(SubmitResponse {
+        pipeline_run: run.id,
+        batch_sha256: batch.to_hex(),
+        size_bytes: size,
+        dataset: dataset.to_string(),
+        spec_digest: spec_digest.to_string(),
+        created: created.created,
+        state: run.state,
+    })
+}
+
+/// Routes of ingest's HTTP API (without the operations endpoints).
+fn router(ingest: Ingest) -> Router {
+    Router::new()
+        .route("/v1/datasets/{name}/batches", post(submit))
+        // Streaming: the artifact store enforces `ingest.max_batch_bytes` itself.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(ingest)
+}
+
+impl Ingest {
+    /// Validates a submitted batch and publishes the outcome.
+    async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+        let e = d.decode::<BatchSubmitted>()?;
+        let s = &e.data;
+        let mut registry = self.registry.clone();
+        let spec = registry
+            .get_spec(pb::GetSpecRequest {
+                dataset: String::new(),
+                digest: s.spec_digest.to_hex(),
+            })
+            .await
+            .map_err(|st| match st.code() {
+                tonic::Code::NotFound | tonic::Code::InvalidArgument => HandlerError::Reject(st.message().to_string()),
+                _ => HandlerError::Retry(format!("registry: {st}")),
+            })?
+            .into_inner();
+        if spec.dataset != s.dataset.as_str() {
+            return Err(HandlerError::Reject(format!(
+                "spec {} belongs to dataset {:?}, the event says {:?}",
+                s.spec_digest, spec.dataset, s.dataset
+            )));
+        }
+        let parsed = DatasetSpec::parse(&spec.toml, "registered spec").map_err(HandlerError::reject)?;
+        // Producers that publish on NATS directly have no run yet.
+        let created = registry
+            .create_pipeline_run(pb::CreatePipelineRunRequest {
+                dataset: s.dataset.to_string(),
+                spec_digest: s.spec_digest.to_hex(),
+                batch_sha256: s.batch_sha256.to_hex(),
+                size_bytes: s.size_bytes,
+                submitted_by: s.submitted_by.clone(),
+            })
+            .await
+            .map_err(|st| HandlerError::Retry(format!("registry: {st}")))?
+            .into_inner();
+        let run = created.run.ok_or_else(|| HandlerError::Retry("registry returned no run".into()))?;
+        let run_id = PipelineRunId::parse(&run.id).map_err(HandlerError::reject)?;
+        let reader = self.ctx.store.open_read(&s.batch_sha256).await.map_err(|err| match err {
+            ArtifactError::NotFound(_) => HandlerError::Reject(format!(
+                "batch {} is not in the artifact store: put the object before publishing data.batch.submitted",
+                s.batch_sha256
+            )),
+            other => HandlerError::Retry(other.to_string()),
+        })?;
+        let spec_arc = Arc::new(parsed.spec);
+        let chunk_rows = self.ctx.config.ingest.chunk_rows;
+        let started = std::time::Instant::now();
+        let report = tokio::task::spawn_blocking(move || validate_csv(reader, spec_arc, chunk_rows))
+            .await
+            .map_err(|e| HandlerError::Retry(format!("validation task: {e}")))?;
+        metrics::histogram!("modelbus_ingest_validation_seconds", "dataset" => s.dataset.to_string())
+            .record(started.elapsed().as_secs_f64());
+        let report_bytes = serde_json::to_vec_pretty(&report).map_err(HandlerError::retry)?;
+        let stored = self.ctx.store.put(report_bytes.into()).await.map_err(HandlerError::retry)?;
+        let key = run_id.as_str().to_string();
+        if report.success {
+            let out = Envelope::new(SOURCE, &key, BatchValidated {
+                dataset: s.dataset.clone(),
+                spec_digest: s.spec_digest,
+                batch_sha256: s.batch_sha256,
+                report_sha256: stored.sha256,
+                rows: report.rows,
+                warnings: Vec::new(),
+                submitted_by: run.submitted_by.clone(),
+            })
+            .with_subject(s.dataset.as_str())
+            .caused_by(&e)
+            .with_pipeline_run(Some(run_id.clone()));
+            self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
+            metrics::counter!("modelbus_ingest_batches_validated_total", "dataset" => s.dataset.to_string()).increment(1);
+            tracing::info!(pipelinerun = %run_id, rows = report.rows, "batch validated");
+        } else {
+            let reasons = report.reasons();
+            let out = Envelope::new(SOURCE, &key, BatchRejected {
+                dataset: s.dataset.clone(),
+                spec_digest: s.spec_digest,
+                batch_sha256: s.batch_sha256,
+                report_sha256: stored.sha256,
+                reasons: reasons.clone(),
+            })
+            .with_subject(s.dataset.as_str())
+            .caused_by(&e)
+            .with_pipeline_run(Some(run_id.clone()));
+            self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
+            metrics::counter!("modelbus_ingest_batches_rejected_total", "dataset" => s.dataset.to_string()).increment(1);
+            tracing::warn!(pipelinerun = %run_id, ?reasons, "batch rejected and kept in quarantine");
+        }
+        Ok(())
+    }
+}
+
+/// Runs ingest until `ctx.shutdown`: the upload API on `listener` and the
+/// validation consumer.
+pub async fn run(ctx: Context, listener: TcpListener) -> Result<(), IngestError> {
+    ctx.readiness.register("ingest");
+    let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
+        .map_err(|e| IngestError::Internal(format!("registry URL: {e}")))?;
+    let ingest = Ingest { ctx: ctx.clone(), registry };
+    let app = router(ingest.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
+    let http = tokio::spawn(modelbus_core::ops::serve(listener, app, ctx.shutdown.clone()));
+    let readiness = ctx.readiness.clone();
+    let consumer = ctx
+        .bus
+        .consume(
+            CONSUMER,
+            &["modelbus.data.batch.submitted"],
+            ctx.shutdown.clone(),
+            move || readiness.set("ingest", true),
+            |d| {
+                let ingest = ingest.clone();
+                async move { ingest.handle(&d).await }
+            },
+        )
+        .await;
+    let http = http.await;
+    consumer.map_err(|e| IngestError::Internal(e.to_string()))?;
+    http.map_err(|e| IngestError::Internal(e.to_string()))?
+        .map_err(|e| IngestError::Internal(format!("HTTP server: {e}")))
+}

@@ -1,1 +1,212 @@
+//! The registry: datasets and spec versions, pipeline runs and their stages,
+//! training runs, registered models, versions with lineage, gate decisions and
+//! aliases, over gRPC (with reflection) and an HTTP JSON API with the same
+//! operations. It follows every event on the bus to keep each pipeline run's
+//! timeline, applies a version's gates when it is trained, and signs staging
+//! promotions with its automation key.
+//!
+//! The registry never writes deployment state: it only publishes
+//! `approval.granted`; the deployer decides.
+#![forbid(unsafe_code)]
 
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod pipeline;
+pub mod store;
+pub mod types;
+
+use std::sync::Arc;
+
+use modelbus_core::Context;
+use modelbus_core::signing::KeyPair;
+use modelbus_ml::spec::DatasetSpec;
+use tokio::net::TcpListener;
+
+pub use error::RegistryError;
+pub use store::Store;
+use types::*;
+
+/// Name of the automation approver.
+pub const AUTOMATION_APPROVER: &str = "registry-automation";
+
+/// The registry's operations, shared by both APIs and the event handlers.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    /// Metadata store.
+    pub store: Store,
+    /// Key that signs staging promotions.
+    automation: Arc<KeyPair>,
+    /// Artifact store (validation reports).
+    artifacts: modelbus_core::artifact::ArtifactStore,
+}
+
+impl Registry {
+    /// A registry over a store.
+    pub fn new(store: Store, automation: KeyPair, artifacts: modelbus_core::artifact::ArtifactStore) -> Self {
+        Self {
+            store,
+            automation: Arc::new(automation),
+            artifacts,
+        }
+    }
+
+    /// Parses, checks and registers a spec.
+    pub async fn apply_spec(&self, toml: &str, source_name: &str) -> Result<(SpecVersion, bool), RegistryError> {
+        let source = if source_name.is_empty() { "spec.toml" } else { source_name };
+        let parsed = DatasetSpec::parse(toml, source).map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        let json = serde_json::to_value(&parsed.spec).unwrap_or_default();
+        self.store.apply_spec(&parsed.spec.name, &parsed.digest, toml, &json).await
+    }
+
+    /// A spec by digest, or the latest of a dataset.
+    pub async fn get_spec(&self, dataset: &str, digest: &str) -> Result<SpecVersion, RegistryError> {
+        let found = if !digest.is_empty() {
+            self.store.spec_by_digest(digest).await?
+        } else if !dataset.is_empty() {
+            self.store.latest_spec(dataset).await?
+        } else {
+            return Err(RegistryError::InvalidArgument("give a dataset or a digest".into()));
+        };
+        found.ok_or_else(|| {
+            RegistryError::NotFound(if digest.is_empty() {
+                format!("no spec registered for dataset {dataset:?} (run `modelbus datasets apply`)")
+            } else {
+                format!("no spec version with digest {digest}")
+            })
+        })
+    }
+
+    /// Creates (or finds) the pipeline run of a batch.
+    pub async fn create_pipeline_run(
+        &self,
+        dataset: &str,
+        spec_digest: &str,
+        batch_sha256: &str,
+        size_bytes: u64,
+        submitted_by: &str,
+    ) -> Result<(PipelineRun, bool), RegistryError> {
+        let spec = modelbus_core::ids::Sha256Digest::parse(spec_digest)
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        let batch = modelbus_core::ids::Sha256Digest::parse(batch_sha256)
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        let sv = self
+            .store
+            .spec_by_digest(&spec.to_hex())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no spec version with digest {spec}")))?;
+        if sv.dataset != dataset {
+            return Err(RegistryError::InvalidArgument(format!(
+                "spec {spec} belongs to dataset {:?}, not {dataset:?}",
+                sv.dataset
+            )));
+        }
+        let id = modelbus_core::ids::PipelineRunId::for_batch(&spec, &batch);
+        let who = if submitted_by.is_empty() { "anonymous" } else { submitted_by };
+        self.store
+            .create_pipeline_run(id.as_str(), dataset, &spec.to_hex(), &batch.to_hex(), size_bytes, who)
+            .await
+    }
+
+    /// A pipeline run.
+    pub async fn pipeline_run(&self, id: &str) -> Result<PipelineRun, RegistryError> {
+        self.store
+            .pipeline_run(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no pipeline run {id:?}")))
+    }
+
+    /// Registers a model version after checking its fields.
+    pub async fn register_model_version(&self, v: NewModelVersion) -> Result<(ModelVersion, bool), RegistryError> {
+        modelbus_core::ids::ModelName::parse(&v.model).map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        modelbus_core::ids::Sha256Digest::parse(&v.model_sha256)
+            .map_err(|e| RegistryError::InvalidArgument(format!("model_sha256: {e}")))?;
+        if v.dataset.is_empty() {
+            return Err(RegistryError::InvalidArgument("dataset is required".into()));
+        }
+        let (mv, created) = self.store.register_model_version(&v).await?;
+        if !v.lineage.pipeline_run.is_empty() {
+            self.store.set_run_model(&v.lineage.pipeline_run, &mv.model, mv.version).await?;
+        }
+        Ok((mv, created))
+    }
+
+    /// A registered model.
+    pub async fn model(&self, name: &str) -> Result<RegisteredModel, RegistryError> {
+        self.store
+            .model(name)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no registered model {name:?}")))
+    }
+
+    /// One version.
+    pub async fn model_version(&self, name: &str, version: u32) -> Result<ModelVersion, RegistryError> {
+        self.store
+            .model_version(name, version)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("model {name:?} has no version {version}")))
+    }
+
+    /// A training run.
+    pub async fn run(&self, id: &str) -> Result<Run, RegistryError> {
+        self.store
+            .run(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no run {id:?}")))
+    }
+
+    /// The validation report of a batch, from the artifact store.
+    pub async fn report(&self, report_sha256: &str) -> Result<serde_json::Value, RegistryError> {
+        let d = modelbus_core::ids::Sha256Digest::parse(report_sha256)
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        let bytes = self.artifacts.get(&d).await.map_err(|e| match e {
+            modelbus_core::artifact::ArtifactError::NotFound(_) => RegistryError::NotFound(e.to_string()),
+            other => RegistryError::Internal(other.to_string()),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| RegistryError::Internal(format!("report {d}: {e}")))
+    }
+}
+
+/// Bound listeners of the registry.
+pub struct Listeners {
+    /// HTTP JSON API and operations endpoints.
+    pub http: TcpListener,
+    /// gRPC API.
+    pub grpc: TcpListener,
+}
+
+/// Runs the registry until `ctx.shutdown`: both APIs and its event consumers.
+pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError> {
+    ctx.readiness.register("registry");
+    let db_url = ctx.config.database_url();
+    tracing::info!(database = %db_url.masked(), "opening registry database");
+    let store = Store::connect(db_url.expose()).await?;
+    let key = load_automation_key(&ctx.config)?;
+    let registry = Registry::new(store, key, ctx.store.clone());
+
+    let http_router = http::router(registry.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
+    let shutdown = ctx.shutdown.clone();
+    let http_task = tokio::spawn(modelbus_core::ops::serve(listeners.http, http_router, shutdown.clone()));
+    let grpc_task = tokio::spawn(grpc::serve(registry.clone(), listeners.grpc, shutdown.clone()));
+    let events_ready = ctx.readiness.clone();
+    let events = pipeline::run_consumers(registry, ctx.clone(), move || events_ready.set("registry", true));
+    let (h, g, e) = tokio::join!(http_task, grpc_task, events);
+    h.map_err(|e| RegistryError::Internal(e.to_string()))?
+        .map_err(|e| RegistryError::Internal(format!("HTTP server: {e}")))?;
+    g.map_err(|e| RegistryError::Internal(e.to_string()))??;
+    e
+}
+
+/// Loads the automation key from its secret reference, creating the default key
+/// file on first start.
+pub fn load_automation_key(config: &modelbus_core::config::Config) -> Result<KeyPair, RegistryError> {
+    let reference = config.automation_key_ref();
+    if config.registry.automation_key.is_none() {
+        return modelbus_core::signing::load_or_create_key(&config.automation_key_path())
+            .map_err(|e| RegistryError::Internal(e.to_string()));
+    }
+    let secret = reference
+        .resolve("registry.automation_key")
+        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+    KeyPair::from_pem(secret.expose(), "registry.automation_key").map_err(|e| RegistryError::Internal(e.to_string()))
+}

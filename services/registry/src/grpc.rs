@@ -1,0 +1,117 @@
+//! The gRPC API (`modelbus.registry.v1.RegistryService`) with server reflection.
+
+use modelbus_proto::registry::v1 as pb;
+use modelbus_proto::{RegistryService, RegistryServiceServer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{Registry, RegistryError};
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RegistryService for Registry {
+    #[tracing::instrument(skip_all, fields(source = %req.get_ref().source_name))]
+    async fn apply_spec(&self, req: Request<pb::ApplySpecRequest>) -> R<pb::ApplySpecResponse> {
+        let r = req.into_inner();
+        let (spec, created) = self.apply_spec(&r.toml, &r.source_name).await?;
+        Ok(Response::new(pb::ApplySpecResponse {
+            spec: Some(spec.into()),
+            created,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_spec(&self, req: Request<pb::GetSpecRequest>) -> R<pb::SpecVersion> {
+        let r = req.into_inner();
+        Ok(Response::new(self.get_spec(&r.dataset, &r.digest).await?.into()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_datasets(&self, _req: Request<pb::ListDatasetsRequest>) -> R<pb::ListDatasetsResponse> {
+        let datasets = self.store.list_datasets().await?;
+        Ok(Response::new(pb::ListDatasetsResponse {
+            datasets: datasets.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(dataset = %req.get_ref().dataset, batch = %req.get_ref().batch_sha256))]
+    async fn create_pipeline_run(&self, req: Request<pb::CreatePipelineRunRequest>) -> R<pb::CreatePipelineRunResponse> {
+        let r = req.into_inner();
+        let (run, created) = self
+            .create_pipeline_run(&r.dataset, &r.spec_digest, &r.batch_sha256, r.size_bytes, &r.submitted_by)
+            .await?;
+        Ok(Response::new(pb::CreatePipelineRunResponse {
+            run: Some(run.into()),
+            created,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(pipelinerun = %req.get_ref().id))]
+    async fn get_pipeline_run(&self, req: Request<pb::GetPipelineRunRequest>) -> R<pb::PipelineRun> {
+        Ok(Response::new(self.pipeline_run(&req.into_inner().id).await?.into()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_pipeline_runs(&self, req: Request<pb::ListPipelineRunsRequest>) -> R<pb::ListPipelineRunsResponse> {
+        let r = req.into_inner();
+        let dataset = (!r.dataset.is_empty()).then_some(r.dataset.as_str());
+        let limit = if r.limit == 0 { 50 } else { r.limit };
+        let runs = self.store.list_pipeline_runs(dataset, limit).await?;
+        Ok(Response::new(pb::ListPipelineRunsResponse {
+            runs: runs.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(model = %req.get_ref().model, sha256 = %req.get_ref().model_sha256))]
+    async fn register_model_version(
+        &self,
+        req: Request<pb::RegisterModelVersionRequest>,
+    ) -> R<pb::RegisterModelVersionResponse> {
+        let (v, created) = self.register_model_version(req.into_inner().into()).await?;
+        Ok(Response::new(pb::RegisterModelVersionResponse {
+            version: Some(v.into()),
+            created,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(model = %req.get_ref().name))]
+    async fn get_model(&self, req: Request<pb::GetModelRequest>) -> R<pb::RegisteredModel> {
+        Ok(Response::new(self.model(&req.into_inner().name).await?.into()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_models(&self, _req: Request<pb::ListModelsRequest>) -> R<pb::ListModelsResponse> {
+        let models = self.store.list_models().await?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: models.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(model = %req.get_ref().model, version = req.get_ref().version))]
+    async fn get_model_version(&self, req: Request<pb::GetModelVersionRequest>) -> R<pb::ModelVersion> {
+        let r = req.into_inner();
+        Ok(Response::new(self.model_version(&r.model, r.version).await?.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %req.get_ref().id))]
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> R<pb::Run> {
+        Ok(Response::new(self.run(&req.into_inner().id).await?.into()))
+    }
+}
+
+/// Serves the gRPC API with reflection on a bound listener until `shutdown`.
+pub async fn serve(registry: Registry, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RegistryError> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RegistryError::Internal(format!("reflection: {e}")))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(RegistryServiceServer::new(registry))
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| RegistryError::Internal(format!("gRPC server: {e}")))
+}
