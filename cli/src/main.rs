@@ -1,1 +1,490 @@
-fn main() {}
+//! `modelbus`: configuration, telemetry and shutdown wiring around the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use modelbus_cli::client::Client;
+use modelbus_cli::platform::{self, Service};
+use modelbus_core::config::Config;
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "modelbus", version, about = "From a dropped data batch to a validated, trained, approved and served model.")]
+struct Cli {
+    /// Configuration file (TOML); every key can also be set as MODELBUS_<SECTION>__<KEY>.
+    #[arg(long, global = true, env = "MODELBUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory (SQLite registry, artifacts, NATS store, keys); default ./.modelbus.
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs every service in this process (the development and demo set-up).
+    Up {
+        /// Dataset specs applied at start.
+        #[arg(long, default_value = "config/datasets")]
+        datasets_dir: PathBuf,
+    },
+    /// Runs the registry alone.
+    Registry,
+    /// Runs ingest alone.
+    Ingest,
+    /// Runs the features service alone.
+    Features,
+    /// Runs the trainer alone.
+    Trainer,
+    /// Runs the deployer alone.
+    Deployer,
+    /// Runs serving alone.
+    Serving,
+    /// Submits a CSV batch for a dataset.
+    Submit {
+        /// Dataset name.
+        #[arg(long)]
+        dataset: String,
+        /// CSV file.
+        file: PathBuf,
+        /// Waits for the run to end: exit 0 deployed, 3 rejected, 1 otherwise.
+        #[arg(long)]
+        wait: bool,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "10m")]
+        timeout: humantime::Duration,
+    },
+    /// Dataset specs.
+    Datasets {
+        #[command(subcommand)]
+        cmd: DatasetsCmd,
+    },
+    /// Pipeline runs.
+    Runs {
+        #[command(subcommand)]
+        cmd: RunsCmd,
+    },
+    /// Registered models.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+    /// Writes the JSON Schema of every event payload.
+    Schemas {
+        /// Output directory.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+    /// Prints the effective configuration with secrets masked.
+    Config,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatasetsCmd {
+    /// Registers spec files (versioned by digest).
+    Apply {
+        /// Spec files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Lists datasets.
+    List {
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCmd {
+    /// Lists pipeline runs, newest first.
+    List {
+        /// Only this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows a pipeline run with its stages and its training run.
+    Show {
+        /// Pipeline run id (`pr-...`).
+        id: String,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Lists registered models.
+    List {
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows a model, or one version with its lineage and gate decisions.
+    Show {
+        /// Model name.
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Submit → staging-serving latency over several runs, with the per-stage breakdown.
+    Pipeline {
+        /// Runs to time.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// CSV file (default: the shipped Telco file).
+        #[arg(long, default_value = "data/telco-churn/telco_customer_churn.csv")]
+        data: PathBuf,
+        /// Spec file.
+        #[arg(long, default_value = "config/datasets/telco-churn.toml")]
+        spec: PathBuf,
+    },
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut c = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.state_dir {
+        c.general.state_dir = dir.clone();
+    }
+    Ok(c)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(config: Config, services: &[Service], datasets_dir: Option<PathBuf>) -> Result<()> {
+    let _telemetry = modelbus_core::telemetry::init(&config.telemetry, if services.len() > 1 { "up" } else { "service" })?;
+    modelbus_core::telemetry::describe_metrics();
+    let p = platform::start(config, services).await?;
+    let stop = p.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    p.wait_ready(Duration::from_secs(60)).await?;
+    let c = p.config.clone();
+    if let Some(dir) = datasets_dir {
+        for line in platform::apply_dataset_dir(&c.registry_http_url(), &dir).await? {
+            eprintln!("applied dataset spec {line}");
+        }
+    }
+    if services.len() > 1 {
+        eprintln!("modelbus is up (state dir {})", c.general.state_dir.display());
+        eprintln!("  registry  HTTP {}  gRPC {}", c.registry_http_url(), c.registry_grpc_url());
+        eprintln!("  ingest    {}", c.ingest_url());
+        eprintln!("  serving   staging http://{}  production http://{}", c.serving.staging_addr, c.serving.production_addr);
+        eprintln!("  NATS      {}", c.nats.url.as_deref().unwrap_or(""));
+        eprintln!("Ctrl-C stops.");
+    }
+    p.run_until_stopped().await
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn metric(v: &Value, k: &str) -> String {
+    v["metrics"][k].as_f64().map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}
+
+async fn submit(client: &Client, dataset: &str, file: &PathBuf, wait: bool, json: bool, timeout: Duration) -> Result<ExitCode> {
+    let resp = client.submit(dataset, file).await?;
+    let id = resp["pipeline_run"].as_str().unwrap_or_default().to_string();
+    if !json {
+        eprintln!(
+            "submitted {} ({} bytes, sha256 {}) as pipeline run {id}{}",
+            file.display(),
+            resp["size_bytes"],
+            resp["batch_sha256"].as_str().unwrap_or(""),
+            if resp["created"] == Value::Bool(false) { " (already submitted: existing run)" } else { "" }
+        );
+    }
+    if !wait {
+        if json {
+            print_json(&serde_json::json!({
+                "pipeline_run": id, "batch_sha256": resp["batch_sha256"], "state": resp["state"], "created": resp["created"],
+            }));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = client.wait_run(&id, timeout).await?;
+    let state = run["state"].as_str().unwrap_or("failed").to_string();
+    let mut model = Value::Null;
+    if let (Some(name), Some(v)) = (run["model"].as_str(), run["model_version"].as_u64())
+        && !name.is_empty()
+        && v > 0
+    {
+        let mv = client.model_version(name, v).await?;
+        model = serde_json::json!({ "name": name, "version": v, "model_sha256": mv["model_sha256"], "metrics": mv["metrics"], "status": mv["status"] });
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "pipeline_run": id,
+            "batch_sha256": run["batch_sha256"],
+            "state": state,
+            "model": model,
+            "reasons": run["reasons"],
+            "stages": run["stages"],
+        }));
+    } else {
+        for s in run["stages"].as_array().into_iter().flatten() {
+            eprintln!("  {:<11} {:<10} {}", s["name"].as_str().unwrap_or(""), s["status"].as_str().unwrap_or(""), s["detail"].as_str().unwrap_or(""));
+        }
+        match state.as_str() {
+            "deployed" => eprintln!(
+                "deployed {} v{} to staging (roc_auc {}, pr_auc {})",
+                model["name"].as_str().unwrap_or(""),
+                model["version"],
+                metric(&model, "roc_auc"),
+                metric(&model, "pr_auc")
+            ),
+            other => {
+                eprintln!("run ended {other}:");
+                for r in run["reasons"].as_array().into_iter().flatten() {
+                    eprintln!("  - {}", r.as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    Ok(match state.as_str() {
+        "deployed" => ExitCode::SUCCESS,
+        "rejected" => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = load_config(&cli)?;
+    let client = Client::new(&config.registry_http_url(), &config.ingest_url());
+    match cli.cmd {
+        Cmd::Up { datasets_dir } => {
+            serve(config, &Service::ALL, Some(datasets_dir)).await?;
+        }
+        Cmd::Registry => serve(config, &[Service::Registry], None).await?,
+        Cmd::Ingest => serve(config, &[Service::Ingest], None).await?,
+        Cmd::Features => serve(config, &[Service::Features], None).await?,
+        Cmd::Trainer => serve(config, &[Service::Trainer], None).await?,
+        Cmd::Deployer => serve(config, &[Service::Deployer], None).await?,
+        Cmd::Serving => serve(config, &[Service::Serving], None).await?,
+        Cmd::Submit { dataset, file, wait, json, timeout } => {
+            return submit(&client, &dataset, &file, wait, json, timeout.into()).await;
+        }
+        Cmd::Datasets { cmd: DatasetsCmd::Apply { files } } => {
+            for f in files {
+                let out = client.apply_spec(&f).await?;
+                let s = &out["spec"];
+                println!(
+                    "{} {} version {} ({})",
+                    if out["created"] == Value::Bool(true) { "registered" } else { "unchanged:" },
+                    s["dataset"].as_str().unwrap_or(""),
+                    s["version"],
+                    s["digest"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Cmd::Datasets { cmd: DatasetsCmd::List { json } } => {
+            let v = client.datasets().await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<24} {:>7} {:<64}", "DATASET", "VERSION", "SPEC DIGEST");
+                for d in v["datasets"].as_array().into_iter().flatten() {
+                    println!("{:<24} {:>7} {:<64}", d["name"].as_str().unwrap_or(""), d["latest_version"], d["latest_digest"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        Cmd::Runs { cmd: RunsCmd::List { dataset, limit, json } } => {
+            let v = client.pipeline_runs(dataset.as_deref(), limit).await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<24} {:<16} {:<10} {:<16} {:<28}", "PIPELINE RUN", "DATASET", "STATE", "MODEL", "CREATED");
+                for r in v["pipeline_runs"].as_array().into_iter().flatten() {
+                    let model = match r["model_version"].as_u64() {
+                        Some(n) if n > 0 => format!("{} v{n}", r["model"].as_str().unwrap_or("")),
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "{:<24} {:<16} {:<10} {:<16} {:<28}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["dataset"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        model,
+                        r["created_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Cmd::Runs { cmd: RunsCmd::Show { id, json } } => {
+            let mut r = client.pipeline_run(&id).await?;
+            let mut training = Value::Null;
+            if let (Some(name), Some(v)) = (r["model"].as_str(), r["model_version"].as_u64())
+                && v > 0
+            {
+                let mv = client.model_version(name, v).await?;
+                if let Some(run_id) = mv["run_id"].as_str() {
+                    training = client.run(run_id).await?;
+                }
+            }
+            if json {
+                r["training_run"] = training;
+                print_json(&r);
+            } else {
+                println!("pipeline run {}  [{}]", r["id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""));
+                println!("  dataset   {}  spec {}", r["dataset"].as_str().unwrap_or(""), r["spec_digest"].as_str().unwrap_or(""));
+                println!("  batch     {} ({} bytes, {} rows) by {}", r["batch_sha256"].as_str().unwrap_or(""), r["size_bytes"], r["rows"], r["submitted_by"].as_str().unwrap_or(""));
+                println!("  report    {}", r["report_sha256"].as_str().unwrap_or("-"));
+                for s in r["stages"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:<11} {:<10} {} → {}  {}",
+                        s["name"].as_str().unwrap_or(""),
+                        s["status"].as_str().unwrap_or(""),
+                        s["started_at"].as_str().unwrap_or(""),
+                        s["finished_at"].as_str().unwrap_or(""),
+                        s["detail"].as_str().unwrap_or("")
+                    );
+                }
+                for reason in r["reasons"].as_array().into_iter().flatten() {
+                    println!("  reason: {}", reason.as_str().unwrap_or(""));
+                }
+                if !training.is_null() {
+                    println!("  training run {}", training["id"].as_str().unwrap_or(""));
+                    for (k, v) in training["metrics"].as_object().into_iter().flatten() {
+                        println!("    metric {k} = {v}");
+                    }
+                    for (k, v) in training["params"].as_object().into_iter().flatten().filter(|(k, _)| !k.starts_with("importance.")) {
+                        println!("    param  {k} = {}", v.as_str().unwrap_or(""));
+                    }
+                    for a in training["artifacts"].as_array().into_iter().flatten() {
+                        println!("    artifact {} {}", a["name"].as_str().unwrap_or(""), a["sha256"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+        }
+        Cmd::Models { cmd: ModelsCmd::List { json } } => {
+            let v = client.models().await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<24} {:>8} {:<24}", "MODEL", "VERSIONS", "ALIASES");
+                for m in v["models"].as_array().into_iter().flatten() {
+                    let aliases: Vec<String> = m["aliases"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}=v{v}")).collect();
+                    println!("{:<24} {:>8} {:<24}", m["name"].as_str().unwrap_or(""), m["versions"].as_array().map(|a| a.len()).unwrap_or(0), aliases.join(" "));
+                }
+            }
+        }
+        Cmd::Models { cmd: ModelsCmd::Show { name, version, json } } => {
+            let v = match version {
+                Some(n) => client.model_version(&name, n).await?,
+                None => client.model(&name).await?,
+            };
+            if json {
+                print_json(&v);
+            } else if version.is_some() {
+                println!("{} v{} [{}] {}", v["model"].as_str().unwrap_or(""), v["version"], v["status"].as_str().unwrap_or(""), v["model_sha256"].as_str().unwrap_or(""));
+                println!("  algorithm {}  author {}", v["algorithm"].as_str().unwrap_or(""), v["author"].as_str().unwrap_or(""));
+                for (k, m) in v["metrics"].as_object().into_iter().flatten() {
+                    println!("  metric {k} = {m}");
+                }
+                for (k, l) in v["lineage"].as_object().into_iter().flatten() {
+                    println!("  lineage {k} = {}", l.as_str().map(str::to_string).unwrap_or_else(|| l.to_string()));
+                }
+                for g in v["gate_checks"].as_array().into_iter().flatten() {
+                    println!("  gate {} {}: {}", g["gate"].as_str().unwrap_or(""), if g["passed"] == Value::Bool(true) { "passed" } else { "FAILED" }, g["detail"].as_str().unwrap_or(""));
+                }
+            } else {
+                println!("{} (dataset {})", v["name"].as_str().unwrap_or(""), v["dataset"].as_str().unwrap_or(""));
+                for (k, a) in v["aliases"].as_object().into_iter().flatten() {
+                    println!("  alias {k} → v{a}");
+                }
+                println!("  {:>7} {:<10} {:<9} {:>8} {:>8} {:<28}", "VERSION", "STATUS", "ALGO", "ROC_AUC", "PR_AUC", "CREATED");
+                for mv in v["versions"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:>7} {:<10} {:<9} {:>8} {:>8} {:<28}",
+                        mv["version"],
+                        mv["status"].as_str().unwrap_or(""),
+                        mv["algorithm"].as_str().unwrap_or(""),
+                        metric(mv, "roc_auc"),
+                        metric(mv, "pr_auc"),
+                        mv["created_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Cmd::Schemas { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            for (name, schema) in modelbus_core::events::schemas() {
+                let path = out.join(format!("{name}.schema.json"));
+                std::fs::write(&path, serde_json::to_string_pretty(&schema)? + "\n")?;
+                println!("{}", path.display());
+            }
+        }
+        Cmd::Config => print!("{}", config.to_redacted_toml()),
+        Cmd::Bench { cmd: BenchCmd::Pipeline { runs, data, spec } } => {
+            modelbus_cli::bench::pipeline(config, runs, &data, &spec).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

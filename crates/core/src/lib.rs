@@ -10,6 +10,7 @@
 pub mod artifact;
 pub mod bus;
 pub mod config;
+pub mod deploy;
 pub mod events;
 pub mod ids;
 pub mod nats_server;

@@ -1,1 +1,258 @@
+//! Features: turns a validated batch into a feature set. The batch is split
+//! (stratified, seeded) into training and holdout rows; the spec's transforms are
+//! fitted on the training rows only and applied to all; the encoded rows go to the
+//! artifact store as Parquet and the fitted transform as JSON, so the trainer and
+//! serving apply exactly what was fitted here.
+#![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use modelbus_core::Context;
+use modelbus_core::artifact::ArtifactError;
+use modelbus_core::bus::{Delivery, HandlerError};
+use modelbus_core::events::{BatchValidated, Envelope, FeaturesReady};
+use modelbus_ml::features::{Cell, FeatureTransform, FittedFeatures, cell};
+use modelbus_ml::featureset::{FeatureSet, HOLDOUT, TRAIN};
+use modelbus_ml::spec::{ColumnType, DatasetSpec};
+use modelbus_ml::split::stratified_holdout;
+use modelbus_ml::table::{parse_bool, read_all};
+use modelbus_proto::registry::v1 as pb;
+use tokio::net::TcpListener;
+
+/// Source attribute of the features service's events.
+pub const SOURCE: &str = "/modelbus/features";
+/// Durable consumer name.
+pub const CONSUMER: &str = "features";
+
+/// Errors that stop the features service.
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    /// Start-up or serving failed.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// The outcome of building a feature set.
+pub struct Built {
+    /// The encoded rows.
+    pub feature_set: FeatureSet,
+    /// Transform and labels.
+    pub fitted: FittedFeatures,
+}
+
+/// Builds the feature set of a batch (CPU-bound; call from a blocking thread).
+/// Fails with a message naming the problem when the batch cannot be used for
+/// training (one class only, too few rows for a holdout).
+pub fn build(spec: &DatasetSpec, input: impl std::io::Read) -> Result<Built, String> {
+    let spec_arc = Arc::new(spec.clone());
+    let chunks = read_all(input, spec_arc, 65_536).map_err(|e| e.to_string())?;
+    let ti = spec
+        .columns
+        .iter()
+        .position(|c| c.name == spec.target.column)
+        .ok_or("target column not declared")?;
+    let ei = spec
+        .columns
+        .iter()
+        .position(|c| c.name == spec.entity_column)
+        .ok_or("entity column not declared")?;
+    let target_ty = spec.columns[ti].ty;
+    let positive = &spec.target.positive;
+    let mut labels = Vec::new();
+    let mut entity = Vec::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for c in &chunks {
+        for i in 0..c.batch.num_rows() {
+            let text = match cell(c, ti, i) {
+                Cell::Text(s) => s.to_string(),
+                Cell::Num(v) => format!("{}", v as i64),
+                Cell::Bool(b) => b.to_string(),
+                Cell::Null => return Err(format!("target column {:?} is null in a row", spec.target.column)),
+            };
+            let is_pos = match target_ty {
+                ColumnType::Bool => parse_bool(&text) == parse_bool(positive),
+                ColumnType::Int => text.parse::<i64>().ok() == positive.trim().parse::<i64>().ok(),
+                _ => &text == positive,
+            };
+            labels.push(if is_pos { 1.0 } else { 0.0 });
+            *counts.entry(text).or_default() += 1;
+            entity.push(match cell(c, ei, i) {
+                Cell::Text(s) => s.to_string(),
+                Cell::Num(v) => format!("{v}"),
+                Cell::Bool(b) => b.to_string(),
+                Cell::Null => String::new(),
+            });
+        }
+    }
+    let pos = labels.iter().filter(|y| **y == 1.0).count();
+    if pos == 0 || pos == labels.len() {
+        return Err(format!(
+            "the batch has a single class of {:?} ({} rows {}): a classifier needs both",
+            spec.target.column,
+            labels.len(),
+            if pos == 0 { format!("without {positive:?}") } else { format!("all {positive:?}") }
+        ));
+    }
+    let (train, hold) = stratified_holdout(&labels, spec.model.holdout_fraction, spec.model.seed);
+    let hold_pos = hold.iter().filter(|i| labels[**i] == 1.0).count();
+    if hold_pos == 0 || hold_pos == hold.len() {
+        return Err("the holdout split has a single class: submit more rows".into());
+    }
+    let transform = FeatureTransform::fit(spec, &chunks, &train);
+    let x = transform.transform_chunks(spec, &chunks);
+    let mut split = vec![TRAIN; labels.len()];
+    for i in hold {
+        split[i] = HOLDOUT;
+    }
+    let negative_label = counts
+        .iter()
+        .filter(|(k, _)| {
+            let is_pos = match target_ty {
+                ColumnType::Bool => parse_bool(k) == parse_bool(positive),
+                ColumnType::Int => k.parse::<i64>().ok() == positive.trim().parse::<i64>().ok(),
+                _ => *k == positive,
+            };
+            !is_pos
+        })
+        .max_by_key(|(_, n)| **n)
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| format!("not {positive}"));
+    Ok(Built {
+        feature_set: FeatureSet {
+            names: transform.feature_names(),
+            entity,
+            label: labels,
+            split,
+            x,
+        },
+        fitted: FittedFeatures {
+            transform,
+            positive_label: positive.clone(),
+            negative_label,
+            label_counts: counts,
+        },
+    })
+}
+
+#[derive(Clone)]
+struct Features {
+    ctx: Context,
+    registry: modelbus_proto::RegistryServiceClient<tonic::transport::Channel>,
+}
+
+impl Features {
+    async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+        let e = d.decode::<BatchValidated>()?;
+        let v = &e.data;
+        let spec = self
+            .registry
+            .clone()
+            .get_spec(pb::GetSpecRequest {
+                dataset: String::new(),
+                digest: v.spec_digest.to_hex(),
+            })
+            .await
+            .map_err(|st| match st.code() {
+                tonic::Code::NotFound | tonic::Code::InvalidArgument => HandlerError::Reject(st.message().to_string()),
+                _ => HandlerError::Retry(format!("registry: {st}")),
+            })?
+            .into_inner();
+        let spec = DatasetSpec::parse(&spec.toml, "registered spec").map_err(HandlerError::reject)?.spec;
+        let reader = self.ctx.store.open_read(&v.batch_sha256).await.map_err(|err| match err {
+            ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
+            other => HandlerError::Retry(other.to_string()),
+        })?;
+        let seed = spec.model.seed;
+        let started = std::time::Instant::now();
+        let built = tokio::task::spawn_blocking(move || build(&spec, reader))
+            .await
+            .map_err(|e| HandlerError::Retry(format!("features task: {e}")))?
+            .map_err(HandlerError::Reject)?;
+        metrics::histogram!("modelbus_features_build_seconds").record(started.elapsed().as_secs_f64());
+        let parquet = built.feature_set.to_parquet().map_err(HandlerError::retry)?;
+        let fs = self.ctx.store.put(parquet).await.map_err(HandlerError::retry)?;
+        let fitted = serde_json::to_vec(&built.fitted).map_err(HandlerError::retry)?;
+        let tr = self.ctx.store.put(fitted.into()).await.map_err(HandlerError::retry)?;
+        let (train_rows, holdout_rows) = built.feature_set.split.iter().fold((0u64, 0u64), |(t, h), s| {
+            if *s == TRAIN { (t + 1, h) } else { (t, h + 1) }
+        });
+        let key = format!("{}/{}", v.batch_sha256, v.spec_digest);
+        let out = Envelope::new(SOURCE, &key, FeaturesReady {
+            dataset: v.dataset.clone(),
+            spec_digest: v.spec_digest,
+            batch_sha256: v.batch_sha256,
+            feature_set_sha256: fs.sha256,
+            transform_sha256: tr.sha256,
+            train_rows,
+            holdout_rows,
+            num_features: built.feature_set.names.len() as u32,
+            seed,
+            submitted_by: v.submitted_by.clone(),
+        })
+        .with_subject(v.dataset.as_str())
+        .caused_by(&e);
+        self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
+        tracing::info!(features = built.feature_set.names.len(), train_rows, holdout_rows, "feature set ready");
+        Ok(())
+    }
+}
+
+/// Runs the features service until `ctx.shutdown`; `ops` serves its operations endpoints.
+pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
+    ctx.readiness.register("features");
+    let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
+        .map_err(|e| FeaturesError::Fatal(format!("registry URL: {e}")))?;
+    let svc = Features { ctx: ctx.clone(), registry };
+    let http = tokio::spawn(modelbus_core::ops::serve(
+        ops,
+        modelbus_core::ops::ops_router(ctx.readiness.clone()),
+        ctx.shutdown.clone(),
+    ));
+    let readiness = ctx.readiness.clone();
+    let r = ctx
+        .bus
+        .consume(
+            CONSUMER,
+            &["modelbus.data.batch.validated"],
+            ctx.shutdown.clone(),
+            move || readiness.set("features", true),
+            |d| {
+                let svc = svc.clone();
+                async move { svc.handle(&d).await }
+            },
+        )
+        .await;
+    let _ = http.await;
+    r.map_err(|e| FeaturesError::Fatal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telco_feature_set_is_stratified_and_deterministic() {
+        let spec_text = include_str!("../../../config/datasets/telco-churn.toml");
+        let spec = DatasetSpec::parse(spec_text, "t").unwrap().spec;
+        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/telco-churn/telco_customer_churn.csv")).unwrap();
+        let a = build(&spec, &data[..]).unwrap();
+        let b = build(&spec, &data[..]).unwrap();
+        assert_eq!(a.feature_set.to_parquet().unwrap(), b.feature_set.to_parquet().unwrap());
+        assert_eq!(a.fitted.negative_label, "No");
+        assert_eq!(a.fitted.label_counts["Yes"], 1869);
+        let hold = a.feature_set.split.iter().filter(|s| **s == HOLDOUT).count();
+        assert_eq!(hold, 1409);
+        assert_eq!(a.feature_set.names.len(), a.fitted.transform.num_features());
+    }
+
+    #[test]
+    fn a_single_class_batch_is_refused_with_a_reason() {
+        let spec_text = include_str!("../../../config/datasets/telco-churn.toml");
+        let spec = DatasetSpec::parse(spec_text, "t").unwrap().spec;
+        let data = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/telco-churn/telco_customer_churn.csv")).unwrap();
+        let only_no: Vec<&str> = data.lines().enumerate().filter(|(i, l)| *i == 0 || l.ends_with(",No")).map(|(_, l)| l).collect();
+        let e = build(&spec, only_no.join("\n").as_bytes()).err().unwrap();
+        assert!(e.contains("single class") && e.contains("Churn"), "{e}");
+    }
+}

@@ -1,0 +1,140 @@
+//! The CLI's HTTP client for the registry and ingest APIs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::Value;
+
+/// Talks to the registry (and ingest) over HTTP.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    registry: String,
+    ingest: String,
+}
+
+async fn json_or_error(resp: reqwest::Response, what: &str) -> Result<Value> {
+    let status = resp.status();
+    let body = resp.bytes().await.with_context(|| format!("{what}: reading the response"))?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    if status.is_success() {
+        return Ok(v);
+    }
+    let msg = v["error"]["message"]
+        .as_str()
+        .or_else(|| v["error"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string());
+    Err(anyhow!("{what}: {msg} (HTTP {status})"))
+}
+
+impl Client {
+    /// A client for the given base URLs.
+    pub fn new(registry: &str, ingest: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            registry: registry.trim_end_matches('/').to_string(),
+            ingest: ingest.trim_end_matches('/').to_string(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.registry);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the registry at {} (is `modelbus up` running?)", self.registry))?;
+        json_or_error(resp, &format!("GET {path}")).await
+    }
+
+    /// Registers a spec file.
+    pub async fn apply_spec(&self, file: &Path) -> Result<Value> {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/datasets", self.registry))
+            .header("x-modelbus-source", file.display().to_string())
+            .body(text)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the registry at {}", self.registry))?;
+        json_or_error(resp, "apply spec").await
+    }
+
+    /// Datasets.
+    pub async fn datasets(&self) -> Result<Value> {
+        self.get("/v1/datasets").await
+    }
+
+    /// Pipeline runs.
+    pub async fn pipeline_runs(&self, dataset: Option<&str>, limit: u32) -> Result<Value> {
+        let mut path = format!("/v1/pipeline-runs?limit={limit}");
+        if let Some(d) = dataset {
+            path.push_str(&format!("&dataset={d}"));
+        }
+        self.get(&path).await
+    }
+
+    /// One pipeline run.
+    pub async fn pipeline_run(&self, id: &str) -> Result<Value> {
+        self.get(&format!("/v1/pipeline-runs/{id}")).await
+    }
+
+    /// A training run.
+    pub async fn run(&self, id: &str) -> Result<Value> {
+        self.get(&format!("/v1/runs/{id}")).await
+    }
+
+    /// Models.
+    pub async fn models(&self) -> Result<Value> {
+        self.get("/v1/models").await
+    }
+
+    /// One model.
+    pub async fn model(&self, name: &str) -> Result<Value> {
+        self.get(&format!("/v1/models/{name}")).await
+    }
+
+    /// One version.
+    pub async fn model_version(&self, name: &str, version: u64) -> Result<Value> {
+        self.get(&format!("/v1/models/{name}/versions/{version}")).await
+    }
+
+    /// Streams a CSV file to ingest.
+    pub async fn submit(&self, dataset: &str, file: &Path) -> Result<Value> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20);
+        let resp = self
+            .http
+            .post(format!("{}/v1/datasets/{dataset}/batches", self.ingest))
+            .header("content-type", "text/csv")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach ingest at {} (is `modelbus up` running?)", self.ingest))?;
+        json_or_error(resp, "submit").await
+    }
+
+    /// Polls a pipeline run until it ends or `timeout` passes.
+    pub async fn wait_run(&self, id: &str, timeout: Duration) -> Result<Value> {
+        let started = Instant::now();
+        loop {
+            let run = self.pipeline_run(id).await?;
+            if matches!(run["state"].as_str(), Some("deployed" | "rejected" | "failed")) {
+                return Ok(run);
+            }
+            if started.elapsed() > timeout {
+                bail!("pipeline run {id} still {} after {timeout:?}", run["state"]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
