@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 /// Talks to the registry (and ingest) over HTTP.
@@ -12,6 +12,30 @@ pub struct Client {
     http: reqwest::Client,
     registry: String,
     ingest: String,
+}
+
+/// An error answer from an API, with its HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// What the API said.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (HTTP {})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    /// Whether the request itself was refused as invalid (HTTP 400).
+    pub fn is_invalid_input(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| c.downcast_ref::<ApiError>().is_some_and(|a| a.status == 400))
+    }
 }
 
 async fn json_or_error(resp: reqwest::Response, what: &str) -> Result<Value> {
@@ -26,7 +50,7 @@ async fn json_or_error(resp: reqwest::Response, what: &str) -> Result<Value> {
         .or_else(|| v["error"].as_str())
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string());
-    Err(anyhow!("{what}: {msg} (HTTP {status})"))
+    Err(anyhow::Error::new(ApiError { status: status.as_u16(), message: msg }).context(what.to_string()))
 }
 
 impl Client {

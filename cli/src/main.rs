@@ -315,7 +315,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Datasets { cmd: DatasetsCmd::Apply { files } } => {
             for f in files {
-                let out = client.apply_spec(&f).await?;
+                let out = match client.apply_spec(&f).await {
+                    Ok(out) => out,
+                    Err(e) if modelbus_cli::client::ApiError::is_invalid_input(&e) => {
+                        eprintln!("error: {e:#}");
+                        return Ok(ExitCode::from(3));
+                    }
+                    Err(e) => return Err(e),
+                };
                 let s = &out["spec"];
                 println!(
                     "{} {} version {} ({})",

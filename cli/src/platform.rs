@@ -135,7 +135,7 @@ impl Platform {
             }
         }
         self.shutdown.cancel();
-        for (name, t) in self.tasks {
+        for (name, t) in std::mem::take(&mut self.tasks) {
             match tokio::time::timeout(Duration::from_secs(10), t).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => tracing::warn!(service = name, error = %e, "stopped with an error"),
@@ -156,10 +156,20 @@ impl Platform {
     }
 }
 
+impl Drop for Platform {
+    /// Dropping the platform stops its services (tests rely on this).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// Starts `services` in this process. Binds every listener first, then connects
 /// to NATS (or starts the embedded server), then starts the services.
 pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
     config.validate()?;
+    // Install the metrics recorder before anything records.
+    modelbus_core::telemetry::prometheus();
+    modelbus_core::telemetry::describe_metrics();
     let want = |s: Service| services.contains(&s);
     let c = &config;
     let mut bound = Bound {

@@ -94,6 +94,31 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsServerError
     }
 }
 
+/// Stops a nats-server left running on this store by a process that was killed
+/// (SIGKILL skips our clean-up): two servers must never share a store.
+async fn reap_orphan(store_dir: &Path) {
+    let pid_file = store_dir.join("nats-server.pid");
+    let Ok(pid) = std::fs::read_to_string(&pid_file) else { return };
+    let pid = pid.trim();
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        let _ = std::fs::remove_file(&pid_file);
+        return;
+    };
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let ours = cmdline.contains("nats-server") && cmdline.contains(&*store_dir.to_string_lossy());
+    if ours {
+        tracing::warn!(pid, "stopping an orphaned nats-server on this state dir");
+        let _ = Command::new("kill").arg(pid).status().await;
+        for _ in 0..100 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = std::fs::remove_file(&pid_file);
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
@@ -119,6 +144,7 @@ impl EmbeddedNats {
     /// Starts a server on a given port (a restart keeps its port so clients reconnect).
     pub async fn start_on(binary: &Path, store_dir: &Path, port: u16) -> Result<Self, NatsServerError> {
         std::fs::create_dir_all(store_dir).map_err(|e| NatsServerError::Start(e.to_string()))?;
+        reap_orphan(store_dir).await;
         let log = store_dir.join("nats-server.log");
         let child = Command::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
@@ -131,6 +157,9 @@ impl EmbeddedNats {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| NatsServerError::Start(format!("{}: {e}", binary.display())))?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(store_dir.join("nats-server.pid"), pid.to_string());
+        }
         let mut me = Self {
             url: format!("nats://127.0.0.1:{port}"),
             port,

@@ -1,0 +1,202 @@
+//! Starting a platform for one test and talking to it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use modelbus_cli::client::Client;
+use modelbus_cli::platform::{self, Platform, Service};
+use modelbus_core::config::{Config, DatabaseUrl};
+use modelbus_testkit::{TestNats, TestPostgres, repo_root, telco_csv, telco_spec};
+use serde_json::Value;
+
+/// Which registry database a test uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A platform running in this process for one test.
+pub struct TestPlatform {
+    pub nats: TestNats,
+    pub dir: tempfile::TempDir,
+    /// Kept alive for the test; dropping it stops every service.
+    _platform: Platform,
+    pub client: Client,
+    pub config: std::sync::Arc<Config>,
+    pub http: reqwest::Client,
+    _pg: Option<TestPostgres>,
+}
+
+/// Configuration for tests: every port 0, short redelivery delays.
+pub fn test_config(state_dir: &Path, nats_url: &str) -> Config {
+    let mut c = Config::default();
+    c.general.state_dir = state_dir.to_path_buf();
+    c.nats.url = Some(nats_url.to_string());
+    c.bus.ack_wait = Duration::from_secs(3);
+    c.bus.backoff = vec![Duration::from_millis(200), Duration::from_millis(400)];
+    c.bus.max_deliver = 3;
+    for a in [
+        &mut c.registry.http_addr,
+        &mut c.registry.grpc_addr,
+        &mut c.ingest.http_addr,
+        &mut c.features.ops_addr,
+        &mut c.trainer.ops_addr,
+        &mut c.deployer.ops_addr,
+        &mut c.serving.staging_addr,
+        &mut c.serving.production_addr,
+    ] {
+        a.set_port(0);
+    }
+    c
+}
+
+impl TestPlatform {
+    /// Starts every service against a fresh nats-server and database.
+    pub async fn start(db: Db) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// Same, letting the test adjust the configuration.
+    pub async fn start_with(db: Db, adjust: impl FnOnce(&mut Config)) -> Self {
+        let nats = TestNats::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path(), nats.url());
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => {
+                let pg = TestPostgres::create().await;
+                config.database.url = Some(DatabaseUrl::new(pg.url()));
+                Some(pg)
+            }
+        };
+        adjust(&mut config);
+        let platform = platform::start(config, &Service::ALL).await.expect("platform starts");
+        platform.wait_ready(Duration::from_secs(30)).await.expect("platform ready");
+        let config = platform.config.clone();
+        let client = Client::new(&config.registry_http_url(), &config.ingest_url());
+        client.apply_spec(&telco_spec()).await.expect("apply the Telco spec");
+        Self {
+            nats,
+            dir,
+            _platform: platform,
+            client,
+            config,
+            http: reqwest::Client::new(),
+            _pg: pg,
+        }
+    }
+
+    /// Staging serving base URL.
+    pub fn staging(&self) -> String {
+        format!("http://{}", self.config.serving.staging_addr)
+    }
+
+    /// Submits a file and waits for its run to end.
+    pub async fn submit_and_wait(&self, file: &Path) -> Value {
+        let resp = self.client.submit("telco-churn", file).await.expect("submit");
+        let id = resp["pipeline_run"].as_str().expect("run id").to_string();
+        self.client.wait_run(&id, Duration::from_secs(120)).await.expect("run ends")
+    }
+
+    /// Deploys the Telco model and returns the run.
+    pub async fn deploy_telco(&self) -> Value {
+        let run = self.submit_and_wait(&telco_csv()).await;
+        assert_eq!(run["state"], "deployed", "{run:#}");
+        self.wait_serving("telco-churn", run["model_version"].as_u64().unwrap()).await;
+        run
+    }
+
+    /// Waits until staging serves `version` of `model`.
+    pub async fn wait_serving(&self, model: &str, version: u64) {
+        for _ in 0..400 {
+            if let Ok(r) = self.http.get(format!("{}/v1/models/{model}", self.staging())).send().await
+                && r.status().is_success()
+            {
+                let v: Value = r.json().await.unwrap();
+                if v["model_version"].as_u64() == Some(version) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("staging never served {model} v{version}");
+    }
+
+    /// Predictions for the first rows of the Telco file (without the target).
+    pub async fn predict_sample(&self) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/v1/models/telco-churn:predict", self.staging()))
+            .json(&serde_json::json!({ "instances": telco_records(5) }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    /// The bus as a client.
+    pub async fn nats(&self) -> async_nats::Client {
+        async_nats::connect(self.nats.url()).await.unwrap()
+    }
+
+    /// Prometheus text of this process.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.config.registry_http_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+}
+
+/// The first `n` Telco rows as JSON records, without the target.
+pub fn telco_records(n: usize) -> Vec<Value> {
+    let text = std::fs::read_to_string(telco_csv()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .take(n)
+        .map(|l| {
+            let mut m = serde_json::Map::new();
+            for (h, v) in header.iter().zip(l.split(',')) {
+                if *h != "Churn" {
+                    m.insert(h.to_string(), Value::String(v.to_string()));
+                }
+            }
+            Value::Object(m)
+        })
+        .collect()
+}
+
+/// Path of the modelbus binary built for these tests.
+pub fn modelbus_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_modelbus"))
+}
+
+/// Runs `modelbus <args>` as a client of `platform`, returning (exit code, stdout, stderr).
+/// The call blocks this worker thread only (`block_in_place`): the platform keeps
+/// running on the others.
+pub fn cli(platform: &TestPlatform, args: &[&str]) -> (i32, String, String) {
+    tokio::task::block_in_place(|| cli_blocking(platform, args))
+}
+
+fn cli_blocking(platform: &TestPlatform, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(modelbus_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .env("MODELBUS_REGISTRY__HTTP_URL", platform.config.registry_http_url())
+        .env("MODELBUS_INGEST__URL", platform.config.ingest_url())
+        .output()
+        .expect("run modelbus");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

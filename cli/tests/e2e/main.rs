@@ -1,0 +1,9 @@
+//! End-to-end tests: the real services in process (or the real binary as a
+//! subprocess), a real nats-server per test, SQLite or a fresh PostgreSQL database.
+
+mod bad_input;
+mod harness;
+mod idempotency;
+mod pipeline;
+mod restart;
+mod security;

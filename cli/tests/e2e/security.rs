@@ -1,0 +1,148 @@
+//! Forged or mismatched approvals are refused by the deployer: logged, counted,
+//! published as `approval.refused`, and the deployed model is unchanged.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use modelbus_core::events::{ApprovalGranted, Envelope};
+use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
+use modelbus_core::signing::{ApprovalPredicate, KeyPair, Statement, new_nonce};
+use serde_json::Value;
+
+use crate::harness::{Db, TestPlatform};
+
+fn predicate(version: u32, env: Environment, ttl: time::Duration) -> ApprovalPredicate {
+    let now = time::OffsetDateTime::now_utc();
+    ApprovalPredicate {
+        model: ModelName::parse("telco-churn").unwrap(),
+        version,
+        environment: env,
+        approver: "someone".into(),
+        issued_at: now - time::Duration::minutes(1),
+        expires_at: now + ttl,
+        nonce: new_nonce(),
+        comment: String::new(),
+    }
+}
+
+async fn publish(t: &TestPlatform, g: ApprovalGranted) {
+    let bus = modelbus_core::bus::Bus::connect(t.nats.url(), "test", t.config.bus.clone()).await.unwrap();
+    let e = Envelope::new("/attacker", &new_nonce(), g);
+    bus.publish(&e).await.unwrap();
+}
+
+/// Publishes an approval and returns the deployer's refusal reason.
+async fn refused(t: &TestPlatform, g: ApprovalGranted) -> String {
+    let nats = t.nats().await;
+    let mut sub = nats.subscribe("modelbus.approval.refused").await.unwrap();
+    nats.flush().await.unwrap();
+    publish(t, g).await;
+    let msg = tokio::time::timeout(Duration::from_secs(15), sub.next()).await.expect("a refusal").unwrap();
+    let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+    v["data"]["reason"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_mismatched_approvals_are_refused() {
+    let t = TestPlatform::start(Db::Sqlite).await;
+    t.deploy_telco().await;
+    let digest = Sha256Digest::parse(t.client.model("telco-churn").await.unwrap()["versions"][0]["model_sha256"].as_str().unwrap()).unwrap();
+    let kv = async_nats::jetstream::new(t.nats().await).get_key_value("deployments").await.unwrap();
+    let before = kv.entry("staging.telco-churn").await.unwrap().unwrap();
+    let automation = KeyPair::from_pem(&std::fs::read_to_string(t.config.automation_key_path()).unwrap(), "test").unwrap();
+    let model = ModelName::parse("telco-churn").unwrap();
+    let grant = |env: Environment, approvals| ApprovalGranted {
+        model: model.clone(),
+        version: 1,
+        model_sha256: digest,
+        environment: env,
+        approvals,
+    };
+
+    // A key the deployer does not trust.
+    let forger = KeyPair::generate().unwrap();
+    let env = forger.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let r = refused(&t, grant(Environment::Staging, vec![env])).await;
+    assert!(r.contains("no signature by a trusted key"), "{r}");
+
+    // A trusted signature over a statement that was changed afterwards.
+    let good = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let mut tampered = good.clone();
+    let mut st: Value = serde_json::from_slice(&base64_decode(&tampered.payload)).unwrap();
+    st["predicate"]["version"] = 2.into();
+    tampered.payload = base64_encode(&serde_json::to_vec(&st).unwrap());
+    let r = refused(&t, grant(Environment::Staging, vec![tampered])).await;
+    assert!(r.contains("does not verify"), "{r}");
+
+    // A trusted signature for another artifact.
+    let other = Sha256Digest::of(b"another model");
+    let env = automation.sign_statement(&Statement::approval(&other, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let r = refused(&t, grant(Environment::Staging, vec![env])).await;
+    assert!(r.contains("is for artifact"), "{r}");
+
+    // A trusted signature for another version.
+    let env = automation.sign_statement(&Statement::approval(&digest, predicate(7, Environment::Staging, time::Duration::hours(1))));
+    let r = refused(&t, grant(Environment::Staging, vec![env])).await;
+    assert!(r.contains("v7"), "{r}");
+
+    // The automation key may not approve production.
+    let env = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Production, time::Duration::hours(1))));
+    let r = refused(&t, grant(Environment::Production, vec![env])).await;
+    assert!(r.contains("may not approve production"), "{r}");
+
+    // An expired approval.
+    let env = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::minutes(-1))));
+    let r = refused(&t, grant(Environment::Staging, vec![env])).await;
+    assert!(r.contains("expired"), "{r}");
+
+    // A replayed nonce: a first valid approval is accepted, then a second one, then
+    // the first one again is refused.
+    let first = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    publish(&t, grant(Environment::Staging, vec![first.clone()])).await;
+    let second = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    publish(&t, grant(Environment::Staging, vec![second])).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = refused(&t, grant(Environment::Staging, vec![first])).await;
+    assert!(r.contains("already used"), "{r}");
+
+    // Still version 1 of the same artifact, still served.
+    let after = kv.entry("staging.telco-churn").await.unwrap().unwrap();
+    let state: Value = serde_json::from_slice(&after.value).unwrap();
+    assert_eq!(state["version"], 1);
+    assert_eq!(state["model_sha256"], before_digest(&before));
+    assert!(kv.entry("production.telco-churn").await.unwrap().is_none());
+    t.wait_serving("telco-churn", 1).await;
+    let metrics = t.metrics().await;
+    for reason in ["unknown_key", "bad_signature", "digest_mismatch", "subject_mismatch", "key_not_allowed", "expired", "replayed_nonce"] {
+        assert!(
+            metrics.contains(&format!("modelbus_deployer_refusals_total{{reason=\"{reason}\"}}")),
+            "no refusal counted for {reason}"
+        );
+    }
+    // The registry recorded the refusals in the model's deployment timeline.
+    let timeline: Value = t
+        .http
+        .get(format!("{}/v1/models/telco-churn/deployments", t.config.registry_http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refusals = timeline["timeline"].as_array().unwrap().iter().filter(|e| e["kind"] == "refused").count();
+    assert!(refusals >= 7, "{timeline:#}");
+}
+
+fn before_digest(e: &async_nats::jetstream::kv::Entry) -> Value {
+    serde_json::from_slice::<Value>(&e.value).unwrap()["model_sha256"].clone()
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
