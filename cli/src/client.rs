@@ -151,7 +151,15 @@ impl Client {
     pub async fn wait_run(&self, id: &str, timeout: Duration) -> Result<Value> {
         let started = Instant::now();
         loop {
-            let run = self.pipeline_run(id).await?;
+            let run = match self.pipeline_run(id).await {
+                Ok(run) => run,
+                // A run announced on the bus is created when its event is handled.
+                Err(e) if started.elapsed() < timeout && e.chain().any(|c| c.downcast_ref::<ApiError>().is_some_and(|a| a.status == 404)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if matches!(run["state"].as_str(), Some("deployed" | "rejected" | "failed")) {
                 return Ok(run);
             }

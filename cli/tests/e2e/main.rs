@@ -5,5 +5,6 @@ mod bad_input;
 mod harness;
 mod idempotency;
 mod pipeline;
+mod producers;
 mod restart;
 mod security;
