@@ -17,7 +17,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn parse_ts(s: &str) -> Option<f64> {
@@ -57,10 +61,14 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     let c = p.config.clone();
     let client = Client::new(&c.registry_http_url(), &c.ingest_url());
     client.apply_spec(spec).await?;
-    let spec_name = modelbus_ml::spec::DatasetSpec::parse(&std::fs::read_to_string(spec)?, &spec.display().to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .spec;
-    let text = std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let spec_name = modelbus_ml::spec::DatasetSpec::parse(
+        &std::fs::read_to_string(spec)?,
+        &spec.display().to_string(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?
+    .spec;
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let lines: Vec<&str> = text.lines().collect();
     let http = reqwest::Client::new();
     let mut totals = Vec::new();
@@ -80,7 +88,10 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
         std::fs::write(&file, body)?;
         let started = Instant::now();
         let resp = client.submit(&spec_name.name, &file).await?;
-        let id = resp["pipeline_run"].as_str().unwrap_or_default().to_string();
+        let id = resp["pipeline_run"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let run = client.wait_run(&id, Duration::from_secs(600)).await?;
         if run["state"] != "deployed" {
             bail!("run {id} ended {}: {}", run["state"], run["reasons"]);
@@ -90,7 +101,10 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
         let version = run["model_version"].as_u64().unwrap_or(0);
         loop {
             let r = http
-                .get(format!("http://{}/v1/models/{model}", c.serving.staging_addr))
+                .get(format!(
+                    "http://{}/v1/models/{model}",
+                    c.serving.staging_addr
+                ))
                 .send()
                 .await?;
             if r.status().is_success() {
@@ -103,17 +117,31 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
         }
         totals.push(started.elapsed().as_secs_f64());
         for s in run["stages"].as_array().into_iter().flatten() {
-            if let (Some(a), Some(b)) = (parse_ts(s["started_at"].as_str().unwrap_or("")), parse_ts(s["finished_at"].as_str().unwrap_or(""))) {
-                stages.entry(s["name"].as_str().unwrap_or("").to_string()).or_default().push(b - a);
+            if let (Some(a), Some(b)) = (
+                parse_ts(s["started_at"].as_str().unwrap_or("")),
+                parse_ts(s["finished_at"].as_str().unwrap_or("")),
+            ) {
+                stages
+                    .entry(s["name"].as_str().unwrap_or("").to_string())
+                    .or_default()
+                    .push(b - a);
             }
         }
         let mv = client.model_version(&model, version).await?;
         if let Some(a) = mv["metrics"]["roc_auc"].as_f64() {
             auc.push(a);
         }
-        println!("run {}: {:.3}s ({} v{version})", i + 1, totals.last().copied().unwrap_or(0.0), model);
+        println!(
+            "run {}: {:.3}s ({} v{version})",
+            i + 1,
+            totals.last().copied().unwrap_or(0.0),
+            model
+        );
     }
-    println!("submit → staging serving, median of {runs}: {:.3}s", median(totals.clone()));
+    println!(
+        "submit → staging serving, median of {runs}: {:.3}s",
+        median(totals.clone())
+    );
     for (name, v) in &stages {
         println!("  stage {name:<11} median {:.3}s", median(v.clone()));
     }

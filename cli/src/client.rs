@@ -34,14 +34,21 @@ impl std::error::Error for ApiError {}
 impl ApiError {
     /// Whether the request itself was refused as invalid (HTTP 400).
     pub fn is_invalid_input(e: &anyhow::Error) -> bool {
-        e.chain().any(|c| c.downcast_ref::<ApiError>().is_some_and(|a| a.status == 400))
+        e.chain().any(|c| {
+            c.downcast_ref::<ApiError>()
+                .is_some_and(|a| a.status == 400)
+        })
     }
 }
 
 async fn json_or_error(resp: reqwest::Response, what: &str) -> Result<Value> {
     let status = resp.status();
-    let body = resp.bytes().await.with_context(|| format!("{what}: reading the response"))?;
-    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let body = resp
+        .bytes()
+        .await
+        .with_context(|| format!("{what}: reading the response"))?;
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     if status.is_success() {
         return Ok(v);
     }
@@ -50,7 +57,11 @@ async fn json_or_error(resp: reqwest::Response, what: &str) -> Result<Value> {
         .or_else(|| v["error"].as_str())
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string());
-    Err(anyhow::Error::new(ApiError { status: status.as_u16(), message: msg }).context(what.to_string()))
+    Err(anyhow::Error::new(ApiError {
+        status: status.as_u16(),
+        message: msg,
+    })
+    .context(what.to_string()))
 }
 
 impl Client {
@@ -68,18 +79,19 @@ impl Client {
 
     async fn get(&self, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.registry);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the registry at {} (is `modelbus up` running?)", self.registry))?;
+        let resp = self.http.get(&url).send().await.with_context(|| {
+            format!(
+                "cannot reach the registry at {} (is `modelbus up` running?)",
+                self.registry
+            )
+        })?;
         json_or_error(resp, &format!("GET {path}")).await
     }
 
     /// Registers a spec file.
     pub async fn apply_spec(&self, file: &Path) -> Result<Value> {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
         let resp = self
             .http
             .post(format!("{}/v1/datasets", self.registry))
@@ -127,7 +139,8 @@ impl Client {
 
     /// One version.
     pub async fn model_version(&self, name: &str, version: u64) -> Result<Value> {
-        self.get(&format!("/v1/models/{name}/versions/{version}")).await
+        self.get(&format!("/v1/models/{name}/versions/{version}"))
+            .await
     }
 
     /// Streams a CSV file to ingest.
@@ -143,7 +156,12 @@ impl Client {
             .body(reqwest::Body::wrap_stream(stream))
             .send()
             .await
-            .with_context(|| format!("cannot reach ingest at {} (is `modelbus up` running?)", self.ingest))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach ingest at {} (is `modelbus up` running?)",
+                    self.ingest
+                )
+            })?;
         json_or_error(resp, "submit").await
     }
 
@@ -154,13 +172,22 @@ impl Client {
             let run = match self.pipeline_run(id).await {
                 Ok(run) => run,
                 // A run announced on the bus is created when its event is handled.
-                Err(e) if started.elapsed() < timeout && e.chain().any(|c| c.downcast_ref::<ApiError>().is_some_and(|a| a.status == 404)) => {
+                Err(e)
+                    if started.elapsed() < timeout
+                        && e.chain().any(|c| {
+                            c.downcast_ref::<ApiError>()
+                                .is_some_and(|a| a.status == 404)
+                        }) =>
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            if matches!(run["state"].as_str(), Some("deployed" | "rejected" | "failed")) {
+            if matches!(
+                run["state"].as_str(),
+                Some("deployed" | "rejected" | "failed")
+            ) {
                 return Ok(run);
             }
             if started.elapsed() > timeout {

@@ -12,7 +12,11 @@ use modelbus_core::config::Config;
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "modelbus", version, about = "From a dropped data batch to a validated, trained, approved and served model.")]
+#[command(
+    name = "modelbus",
+    version,
+    about = "From a dropped data batch to a validated, trained, approved and served model."
+)]
 struct Cli {
     /// Configuration file (TOML); every key can also be set as MODELBUS_<SECTION>__<KEY>.
     #[arg(long, global = true, env = "MODELBUS_CONFIG")]
@@ -180,13 +184,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -197,7 +202,10 @@ async fn shutdown_signal() {
 }
 
 async fn serve(config: Config, services: &[Service], datasets_dir: Option<PathBuf>) -> Result<()> {
-    let _telemetry = modelbus_core::telemetry::init(&config.telemetry, if services.len() > 1 { "up" } else { "service" })?;
+    let _telemetry = modelbus_core::telemetry::init(
+        &config.telemetry,
+        if services.len() > 1 { "up" } else { "service" },
+    )?;
     modelbus_core::telemetry::describe_metrics();
     let p = platform::start(config, services).await?;
     let stop = p.shutdown.clone();
@@ -213,10 +221,20 @@ async fn serve(config: Config, services: &[Service], datasets_dir: Option<PathBu
         }
     }
     if services.len() > 1 {
-        eprintln!("modelbus is up (state dir {})", c.general.state_dir.display());
-        eprintln!("  registry  HTTP {}  gRPC {}", c.registry_http_url(), c.registry_grpc_url());
+        eprintln!(
+            "modelbus is up (state dir {})",
+            c.general.state_dir.display()
+        );
+        eprintln!(
+            "  registry  HTTP {}  gRPC {}",
+            c.registry_http_url(),
+            c.registry_grpc_url()
+        );
         eprintln!("  ingest    {}", c.ingest_url());
-        eprintln!("  serving   staging http://{}  production http://{}", c.serving.staging_addr, c.serving.production_addr);
+        eprintln!(
+            "  serving   staging http://{}  production http://{}",
+            c.serving.staging_addr, c.serving.production_addr
+        );
         eprintln!("  NATS      {}", c.nats.url.as_deref().unwrap_or(""));
         eprintln!("Ctrl-C stops.");
     }
@@ -228,19 +246,36 @@ fn print_json(v: &Value) {
 }
 
 fn metric(v: &Value, k: &str) -> String {
-    v["metrics"][k].as_f64().map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+    v["metrics"][k]
+        .as_f64()
+        .map(|x| format!("{x:.4}"))
+        .unwrap_or_else(|| "-".into())
 }
 
-async fn submit(client: &Client, dataset: &str, file: &PathBuf, wait: bool, json: bool, timeout: Duration) -> Result<ExitCode> {
+async fn submit(
+    client: &Client,
+    dataset: &str,
+    file: &std::path::Path,
+    wait: bool,
+    json: bool,
+    timeout: Duration,
+) -> Result<ExitCode> {
     let resp = client.submit(dataset, file).await?;
-    let id = resp["pipeline_run"].as_str().unwrap_or_default().to_string();
+    let id = resp["pipeline_run"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if !json {
         eprintln!(
             "submitted {} ({} bytes, sha256 {}) as pipeline run {id}{}",
             file.display(),
             resp["size_bytes"],
             resp["batch_sha256"].as_str().unwrap_or(""),
-            if resp["created"] == Value::Bool(false) { " (already submitted: existing run)" } else { "" }
+            if resp["created"] == Value::Bool(false) {
+                " (already submitted: existing run)"
+            } else {
+                ""
+            }
         );
     }
     if !wait {
@@ -272,7 +307,12 @@ async fn submit(client: &Client, dataset: &str, file: &PathBuf, wait: bool, json
         }));
     } else {
         for s in run["stages"].as_array().into_iter().flatten() {
-            eprintln!("  {:<11} {:<10} {}", s["name"].as_str().unwrap_or(""), s["status"].as_str().unwrap_or(""), s["detail"].as_str().unwrap_or(""));
+            eprintln!(
+                "  {:<11} {:<10} {}",
+                s["name"].as_str().unwrap_or(""),
+                s["status"].as_str().unwrap_or(""),
+                s["detail"].as_str().unwrap_or("")
+            );
         }
         match state.as_str() {
             "deployed" => eprintln!(
@@ -310,10 +350,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Trainer => serve(config, &[Service::Trainer], None).await?,
         Cmd::Deployer => serve(config, &[Service::Deployer], None).await?,
         Cmd::Serving => serve(config, &[Service::Serving], None).await?,
-        Cmd::Submit { dataset, file, wait, json, timeout } => {
+        Cmd::Submit {
+            dataset,
+            file,
+            wait,
+            json,
+            timeout,
+        } => {
             return submit(&client, &dataset, &file, wait, json, timeout.into()).await;
         }
-        Cmd::Datasets { cmd: DatasetsCmd::Apply { files } } => {
+        Cmd::Datasets {
+            cmd: DatasetsCmd::Apply { files },
+        } => {
             for f in files {
                 let out = match client.apply_spec(&f).await {
                     Ok(out) => out,
@@ -326,30 +374,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let s = &out["spec"];
                 println!(
                     "{} {} version {} ({})",
-                    if out["created"] == Value::Bool(true) { "registered" } else { "unchanged:" },
+                    if out["created"] == Value::Bool(true) {
+                        "registered"
+                    } else {
+                        "unchanged:"
+                    },
                     s["dataset"].as_str().unwrap_or(""),
                     s["version"],
                     s["digest"].as_str().unwrap_or("")
                 );
             }
         }
-        Cmd::Datasets { cmd: DatasetsCmd::List { json } } => {
+        Cmd::Datasets {
+            cmd: DatasetsCmd::List { json },
+        } => {
             let v = client.datasets().await?;
             if json {
                 print_json(&v);
             } else {
                 println!("{:<24} {:>7} {:<64}", "DATASET", "VERSION", "SPEC DIGEST");
                 for d in v["datasets"].as_array().into_iter().flatten() {
-                    println!("{:<24} {:>7} {:<64}", d["name"].as_str().unwrap_or(""), d["latest_version"], d["latest_digest"].as_str().unwrap_or(""));
+                    println!(
+                        "{:<24} {:>7} {:<64}",
+                        d["name"].as_str().unwrap_or(""),
+                        d["latest_version"],
+                        d["latest_digest"].as_str().unwrap_or("")
+                    );
                 }
             }
         }
-        Cmd::Runs { cmd: RunsCmd::List { dataset, limit, json } } => {
+        Cmd::Runs {
+            cmd:
+                RunsCmd::List {
+                    dataset,
+                    limit,
+                    json,
+                },
+        } => {
             let v = client.pipeline_runs(dataset.as_deref(), limit).await?;
             if json {
                 print_json(&v);
             } else {
-                println!("{:<24} {:<16} {:<10} {:<16} {:<28}", "PIPELINE RUN", "DATASET", "STATE", "MODEL", "CREATED");
+                println!(
+                    "{:<24} {:<16} {:<10} {:<16} {:<28}",
+                    "PIPELINE RUN", "DATASET", "STATE", "MODEL", "CREATED"
+                );
                 for r in v["pipeline_runs"].as_array().into_iter().flatten() {
                     let model = match r["model_version"].as_u64() {
                         Some(n) if n > 0 => format!("{} v{n}", r["model"].as_str().unwrap_or("")),
@@ -366,7 +435,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Cmd::Runs { cmd: RunsCmd::Show { id, json } } => {
+        Cmd::Runs {
+            cmd: RunsCmd::Show { id, json },
+        } => {
             let mut r = client.pipeline_run(&id).await?;
             let mut training = Value::Null;
             if let (Some(name), Some(v)) = (r["model"].as_str(), r["model_version"].as_u64())
@@ -381,9 +452,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 r["training_run"] = training;
                 print_json(&r);
             } else {
-                println!("pipeline run {}  [{}]", r["id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""));
-                println!("  dataset   {}  spec {}", r["dataset"].as_str().unwrap_or(""), r["spec_digest"].as_str().unwrap_or(""));
-                println!("  batch     {} ({} bytes, {} rows) by {}", r["batch_sha256"].as_str().unwrap_or(""), r["size_bytes"], r["rows"], r["submitted_by"].as_str().unwrap_or(""));
+                println!(
+                    "pipeline run {}  [{}]",
+                    r["id"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or("")
+                );
+                println!(
+                    "  dataset   {}  spec {}",
+                    r["dataset"].as_str().unwrap_or(""),
+                    r["spec_digest"].as_str().unwrap_or("")
+                );
+                println!(
+                    "  batch     {} ({} bytes, {} rows) by {}",
+                    r["batch_sha256"].as_str().unwrap_or(""),
+                    r["size_bytes"],
+                    r["rows"],
+                    r["submitted_by"].as_str().unwrap_or("")
+                );
                 println!("  report    {}", r["report_sha256"].as_str().unwrap_or("-"));
                 for s in r["stages"].as_array().into_iter().flatten() {
                     println!(
@@ -403,28 +488,56 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     for (k, v) in training["metrics"].as_object().into_iter().flatten() {
                         println!("    metric {k} = {v}");
                     }
-                    for (k, v) in training["params"].as_object().into_iter().flatten().filter(|(k, _)| !k.starts_with("importance.")) {
+                    for (k, v) in training["params"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, _)| !k.starts_with("importance."))
+                    {
                         println!("    param  {k} = {}", v.as_str().unwrap_or(""));
                     }
                     for a in training["artifacts"].as_array().into_iter().flatten() {
-                        println!("    artifact {} {}", a["name"].as_str().unwrap_or(""), a["sha256"].as_str().unwrap_or(""));
+                        println!(
+                            "    artifact {} {}",
+                            a["name"].as_str().unwrap_or(""),
+                            a["sha256"].as_str().unwrap_or("")
+                        );
                     }
                 }
             }
         }
-        Cmd::Models { cmd: ModelsCmd::List { json } } => {
+        Cmd::Models {
+            cmd: ModelsCmd::List { json },
+        } => {
             let v = client.models().await?;
             if json {
                 print_json(&v);
             } else {
                 println!("{:<24} {:>8} {:<24}", "MODEL", "VERSIONS", "ALIASES");
                 for m in v["models"].as_array().into_iter().flatten() {
-                    let aliases: Vec<String> = m["aliases"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}=v{v}")).collect();
-                    println!("{:<24} {:>8} {:<24}", m["name"].as_str().unwrap_or(""), m["versions"].as_array().map(|a| a.len()).unwrap_or(0), aliases.join(" "));
+                    let aliases: Vec<String> = m["aliases"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| format!("{k}=v{v}"))
+                        .collect();
+                    println!(
+                        "{:<24} {:>8} {:<24}",
+                        m["name"].as_str().unwrap_or(""),
+                        m["versions"].as_array().map(|a| a.len()).unwrap_or(0),
+                        aliases.join(" ")
+                    );
                 }
             }
         }
-        Cmd::Models { cmd: ModelsCmd::Show { name, version, json } } => {
+        Cmd::Models {
+            cmd:
+                ModelsCmd::Show {
+                    name,
+                    version,
+                    json,
+                },
+        } => {
             let v = match version {
                 Some(n) => client.model_version(&name, n).await?,
                 None => client.model(&name).await?,
@@ -432,23 +545,54 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&v);
             } else if version.is_some() {
-                println!("{} v{} [{}] {}", v["model"].as_str().unwrap_or(""), v["version"], v["status"].as_str().unwrap_or(""), v["model_sha256"].as_str().unwrap_or(""));
-                println!("  algorithm {}  author {}", v["algorithm"].as_str().unwrap_or(""), v["author"].as_str().unwrap_or(""));
+                println!(
+                    "{} v{} [{}] {}",
+                    v["model"].as_str().unwrap_or(""),
+                    v["version"],
+                    v["status"].as_str().unwrap_or(""),
+                    v["model_sha256"].as_str().unwrap_or("")
+                );
+                println!(
+                    "  algorithm {}  author {}",
+                    v["algorithm"].as_str().unwrap_or(""),
+                    v["author"].as_str().unwrap_or("")
+                );
                 for (k, m) in v["metrics"].as_object().into_iter().flatten() {
                     println!("  metric {k} = {m}");
                 }
                 for (k, l) in v["lineage"].as_object().into_iter().flatten() {
-                    println!("  lineage {k} = {}", l.as_str().map(str::to_string).unwrap_or_else(|| l.to_string()));
+                    println!(
+                        "  lineage {k} = {}",
+                        l.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| l.to_string())
+                    );
                 }
                 for g in v["gate_checks"].as_array().into_iter().flatten() {
-                    println!("  gate {} {}: {}", g["gate"].as_str().unwrap_or(""), if g["passed"] == Value::Bool(true) { "passed" } else { "FAILED" }, g["detail"].as_str().unwrap_or(""));
+                    println!(
+                        "  gate {} {}: {}",
+                        g["gate"].as_str().unwrap_or(""),
+                        if g["passed"] == Value::Bool(true) {
+                            "passed"
+                        } else {
+                            "FAILED"
+                        },
+                        g["detail"].as_str().unwrap_or("")
+                    );
                 }
             } else {
-                println!("{} (dataset {})", v["name"].as_str().unwrap_or(""), v["dataset"].as_str().unwrap_or(""));
+                println!(
+                    "{} (dataset {})",
+                    v["name"].as_str().unwrap_or(""),
+                    v["dataset"].as_str().unwrap_or("")
+                );
                 for (k, a) in v["aliases"].as_object().into_iter().flatten() {
                     println!("  alias {k} → v{a}");
                 }
-                println!("  {:>7} {:<10} {:<9} {:>8} {:>8} {:<28}", "VERSION", "STATUS", "ALGO", "ROC_AUC", "PR_AUC", "CREATED");
+                println!(
+                    "  {:>7} {:<10} {:<9} {:>8} {:>8} {:<28}",
+                    "VERSION", "STATUS", "ALGO", "ROC_AUC", "PR_AUC", "CREATED"
+                );
                 for mv in v["versions"].as_array().into_iter().flatten() {
                     println!(
                         "  {:>7} {:<10} {:<9} {:>8} {:>8} {:<28}",
@@ -463,7 +607,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Schemas { out } => {
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
             for (name, schema) in modelbus_core::events::schemas() {
                 let path = out.join(format!("{name}.schema.json"));
                 std::fs::write(&path, serde_json::to_string_pretty(&schema)? + "\n")?;
@@ -471,7 +616,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Config => print!("{}", config.to_redacted_toml()),
-        Cmd::Bench { cmd: BenchCmd::Pipeline { runs, data, spec } } => {
+        Cmd::Bench {
+            cmd: BenchCmd::Pipeline { runs, data, spec },
+        } => {
             modelbus_cli::bench::pipeline(config, runs, &data, &spec).await?;
         }
     }
@@ -480,7 +627,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -138,7 +138,9 @@ impl Platform {
         for (name, t) in std::mem::take(&mut self.tasks) {
             match tokio::time::timeout(Duration::from_secs(10), t).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(service = name, error = %e, "stopped with an error"),
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(service = name, error = %e, "stopped with an error")
+                }
                 Ok(Err(e)) => tracing::warn!(service = name, error = %e, "task failed"),
                 Err(_) => tracing::warn!(service = name, "did not stop within 10s"),
             }
@@ -230,8 +232,12 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
         config.serving.production_addr = a;
     }
 
-    std::fs::create_dir_all(&config.general.state_dir)
-        .with_context(|| format!("cannot create state dir {}", config.general.state_dir.display()))?;
+    std::fs::create_dir_all(&config.general.state_dir).with_context(|| {
+        format!(
+            "cannot create state dir {}",
+            config.general.state_dir.display()
+        )
+    })?;
     if want(Service::Registry) && config.registry.automation_key.is_none() {
         modelbus_core::signing::load_or_create_key(&config.automation_key_path())
             .context("registry automation key")?;

@@ -71,11 +71,19 @@ impl TestPlatform {
             }
         };
         adjust(&mut config);
-        let platform = platform::start(config, &Service::ALL).await.expect("platform starts");
-        platform.wait_ready(Duration::from_secs(30)).await.expect("platform ready");
+        let platform = platform::start(config, &Service::ALL)
+            .await
+            .expect("platform starts");
+        platform
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("platform ready");
         let config = platform.config.clone();
         let client = Client::new(&config.registry_http_url(), &config.ingest_url());
-        client.apply_spec(&telco_spec()).await.expect("apply the Telco spec");
+        client
+            .apply_spec(&telco_spec())
+            .await
+            .expect("apply the Telco spec");
         Self {
             nats,
             dir,
@@ -94,23 +102,35 @@ impl TestPlatform {
 
     /// Submits a file and waits for its run to end.
     pub async fn submit_and_wait(&self, file: &Path) -> Value {
-        let resp = self.client.submit("telco-churn", file).await.expect("submit");
+        let resp = self
+            .client
+            .submit("telco-churn", file)
+            .await
+            .expect("submit");
         let id = resp["pipeline_run"].as_str().expect("run id").to_string();
-        self.client.wait_run(&id, Duration::from_secs(120)).await.expect("run ends")
+        self.client
+            .wait_run(&id, Duration::from_secs(120))
+            .await
+            .expect("run ends")
     }
 
     /// Deploys the Telco model and returns the run.
     pub async fn deploy_telco(&self) -> Value {
         let run = self.submit_and_wait(&telco_csv()).await;
         assert_eq!(run["state"], "deployed", "{run:#}");
-        self.wait_serving("telco-churn", run["model_version"].as_u64().unwrap()).await;
+        self.wait_serving("telco-churn", run["model_version"].as_u64().unwrap())
+            .await;
         run
     }
 
     /// Waits until staging serves `version` of `model`.
     pub async fn wait_serving(&self, model: &str, version: u64) {
         for _ in 0..400 {
-            if let Ok(r) = self.http.get(format!("{}/v1/models/{model}", self.staging())).send().await
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/v1/models/{model}", self.staging()))
+                .send()
+                .await
                 && r.status().is_success()
             {
                 let v: Value = r.json().await.unwrap();
@@ -152,7 +172,6 @@ impl TestPlatform {
             .await
             .unwrap()
     }
-
 }
 
 /// The first `n` Telco rows as JSON records, without the target.
@@ -190,7 +209,10 @@ fn cli_blocking(platform: &TestPlatform, args: &[&str]) -> (i32, String, String)
     let out = std::process::Command::new(modelbus_bin())
         .args(args)
         .current_dir(repo_root())
-        .env("MODELBUS_REGISTRY__HTTP_URL", platform.config.registry_http_url())
+        .env(
+            "MODELBUS_REGISTRY__HTTP_URL",
+            platform.config.registry_http_url(),
+        )
         .env("MODELBUS_INGEST__URL", platform.config.ingest_url())
         .output()
         .expect("run modelbus");

@@ -35,11 +35,24 @@ async fn whole_pipeline(db: Db) {
     assert_eq!(v["status"], "candidate");
     let auc = v["metrics"]["roc_auc"].as_f64().unwrap();
     assert!(auc > 0.82, "holdout ROC AUC {auc}");
-    for key in ["pipeline_run", "batch_sha256", "spec_digest", "feature_set_sha256", "code_revision", "report_sha256"] {
-        assert!(!v["lineage"][key].as_str().unwrap_or("").is_empty(), "lineage {key} missing: {v:#}");
+    for key in [
+        "pipeline_run",
+        "batch_sha256",
+        "spec_digest",
+        "feature_set_sha256",
+        "code_revision",
+        "report_sha256",
+    ] {
+        assert!(
+            !v["lineage"][key].as_str().unwrap_or("").is_empty(),
+            "lineage {key} missing: {v:#}"
+        );
     }
     assert_eq!(v["lineage"]["seed"], 42);
-    assert_eq!(v["lineage"]["batch_sha256"], "88be4b93fbe0cc83421af1c503794c97c342eca914c1576db7c276e61d61358a");
+    assert_eq!(
+        v["lineage"]["batch_sha256"],
+        "88be4b93fbe0cc83421af1c503794c97c342eca914c1576db7c276e61d61358a"
+    );
     let training = t.client.run(v["run_id"].as_str().unwrap()).await.unwrap();
     assert!(training["params"]["gbdt.trees"].as_str().is_some());
     assert_eq!(training["artifacts"].as_array().unwrap().len(), 3);
@@ -47,7 +60,11 @@ async fn whole_pipeline(db: Db) {
     // The validation report is stored and shaped like GE's.
     let report = t
         .http
-        .get(format!("{}/v1/reports/{}", t.config.registry_http_url(), run["report_sha256"].as_str().unwrap()))
+        .get(format!(
+            "{}/v1/reports/{}",
+            t.config.registry_http_url(),
+            run["report_sha256"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap()
@@ -68,9 +85,22 @@ async fn whole_pipeline(db: Db) {
         assert!(pr["label"] == "Yes" || pr["label"] == "No");
     }
     // Open Inference Protocol v2.
-    let ready = t.http.get(format!("{}/v2/health/ready", t.staging())).send().await.unwrap();
+    let ready = t
+        .http
+        .get(format!("{}/v2/health/ready", t.staging()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
-    let meta: Value = t.http.get(format!("{}/v2/models/telco-churn", t.staging())).send().await.unwrap().json().await.unwrap();
+    let meta: Value = t
+        .http
+        .get(format!("{}/v2/models/telco-churn", t.staging()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(meta["versions"][0], "1");
     let recs = telco_records(3);
     let columns: Vec<String> = recs[0].as_object().unwrap().keys().cloned().collect();
@@ -91,7 +121,10 @@ async fn whole_pipeline(db: Db) {
     assert_eq!(infer["id"], "req-1");
     let probs = infer["outputs"][0]["data"].as_array().unwrap();
     assert_eq!(probs.len(), 3);
-    assert_eq!(probs[0], p["predictions"][0]["probability"], "v1 and v2 APIs agree");
+    assert_eq!(
+        probs[0], p["predictions"][0]["probability"],
+        "v1 and v2 APIs agree"
+    );
     // A record that does not fit the schema gets a 400 naming the field.
     let mut bad = telco_records(1);
     bad[0]["MonthlyCharges"] = Value::String("a lot".into());
@@ -104,7 +137,10 @@ async fn whole_pipeline(db: Db) {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("MonthlyCharges"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("MonthlyCharges"),
+        "{body}"
+    );
     // An unseen category still answers.
     let mut novel = telco_records(1);
     novel[0]["PaymentMethod"] = Value::String("Crypto".into());
@@ -117,10 +153,18 @@ async fn whole_pipeline(db: Db) {
         .unwrap();
     assert_eq!(r.status(), 200);
     // Readiness and metrics.
-    let ready = t.http.get(format!("{}/readyz", t.config.registry_http_url())).send().await.unwrap();
+    let ready = t
+        .http
+        .get(format!("{}/readyz", t.config.registry_http_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let metrics = t.metrics().await;
-    assert!(metrics.contains("modelbus_events_handled_total"), "{metrics}");
+    assert!(
+        metrics.contains("modelbus_events_handled_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("modelbus_serving_requests_total"));
 }
 
@@ -138,7 +182,17 @@ async fn whole_pipeline_postgres() {
 async fn cli_submit_wait_json_and_resubmission_returns_the_existing_run() {
     let t = TestPlatform::start(Db::Sqlite).await;
     let file = telco_csv();
-    let (code, out, err) = cli(&t, &["submit", "--dataset", "telco-churn", file.to_str().unwrap(), "--wait", "--json"]);
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "submit",
+            "--dataset",
+            "telco-churn",
+            file.to_str().unwrap(),
+            "--wait",
+            "--json",
+        ],
+    );
     assert_eq!(code, 0, "stdout {out}\nstderr {err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["state"], "deployed");
@@ -157,7 +211,10 @@ async fn cli_submit_wait_json_and_resubmission_returns_the_existing_run() {
 
     let (code, out, _) = cli(&t, &["runs", "list"]);
     assert_eq!(code, 0);
-    assert!(out.contains(v["pipeline_run"].as_str().unwrap()) && out.contains("deployed"), "{out}");
+    assert!(
+        out.contains(v["pipeline_run"].as_str().unwrap()) && out.contains("deployed"),
+        "{out}"
+    );
     let (code, out, _) = cli(&t, &["models", "show", "telco-churn", "--version", "1"]);
     assert_eq!(code, 0);
     assert!(out.contains("gate min_roc_auc passed"), "{out}");
@@ -165,4 +222,3 @@ async fn cli_submit_wait_json_and_resubmission_returns_the_existing_run() {
     assert_eq!(code, 0);
     assert!(out.contains("telco-churn"), "{out}");
 }
-

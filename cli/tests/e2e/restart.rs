@@ -29,21 +29,36 @@ const KEYS: [&str; 8] = [
 impl Up {
     fn start(state: &Path, ports: &[u16], nats: Option<&str>, datasets: &Path, log: &Path) -> Up {
         let mut cmd = Command::new(modelbus_bin());
-        cmd.args(["up", "--state-dir", state.to_str().unwrap(), "--datasets-dir", datasets.to_str().unwrap()])
-            .current_dir(repo_root())
-            .env("MODELBUS_BUS__ACK_WAIT", "2s")
-            .env("MODELBUS_TELEMETRY__LOG_LEVEL", "info")
-            .env_remove("NATS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap());
+        cmd.args([
+            "up",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--datasets-dir",
+            datasets.to_str().unwrap(),
+        ])
+        .current_dir(repo_root())
+        .env("MODELBUS_BUS__ACK_WAIT", "2s")
+        .env("MODELBUS_TELEMETRY__LOG_LEVEL", "info")
+        .env_remove("NATS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
         if let Some(url) = nats {
             cmd.env("NATS_URL", url);
         }
         for (k, p) in KEYS.iter().zip(ports) {
             cmd.env(format!("MODELBUS_{k}"), format!("127.0.0.1:{p}"));
         }
-        Up { child: cmd.spawn().unwrap(), ports: ports.to_vec() }
+        Up {
+            child: cmd.spawn().unwrap(),
+            ports: ports.to_vec(),
+        }
     }
 
     fn registry(&self) -> String {
@@ -62,17 +77,28 @@ impl Up {
         let http = reqwest::Client::new();
         for _ in 0..600 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("modelbus up exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+                panic!(
+                    "modelbus up exited with {status}:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
             }
             if let Ok(r) = http.get(format!("{}/readyz", self.registry())).send().await
                 && r.status() == 200
-                && http.get(format!("{}/v1/datasets/telco-churn", self.registry())).send().await.map(|r| r.status() == 200).unwrap_or(false)
+                && http
+                    .get(format!("{}/v1/datasets/telco-churn", self.registry()))
+                    .send()
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
             {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("modelbus up not ready:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        panic!(
+            "modelbus up not ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
     }
 
     fn client(&self) -> modelbus_cli::client::Client {
@@ -80,7 +106,9 @@ impl Up {
     }
 
     fn terminate(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         for _ in 0..200 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -99,7 +127,9 @@ impl Up {
 }
 
 fn ports() -> Vec<u16> {
-    (0..8).map(|_| modelbus_core::nats_server::free_port().unwrap()).collect()
+    (0..8)
+        .map(|_| modelbus_core::nats_server::free_port().unwrap())
+        .collect()
 }
 
 async fn predict(up: &Up) -> Value {
@@ -117,7 +147,10 @@ async fn wait_served(up: &Up, version: u64) {
     for _ in 0..400 {
         if let Ok(r) = reqwest::get(format!("{}/v1/models/telco-churn", up.staging())).await
             && r.status() == 200
-            && r.json::<Value>().await.map(|v| v["model_version"].as_u64() == Some(version)).unwrap_or(false)
+            && r.json::<Value>()
+                .await
+                .map(|v| v["model_version"].as_u64() == Some(version))
+                .unwrap_or(false)
         {
             return;
         }
@@ -136,9 +169,17 @@ async fn restarting_up_on_the_same_state_dir_keeps_runs_versions_aliases_and_the
     // No NATS_URL: the embedded nats-server keeps its store under the state dir.
     let mut a = Up::start(&state, &p, None, &datasets, &log);
     a.ready(&log).await;
-    let resp = a.client().submit("telco-churn", &telco_csv()).await.unwrap();
+    let resp = a
+        .client()
+        .submit("telco-churn", &telco_csv())
+        .await
+        .unwrap();
     let run_id = resp["pipeline_run"].as_str().unwrap().to_string();
-    let run = a.client().wait_run(&run_id, Duration::from_secs(120)).await.unwrap();
+    let run = a
+        .client()
+        .wait_run(&run_id, Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(run["state"], "deployed", "{run:#}");
     wait_served(&a, 1).await;
     let before = predict(&a).await;
@@ -170,7 +211,8 @@ async fn killing_up_during_training_finishes_the_run_exactly_once() {
     // The Telco spec with a training long enough to be killed in the middle of.
     let datasets = dir.path().join("datasets");
     std::fs::create_dir_all(&datasets).unwrap();
-    let spec = std::fs::read_to_string(repo_root().join("config/datasets/telco-churn.toml")).unwrap();
+    let spec =
+        std::fs::read_to_string(repo_root().join("config/datasets/telco-churn.toml")).unwrap();
     let slow = spec.replace(
         "[gates]",
         "[model.gbdt]\nnum_iterations = 4000\nlearning_rate = 0.005\nnum_leaves = 63\nmin_data_in_leaf = 5\nearly_stopping_rounds = 0\n\n[gates]",
@@ -179,7 +221,11 @@ async fn killing_up_during_training_finishes_the_run_exactly_once() {
     let p = ports();
     let mut a = Up::start(&state, &p, Some(nats.url()), &datasets, &log);
     a.ready(&log).await;
-    let resp = a.client().submit("telco-churn", &telco_csv()).await.unwrap();
+    let resp = a
+        .client()
+        .submit("telco-churn", &telco_csv())
+        .await
+        .unwrap();
     let run_id = resp["pipeline_run"].as_str().unwrap().to_string();
     // Wait until training has started, then kill -9 in the middle of it.
     let mut training = false;
@@ -189,26 +235,44 @@ async fn killing_up_during_training_finishes_the_run_exactly_once() {
             training = true;
             break;
         }
-        assert_ne!(r["state"], "deployed", "training finished before it could be interrupted");
+        assert_ne!(
+            r["state"], "deployed",
+            "training finished before it could be interrupted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(training, "training never started");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let registry = a.registry();
     a.kill();
-    assert!(reqwest::get(format!("{registry}/readyz")).await.is_err(), "the process is gone");
+    assert!(
+        reqwest::get(format!("{registry}/readyz")).await.is_err(),
+        "the process is gone"
+    );
 
     let mut b = Up::start(&state, &p, Some(nats.url()), &datasets, &log);
     b.ready(&log).await;
     let c = b.client();
     let before = c.pipeline_run(&run_id).await.unwrap();
-    assert_eq!(before["state"], "features_ready", "the kill interrupted training: {before:#}");
+    assert_eq!(
+        before["state"], "features_ready",
+        "the kill interrupted training: {before:#}"
+    );
     let run = c.wait_run(&run_id, Duration::from_secs(180)).await.unwrap();
     assert_eq!(run["state"], "deployed", "{run:#}");
     let model = c.model("telco-churn").await.unwrap();
-    assert_eq!(model["versions"].as_array().unwrap().len(), 1, "exactly one version: {model:#}");
+    assert_eq!(
+        model["versions"].as_array().unwrap().len(),
+        1,
+        "exactly one version: {model:#}"
+    );
     assert_eq!(model["aliases"]["staging"], 1);
-    let training = run["stages"].as_array().unwrap().iter().filter(|s| s["name"] == "training").count();
+    let training = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "training")
+        .count();
     assert_eq!(training, 1);
     wait_served(&b, 1).await;
     b.terminate();

@@ -26,7 +26,9 @@ fn predicate(version: u32, env: Environment, ttl: time::Duration) -> ApprovalPre
 }
 
 async fn publish(t: &TestPlatform, g: ApprovalGranted) {
-    let bus = modelbus_core::bus::Bus::connect(t.nats.url(), "test", t.config.bus.clone()).await.unwrap();
+    let bus = modelbus_core::bus::Bus::connect(t.nats.url(), "test", t.config.bus.clone())
+        .await
+        .unwrap();
     let e = Envelope::new("/attacker", &new_nonce(), g);
     bus.publish(&e).await.unwrap();
 }
@@ -37,7 +39,10 @@ async fn refused(t: &TestPlatform, g: ApprovalGranted) -> String {
     let mut sub = nats.subscribe("modelbus.approval.refused").await.unwrap();
     nats.flush().await.unwrap();
     publish(t, g).await;
-    let msg = tokio::time::timeout(Duration::from_secs(15), sub.next()).await.expect("a refusal").unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(15), sub.next())
+        .await
+        .expect("a refusal")
+        .unwrap();
     let v: Value = serde_json::from_slice(&msg.payload).unwrap();
     v["data"]["reason"].as_str().unwrap().to_string()
 }
@@ -46,10 +51,22 @@ async fn refused(t: &TestPlatform, g: ApprovalGranted) -> String {
 async fn forged_and_mismatched_approvals_are_refused() {
     let t = TestPlatform::start(Db::Sqlite).await;
     t.deploy_telco().await;
-    let digest = Sha256Digest::parse(t.client.model("telco-churn").await.unwrap()["versions"][0]["model_sha256"].as_str().unwrap()).unwrap();
-    let kv = async_nats::jetstream::new(t.nats().await).get_key_value("deployments").await.unwrap();
+    let digest = Sha256Digest::parse(
+        t.client.model("telco-churn").await.unwrap()["versions"][0]["model_sha256"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let kv = async_nats::jetstream::new(t.nats().await)
+        .get_key_value("deployments")
+        .await
+        .unwrap();
     let before = kv.entry("staging.telco-churn").await.unwrap().unwrap();
-    let automation = KeyPair::from_pem(&std::fs::read_to_string(t.config.automation_key_path()).unwrap(), "test").unwrap();
+    let automation = KeyPair::from_pem(
+        &std::fs::read_to_string(t.config.automation_key_path()).unwrap(),
+        "test",
+    )
+    .unwrap();
     let model = ModelName::parse("telco-churn").unwrap();
     let grant = |env: Environment, approvals| ApprovalGranted {
         model: model.clone(),
@@ -61,12 +78,18 @@ async fn forged_and_mismatched_approvals_are_refused() {
 
     // A key the deployer does not trust.
     let forger = KeyPair::generate().unwrap();
-    let env = forger.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let env = forger.sign_statement(&Statement::approval(
+        &digest,
+        predicate(1, Environment::Staging, time::Duration::hours(1)),
+    ));
     let r = refused(&t, grant(Environment::Staging, vec![env])).await;
     assert!(r.contains("no signature by a trusted key"), "{r}");
 
     // A trusted signature over a statement that was changed afterwards.
-    let good = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let good = automation.sign_statement(&Statement::approval(
+        &digest,
+        predicate(1, Environment::Staging, time::Duration::hours(1)),
+    ));
     let mut tampered = good.clone();
     let mut st: Value = serde_json::from_slice(&base64_decode(&tampered.payload)).unwrap();
     st["predicate"]["version"] = 2.into();
@@ -76,30 +99,48 @@ async fn forged_and_mismatched_approvals_are_refused() {
 
     // A trusted signature for another artifact.
     let other = Sha256Digest::of(b"another model");
-    let env = automation.sign_statement(&Statement::approval(&other, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let env = automation.sign_statement(&Statement::approval(
+        &other,
+        predicate(1, Environment::Staging, time::Duration::hours(1)),
+    ));
     let r = refused(&t, grant(Environment::Staging, vec![env])).await;
     assert!(r.contains("is for artifact"), "{r}");
 
     // A trusted signature for another version.
-    let env = automation.sign_statement(&Statement::approval(&digest, predicate(7, Environment::Staging, time::Duration::hours(1))));
+    let env = automation.sign_statement(&Statement::approval(
+        &digest,
+        predicate(7, Environment::Staging, time::Duration::hours(1)),
+    ));
     let r = refused(&t, grant(Environment::Staging, vec![env])).await;
     assert!(r.contains("v7"), "{r}");
 
     // The automation key may not approve production.
-    let env = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Production, time::Duration::hours(1))));
+    let env = automation.sign_statement(&Statement::approval(
+        &digest,
+        predicate(1, Environment::Production, time::Duration::hours(1)),
+    ));
     let r = refused(&t, grant(Environment::Production, vec![env])).await;
     assert!(r.contains("may not approve production"), "{r}");
 
     // An expired approval.
-    let env = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::minutes(-1))));
+    let env = automation.sign_statement(&Statement::approval(
+        &digest,
+        predicate(1, Environment::Staging, time::Duration::minutes(-1)),
+    ));
     let r = refused(&t, grant(Environment::Staging, vec![env])).await;
     assert!(r.contains("expired"), "{r}");
 
     // A replayed nonce: a first valid approval is accepted, then a second one, then
     // the first one again is refused.
-    let first = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let first = automation.sign_statement(&Statement::approval(
+        &digest,
+        predicate(1, Environment::Staging, time::Duration::hours(1)),
+    ));
     publish(&t, grant(Environment::Staging, vec![first.clone()])).await;
-    let second = automation.sign_statement(&Statement::approval(&digest, predicate(1, Environment::Staging, time::Duration::hours(1))));
+    let second = automation.sign_statement(&Statement::approval(
+        &digest,
+        predicate(1, Environment::Staging, time::Duration::hours(1)),
+    ));
     publish(&t, grant(Environment::Staging, vec![second])).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = refused(&t, grant(Environment::Staging, vec![first])).await;
@@ -113,23 +154,41 @@ async fn forged_and_mismatched_approvals_are_refused() {
     assert!(kv.entry("production.telco-churn").await.unwrap().is_none());
     t.wait_serving("telco-churn", 1).await;
     let metrics = t.metrics().await;
-    for reason in ["unknown_key", "bad_signature", "digest_mismatch", "subject_mismatch", "key_not_allowed", "expired", "replayed_nonce"] {
+    for reason in [
+        "unknown_key",
+        "bad_signature",
+        "digest_mismatch",
+        "subject_mismatch",
+        "key_not_allowed",
+        "expired",
+        "replayed_nonce",
+    ] {
         assert!(
-            metrics.contains(&format!("modelbus_deployer_refusals_total{{reason=\"{reason}\"}}")),
+            metrics.contains(&format!(
+                "modelbus_deployer_refusals_total{{reason=\"{reason}\"}}"
+            )),
             "no refusal counted for {reason}"
         );
     }
     // The registry recorded the refusals in the model's deployment timeline.
     let timeline: Value = t
         .http
-        .get(format!("{}/v1/models/telco-churn/deployments", t.config.registry_http_url()))
+        .get(format!(
+            "{}/v1/models/telco-churn/deployments",
+            t.config.registry_http_url()
+        ))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let refusals = timeline["timeline"].as_array().unwrap().iter().filter(|e| e["kind"] == "refused").count();
+    let refusals = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "refused")
+        .count();
     assert!(refusals >= 7, "{timeline:#}");
 }
 

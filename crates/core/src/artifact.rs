@@ -213,11 +213,16 @@ impl ArtifactStore {
     /// A blocking reader over an artifact, for CPU-bound parsers run in
     /// `spawn_blocking`: the file itself for a local store, else a bridge over the
     /// object stream (create it inside the runtime, read it on a blocking thread).
-    pub async fn open_read(&self, d: &Sha256Digest) -> Result<Box<dyn std::io::Read + Send>, ArtifactError> {
+    pub async fn open_read(
+        &self,
+        d: &Sha256Digest,
+    ) -> Result<Box<dyn std::io::Read + Send>, ArtifactError> {
         if let Some(path) = self.local_path(d) {
             return match std::fs::File::open(&path) {
                 Ok(f) => Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ArtifactError::NotFound(*d)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(ArtifactError::NotFound(*d))
+                }
                 Err(e) => Err(ArtifactError::Source(e.to_string())),
             };
         }
@@ -246,10 +251,16 @@ mod tests {
         let a = s.put(Bytes::from_static(b"hello")).await.unwrap();
         let b = s.put(Bytes::from_static(b"hello")).await.unwrap();
         assert_eq!(a, b);
-        assert_eq!(s.get(&a.sha256).await.unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            s.get(&a.sha256).await.unwrap(),
+            Bytes::from_static(b"hello")
+        );
         assert!(s.exists(&a.sha256).await.unwrap());
         let missing = Sha256Digest::of(b"nope");
-        assert!(matches!(s.get(&missing).await, Err(ArtifactError::NotFound(_))));
+        assert!(matches!(
+            s.get(&missing).await,
+            Err(ArtifactError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -276,7 +287,13 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ArtifactError::TooLarge { limit: 5000 }));
         // Nothing partial is left behind.
-        assert!(!dir.path().join("tmp").exists() || std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+        assert!(
+            !dir.path().join("tmp").exists()
+                || std::fs::read_dir(dir.path().join("tmp"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+        );
     }
 
     #[tokio::test]

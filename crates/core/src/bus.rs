@@ -220,8 +220,13 @@ impl Bus {
 
     /// Publishes an event and waits until the stream has stored it.
     pub async fn publish<T: EventPayload>(&self, env: &Envelope<T>) -> Result<(), BusError> {
-        self.publish_raw(&T::subject(), &env.id, env.traceparent.as_deref(), env.to_json().into())
-            .await?;
+        self.publish_raw(
+            &T::subject(),
+            &env.id,
+            env.traceparent.as_deref(),
+            env.to_json().into(),
+        )
+        .await?;
         metrics::counter!("modelbus_events_published_total", "type" => T::NAME).increment(1);
         tracing::debug!(event = T::NAME, id = %env.id, "published");
         Ok(())
@@ -372,7 +377,8 @@ impl Bus {
                 let work = handler(delivery.clone()).instrument(span.clone());
                 let outcome = {
                     let progress_every = self.config.ack_wait / 3;
-                    let mut ticker = tokio::time::interval(progress_every.max(Duration::from_millis(200)));
+                    let mut ticker =
+                        tokio::time::interval(progress_every.max(Duration::from_millis(200)));
                     ticker.tick().await;
                     tokio::pin!(work);
                     loop {
@@ -396,7 +402,8 @@ impl Bus {
                         "ok"
                     }
                     Err(HandlerError::Retry(reason)) if delivered < self.config.max_deliver => {
-                        let idx = (delivered.max(1) as usize - 1).min(self.config.backoff.len() - 1);
+                        let idx =
+                            (delivered.max(1) as usize - 1).min(self.config.backoff.len() - 1);
                         let delay = self.config.backoff[idx];
                         tracing::warn!(%reason, ?delay, "handler failed; will retry");
                         let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
@@ -431,7 +438,9 @@ impl Bus {
                             Err(pe) => {
                                 // Keep the event rather than lose it: redeliver later.
                                 tracing::error!(error = %pe, "cannot dead-letter; will redeliver");
-                                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                                let _ = msg
+                                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                                    .await;
                             }
                         }
                         "dead_lettered"

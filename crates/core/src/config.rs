@@ -202,7 +202,10 @@ impl Serialize for DatabaseUrl {
 impl<'de> Deserialize<'de> for DatabaseUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        if s.starts_with("sqlite:")
+            || s.starts_with("postgres://")
+            || s.starts_with("postgresql://")
+        {
             Ok(Self(s))
         } else {
             Err(serde::de::Error::custom(
@@ -219,8 +222,9 @@ mod duration {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\": {e}")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\": {e}"))
+        })
     }
 }
 
@@ -247,7 +251,8 @@ mod durations {
 
 fn addr(s: &str) -> SocketAddr {
     // Only called on the literal defaults below.
-    s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 /// The whole configuration.
@@ -616,15 +621,18 @@ impl Config {
                 });
             };
             sec.insert(key.clone(), value);
-            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| ConfigError::Env {
-                var: var.clone(),
-                message: format!("key `{section}.{key}`: {}", e.message()),
+            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("key `{section}.{key}`: {}", e.message()),
+                }
             })?;
         }
-        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
-            key: "(configuration)".into(),
-            reason: e.to_string(),
-        })?;
+        let config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                key: "(configuration)".into(),
+                reason: e.to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -648,7 +656,10 @@ impl Config {
             return Err(invalid("ingest.max_batch_bytes", "must be positive"));
         }
         if self.ingest.chunk_rows == 0 || self.ingest.chunk_rows > 10_000_000 {
-            return Err(invalid("ingest.chunk_rows", "must be between 1 and 10000000"));
+            return Err(invalid(
+                "ingest.chunk_rows",
+                "must be between 1 and 10000000",
+            ));
         }
         if let Some(url) = &self.nats.url
             && !(url.starts_with("nats://") || url.starts_with("tls://") || !url.contains("://"))
@@ -765,7 +776,9 @@ mod tests {
     use super::*;
 
     fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -783,7 +796,11 @@ mod tests {
     fn file_then_env_layers() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[bus]\nmax_deliver = 7\n[registry]\nhttp_addr = \"127.0.0.1:9000\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "[bus]\nmax_deliver = 7\n[registry]\nhttp_addr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
         let c = Config::load_from(
             Some(&p),
             &env(&[
@@ -825,7 +842,10 @@ mod tests {
         let e = Config::load_from(None, &env(&[("MODELBUS_BUS__ACK_WAIT", "soon")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("MODELBUS_BUS__ACK_WAIT") && e.contains("duration"), "{e}");
+        assert!(
+            e.contains("MODELBUS_BUS__ACK_WAIT") && e.contains("duration"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -836,7 +856,10 @@ mod tests {
         assert!(e.contains("bus.max_deliver"), "{e}");
         let e = Config::load_from(
             None,
-            &env(&[("MODELBUS_REGISTRY__AUTOMATION_KEY", "-----BEGIN PRIVATE KEY-----")]),
+            &env(&[(
+                "MODELBUS_REGISTRY__AUTOMATION_KEY",
+                "-----BEGIN PRIVATE KEY-----",
+            )]),
         )
         .unwrap_err()
         .to_string();

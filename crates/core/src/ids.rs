@@ -214,7 +214,9 @@ name_type!(
 );
 
 /// A pipeline run id: one id threads a batch through every stage.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct PipelineRunId(String);
 
@@ -234,7 +236,9 @@ impl PipelineRunId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = s.len() == 23
             && s.starts_with("pr-")
-            && s[3..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            && s[3..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -266,7 +270,17 @@ impl fmt::Debug for PipelineRunId {
 
 /// A deployment environment. Serving runs one endpoint per environment.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
@@ -349,7 +363,10 @@ mod tests {
 
     #[test]
     fn environments_parse() {
-        assert_eq!("staging".parse::<Environment>().unwrap(), Environment::Staging);
+        assert_eq!(
+            "staging".parse::<Environment>().unwrap(),
+            Environment::Staging
+        );
         assert!("prod".parse::<Environment>().is_err());
     }
 }

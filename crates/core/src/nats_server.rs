@@ -40,8 +40,12 @@ pub enum NatsServerError {
 
 /// Version of a nats-server binary (`nats-server --version` prints `nats-server: v2.15.1`).
 pub fn binary_version(path: &Path) -> Option<String> {
-    let out = std::process::Command::new(path).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = std::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     text.split_whitespace()
         .find(|w| w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()))
         .map(|w| w.trim_start_matches('v').to_string())
@@ -98,7 +102,9 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsServerError
 /// (SIGKILL skips our clean-up): two servers must never share a store.
 async fn reap_orphan(store_dir: &Path) {
     let pid_file = store_dir.join("nats-server.pid");
-    let Ok(pid) = std::fs::read_to_string(&pid_file) else { return };
+    let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+        return;
+    };
     let pid = pid.trim();
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         let _ = std::fs::remove_file(&pid_file);
@@ -142,7 +148,11 @@ impl EmbeddedNats {
     }
 
     /// Starts a server on a given port (a restart keeps its port so clients reconnect).
-    pub async fn start_on(binary: &Path, store_dir: &Path, port: u16) -> Result<Self, NatsServerError> {
+    pub async fn start_on(
+        binary: &Path,
+        store_dir: &Path,
+        port: u16,
+    ) -> Result<Self, NatsServerError> {
         std::fs::create_dir_all(store_dir).map_err(|e| NatsServerError::Start(e.to_string()))?;
         reap_orphan(store_dir).await;
         let log = store_dir.join("nats-server.log");
@@ -177,9 +187,14 @@ impl EmbeddedNats {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
                 let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-                return Err(NatsServerError::Start(format!("exited with {status}: {tail}")));
+                return Err(NatsServerError::Start(format!(
+                    "exited with {status}: {tail}"
+                )));
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

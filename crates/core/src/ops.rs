@@ -62,7 +62,10 @@ async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(serde_json::json!({ "ready": r.is_ready(), "components": r.report() })))
+    (
+        status,
+        axum::Json(serde_json::json!({ "ready": r.is_ready(), "components": r.report() })),
+    )
 }
 
 async fn metrics_text() -> impl IntoResponse {

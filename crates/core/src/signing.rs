@@ -314,10 +314,7 @@ pub struct ApprovalPredicate {
 
 impl Statement {
     /// A statement approving `model` version `version` (artifact `digest`) for `environment`.
-    pub fn approval(
-        digest: &Sha256Digest,
-        predicate: ApprovalPredicate,
-    ) -> Self {
+    pub fn approval(digest: &Sha256Digest, predicate: ApprovalPredicate) -> Self {
         let mut d = std::collections::BTreeMap::new();
         d.insert("sha256".to_string(), digest.to_hex());
         Self {
@@ -333,8 +330,8 @@ impl Statement {
 
     /// Parses and checks the statement shape; returns it with its subject digest.
     pub fn parse(payload: &[u8]) -> Result<(Self, Sha256Digest), SigningError> {
-        let st: Statement = serde_json::from_slice(payload)
-            .map_err(|e| SigningError::Statement(e.to_string()))?;
+        let st: Statement =
+            serde_json::from_slice(payload).map_err(|e| SigningError::Statement(e.to_string()))?;
         if st.statement_type != STATEMENT_TYPE {
             return Err(SigningError::Statement(format!(
                 "_type is {:?}, expected {STATEMENT_TYPE:?}",
@@ -368,9 +365,58 @@ pub fn new_nonce() -> String {
     // A failing OS random source would also fail key generation; fall back to a
     // time-based value rather than refusing to sign.
     if getrandom::fill(&mut b).is_err() {
-        b = OffsetDateTime::now_utc().unix_timestamp_nanos().to_le_bytes();
+        b = OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_le_bytes();
     }
     hex::encode(b)
+}
+
+/// Loads a PKCS#8 PEM private key from `path`, creating it (mode 0600, with its
+/// public key beside it as `<path>.pub`) when it does not exist yet.
+pub fn load_or_create_key(path: &std::path::Path) -> Result<KeyPair, SigningError> {
+    let io = |e: std::io::Error| SigningError::InvalidKey {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if path.exists() {
+        let pem = std::fs::read_to_string(path).map_err(io)?;
+        return KeyPair::from_pem(&pem, &path.display().to_string());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let key = KeyPair::generate()?;
+    write_private(path, &key.to_pem()?).map_err(io)?;
+    std::fs::write(public_key_path(path), key.public().to_pem()).map_err(io)?;
+    Ok(key)
+}
+
+/// Where the public half of a key file lives: `<path>.pub`.
+pub fn public_key_path(private: &std::path::Path) -> std::path::PathBuf {
+    let mut s = private.as_os_str().to_owned();
+    s.push(".pub");
+    std::path::PathBuf::from(s)
+}
+
+/// Writes a private key readable by its owner only.
+pub fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(pem.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = std::fs::File::create_new(path)?;
+        f.write_all(pem.as_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -446,52 +492,5 @@ mod tests {
         assert_eq!(p, k.public());
         let e = PublicKey::from_pem("garbage", "deployer.trusted_keys[0]").unwrap_err();
         assert!(e.to_string().contains("deployer.trusted_keys[0]"), "{e}");
-    }
-}
-
-/// Loads a PKCS#8 PEM private key from `path`, creating it (mode 0600, with its
-/// public key beside it as `<path>.pub`) when it does not exist yet.
-pub fn load_or_create_key(path: &std::path::Path) -> Result<KeyPair, SigningError> {
-    let io = |e: std::io::Error| SigningError::InvalidKey {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    if path.exists() {
-        let pem = std::fs::read_to_string(path).map_err(io)?;
-        return KeyPair::from_pem(&pem, &path.display().to_string());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let key = KeyPair::generate()?;
-    write_private(path, &key.to_pem()?).map_err(io)?;
-    std::fs::write(public_key_path(path), key.public().to_pem()).map_err(io)?;
-    Ok(key)
-}
-
-/// Where the public half of a key file lives: `<path>.pub`.
-pub fn public_key_path(private: &std::path::Path) -> std::path::PathBuf {
-    let mut s = private.as_os_str().to_owned();
-    s.push(".pub");
-    std::path::PathBuf::from(s)
-}
-
-/// Writes a private key readable by its owner only.
-pub fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(pem.as_bytes())
-    }
-    #[cfg(not(unix))]
-    {
-        let mut f = std::fs::File::create_new(path)?;
-        f.write_all(pem.as_bytes())
     }
 }

@@ -211,7 +211,9 @@ impl FeatureTransform {
                 ColumnTransform::Bool { impute, .. } => out.push(match c {
                     Cell::Bool(b) => f64::from(u8::from(*b)),
                     Cell::Num(v) => f64::from(u8::from(*v != 0.0)),
-                    Cell::Text(s) => parse_bool(s.trim()).map(|b| f64::from(u8::from(b))).unwrap_or(*impute),
+                    Cell::Text(s) => parse_bool(s.trim())
+                        .map(|b| f64::from(u8::from(b)))
+                        .unwrap_or(*impute),
                     Cell::Null => *impute,
                 }),
                 ColumnTransform::OneHot { categories, .. } => {
@@ -221,7 +223,11 @@ impl FeatureTransform {
                     let key: Option<&str> = match c {
                         Cell::Text(s) => Some(s),
                         Cell::Num(v) => {
-                            owned = if v.fract() == 0.0 { format!("{}", *v as i64) } else { v.to_string() };
+                            owned = if v.fract() == 0.0 {
+                                format!("{}", *v as i64)
+                            } else {
+                                v.to_string()
+                            };
                             Some(owned.as_str())
                         }
                         Cell::Bool(b) => Some(if *b { "true" } else { "false" }),
@@ -242,7 +248,12 @@ impl FeatureTransform {
         let idx: Vec<usize> = self
             .columns
             .iter()
-            .map(|t| spec.columns.iter().position(|c| c.name == t.column()).unwrap_or(usize::MAX))
+            .map(|t| {
+                spec.columns
+                    .iter()
+                    .position(|c| c.name == t.column())
+                    .unwrap_or(usize::MAX)
+            })
             .collect();
         let rows: usize = chunks.iter().map(|c| c.batch.num_rows()).sum();
         let mut out = Vec::with_capacity(rows * self.num_features());
@@ -250,7 +261,13 @@ impl FeatureTransform {
         for chunk in chunks {
             for i in 0..chunk.batch.num_rows() {
                 cells.clear();
-                cells.extend(idx.iter().map(|&ci| if ci == usize::MAX { Cell::Null } else { cell(chunk, ci, i) }));
+                cells.extend(idx.iter().map(|&ci| {
+                    if ci == usize::MAX {
+                        Cell::Null
+                    } else {
+                        cell(chunk, ci, i)
+                    }
+                }));
                 self.encode_row(&cells, &mut out);
             }
         }
@@ -261,7 +278,12 @@ impl FeatureTransform {
     pub fn summary(&self) -> BTreeMap<String, serde_json::Value> {
         self.columns
             .iter()
-            .map(|c| (c.column().to_string(), serde_json::to_value(c).unwrap_or_default()))
+            .map(|c| {
+                (
+                    c.column().to_string(),
+                    serde_json::to_value(c).unwrap_or_default(),
+                )
+            })
             .collect()
     }
 }
@@ -300,26 +322,47 @@ type = "int"
 
     #[test]
     fn fits_on_training_rows_only_and_encodes() {
-        let csv = "id,x,c,b,y\na,1,red,true,1\nb,,blue,false,0\nc,3,red,true,1\nd,100,green,false,0\n";
+        let csv =
+            "id,x,c,b,y\na,1,red,true,1\nb,,blue,false,0\nc,3,red,true,1\nd,100,green,false,0\n";
         let s = spec();
         let chunks = read_all(csv.as_bytes(), s.clone(), 2).unwrap();
         // Row 3 (green, 100) is held out: it must not influence the fit.
         let t = FeatureTransform::fit(&s, &chunks, &[0, 1, 2]);
         assert_eq!(t.feature_names(), vec!["x", "c=blue", "c=red", "b"]);
-        assert_eq!(t.columns[0], ColumnTransform::Numeric { column: "x".into(), impute: 2.0 });
+        assert_eq!(
+            t.columns[0],
+            ColumnTransform::Numeric {
+                column: "x".into(),
+                impute: 2.0
+            }
+        );
         let x = t.transform_chunks(&s, &chunks);
         assert_eq!(x.len(), 4 * 4);
         assert_eq!(&x[0..4], &[1.0, 0.0, 1.0, 1.0]);
-        assert_eq!(&x[4..8], &[2.0, 1.0, 0.0, 0.0], "null x imputed with the training median");
-        assert_eq!(&x[12..16], &[100.0, 0.0, 0.0, 0.0], "unseen category is all zeros");
+        assert_eq!(
+            &x[4..8],
+            &[2.0, 1.0, 0.0, 0.0],
+            "null x imputed with the training median"
+        );
+        assert_eq!(
+            &x[12..16],
+            &[100.0, 0.0, 0.0, 0.0],
+            "unseen category is all zeros"
+        );
     }
 
     #[test]
     fn encode_row_accepts_text_numbers_and_unknowns() {
         let t = FeatureTransform {
             columns: vec![
-                ColumnTransform::Numeric { column: "x".into(), impute: 5.0 },
-                ColumnTransform::OneHot { column: "c".into(), categories: vec!["0".into(), "1".into()] },
+                ColumnTransform::Numeric {
+                    column: "x".into(),
+                    impute: 5.0,
+                },
+                ColumnTransform::OneHot {
+                    column: "c".into(),
+                    categories: vec!["0".into(), "1".into()],
+                },
             ],
         };
         let mut out = Vec::new();

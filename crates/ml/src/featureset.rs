@@ -64,7 +64,11 @@ impl FeatureSet {
             Field::new("__label", DataType::Float64, false),
             Field::new("__split", DataType::UInt8, false),
         ];
-        fields.extend(self.names.iter().map(|n| Field::new(n, DataType::Float64, false)));
+        fields.extend(
+            self.names
+                .iter()
+                .map(|n| Field::new(n, DataType::Float64, false)),
+        );
         let schema = Arc::new(Schema::new(fields));
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(self.entity.clone())),
@@ -75,14 +79,17 @@ impl FeatureSet {
             let col: Vec<f64> = (0..self.rows()).map(|i| self.x[i * k + j]).collect();
             cols.push(Arc::new(Float64Array::from(col)));
         }
-        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| MlError::InvalidData(e.to_string()))?;
+        let batch = RecordBatch::try_new(schema.clone(), cols)
+            .map_err(|e| MlError::InvalidData(e.to_string()))?;
         let props = WriterProperties::builder()
             .set_created_by("modelbus".to_string())
             .set_compression(parquet::basic::Compression::SNAPPY)
             .build();
         let mut buf = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| MlError::InvalidData(e.to_string()))?;
-        w.write(&batch).map_err(|e| MlError::InvalidData(e.to_string()))?;
+        let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))
+            .map_err(|e| MlError::InvalidData(e.to_string()))?;
+        w.write(&batch)
+            .map_err(|e| MlError::InvalidData(e.to_string()))?;
         w.close().map_err(|e| MlError::InvalidData(e.to_string()))?;
         Ok(Bytes::from(buf))
     }
@@ -94,22 +101,42 @@ impl FeatureSet {
             .map_err(|e| bad(e.to_string()))?
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        let mut out = FeatureSet { names: Vec::new(), entity: Vec::new(), label: Vec::new(), split: Vec::new(), x: Vec::new() };
+        let mut out = FeatureSet {
+            names: Vec::new(),
+            entity: Vec::new(),
+            label: Vec::new(),
+            split: Vec::new(),
+            x: Vec::new(),
+        };
         let mut columns: Vec<Vec<f64>> = Vec::new();
         for batch in reader {
             let batch = batch.map_err(|e| bad(e.to_string()))?;
             let schema = batch.schema();
             if out.names.is_empty() {
-                out.names = schema.fields().iter().skip(3).map(|f| f.name().clone()).collect();
+                out.names = schema
+                    .fields()
+                    .iter()
+                    .skip(3)
+                    .map(|f| f.name().clone())
+                    .collect();
                 columns = vec![Vec::new(); out.names.len()];
             }
             let get = |i: usize| batch.column(i).clone();
             let ent = get(0);
-            let ent = ent.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("__entity is not text".into()))?;
+            let ent = ent
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| bad("__entity is not text".into()))?;
             let lab = get(1);
-            let lab = lab.as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad("__label is not float".into()))?;
+            let lab = lab
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or_else(|| bad("__label is not float".into()))?;
             let spl = get(2);
-            let spl = spl.as_any().downcast_ref::<UInt8Array>().ok_or_else(|| bad("__split is not uint8".into()))?;
+            let spl = spl
+                .as_any()
+                .downcast_ref::<UInt8Array>()
+                .ok_or_else(|| bad("__split is not uint8".into()))?;
             for i in 0..batch.num_rows() {
                 out.entity.push(ent.value(i).to_string());
                 out.label.push(lab.value(i));
@@ -117,7 +144,10 @@ impl FeatureSet {
             }
             for (j, col) in columns.iter_mut().enumerate() {
                 let a = get(3 + j);
-                let a = a.as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad(format!("feature column {j} is not float")))?;
+                let a = a
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .ok_or_else(|| bad(format!("feature column {j} is not float")))?;
                 col.extend((0..a.len()).map(|i| a.value(i)));
             }
         }

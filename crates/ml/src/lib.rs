@@ -9,14 +9,14 @@
 pub mod features;
 pub mod featureset;
 pub mod gbdt;
-pub mod spec;
-pub mod table;
-pub mod train;
-pub mod validate;
 pub mod logistic;
 pub mod metrics;
 pub mod model;
+pub mod spec;
 pub mod split;
+pub mod table;
+pub mod train;
+pub mod validate;
 
 /// Errors from model fitting and model loading.
 #[derive(Debug, thiserror::Error)]

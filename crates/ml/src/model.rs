@@ -134,8 +134,8 @@ impl ModelArtifact {
 
     /// Parses artifact bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MlError> {
-        let a: ModelArtifact =
-            serde_json::from_slice(bytes).map_err(|e| MlError::InvalidModel(format!("model artifact: {e}")))?;
+        let a: ModelArtifact = serde_json::from_slice(bytes)
+            .map_err(|e| MlError::InvalidModel(format!("model artifact: {e}")))?;
         if a.format != FORMAT {
             return Err(MlError::InvalidModel(format!(
                 "model artifact format {:?}, expected {FORMAT:?}",
@@ -213,7 +213,12 @@ impl Predictor {
                 .columns
                 .iter()
                 .position(|c| c.name == t.column())
-                .ok_or_else(|| MlError::InvalidModel(format!("transform column {:?} is not an input", t.column())))?;
+                .ok_or_else(|| {
+                    MlError::InvalidModel(format!(
+                        "transform column {:?} is not an input",
+                        t.column()
+                    ))
+                })?;
             feature_inputs.push(i);
         }
         Ok(Self {
@@ -237,7 +242,10 @@ impl Predictor {
     }
 
     /// Validates and predicts raw records (`{column: value}` as in the CSV).
-    pub fn predict_records(&self, records: &[Map<String, Value>]) -> Result<Vec<Prediction>, RecordError> {
+    pub fn predict_records(
+        &self,
+        records: &[Map<String, Value>],
+    ) -> Result<Vec<Prediction>, RecordError> {
         let mut out = Vec::with_capacity(records.len());
         let mut row = Vec::with_capacity(self.artifact.transform.num_features());
         for (index, rec) in records.iter().enumerate() {
@@ -257,7 +265,11 @@ impl Predictor {
         Ok(out)
     }
 
-    fn cells<'a>(&self, index: usize, rec: &'a Map<String, Value>) -> Result<Vec<Cell<'a>>, RecordError> {
+    fn cells<'a>(
+        &self,
+        index: usize,
+        rec: &'a Map<String, Value>,
+    ) -> Result<Vec<Cell<'a>>, RecordError> {
         let schema = &self.artifact.input;
         let err = |field: &str, reason: String| RecordError {
             index,
@@ -266,7 +278,10 @@ impl Predictor {
         };
         for key in rec.keys() {
             if !schema.columns.iter().any(|c| &c.name == key) {
-                return Err(err(key, "unknown field: not a column of this model's input schema".into()));
+                return Err(err(
+                    key,
+                    "unknown field: not a column of this model's input schema".into(),
+                ));
             }
         }
         let mut cells = Vec::with_capacity(self.feature_inputs.len());
@@ -278,7 +293,13 @@ impl Predictor {
                 Some(v) => typed_cell(col, v).map_err(|reason| err(&col.name, reason))?,
             };
             if cell == Cell::Null && !col.nullable {
-                return Err(err(&col.name, format!("required ({} column, not nullable) but missing or null", col.ty)));
+                return Err(err(
+                    &col.name,
+                    format!(
+                        "required ({} column, not nullable) but missing or null",
+                        col.ty
+                    ),
+                ));
             }
             cells.push(cell);
         }
@@ -297,7 +318,10 @@ fn typed_cell<'a>(col: &InputColumn, v: &'a Value) -> Result<Cell<'a>, String> {
             .parse::<i64>()
             .map(|i| Cell::Num(i as f64))
             .map_err(|_| format!("expected an integer, got {s:?}")),
-        (ColumnType::Float, Value::Number(n)) => n.as_f64().map(Cell::Num).ok_or_else(|| format!("expected a number, got {n}")),
+        (ColumnType::Float, Value::Number(n)) => n
+            .as_f64()
+            .map(Cell::Num)
+            .ok_or_else(|| format!("expected a number, got {n}")),
         (ColumnType::Float, Value::String(s)) => match s.trim().parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(Cell::Num(x)),
             _ => Err(format!("expected a number, got {s:?}")),
@@ -342,8 +366,14 @@ type = "string"
         let spec = DatasetSpec::parse(spec_text, "t").unwrap().spec;
         let transform = FeatureTransform {
             columns: vec![
-                ColumnTransform::Numeric { column: "x".into(), impute: 0.0 },
-                ColumnTransform::OneHot { column: "c".into(), categories: vec!["a".into(), "b".into()] },
+                ColumnTransform::Numeric {
+                    column: "x".into(),
+                    impute: 0.0,
+                },
+                ColumnTransform::OneHot {
+                    column: "c".into(),
+                    categories: vec!["a".into(), "b".into()],
+                },
             ],
         };
         let artifact = ModelArtifact {
@@ -387,21 +417,35 @@ type = "string"
         assert!((out[0].probability - 1.0 / (1.0 + (-3.0f64).exp())).abs() < 1e-12);
         assert_eq!(out[0].label, "Yes");
         assert_eq!(out[1].label, "No");
-        assert!((out[2].probability - 0.5).abs() < 1e-12, "missing nullable x and unknown c");
+        assert!(
+            (out[2].probability - 0.5).abs() < 1e-12,
+            "missing nullable x and unknown c"
+        );
     }
 
     #[test]
     fn bad_records_name_the_field() {
         let p = predictor();
-        let e = p.predict_records(&[rec(serde_json::json!({"x": "abc", "c": "a"}))]).unwrap_err();
+        let e = p
+            .predict_records(&[rec(serde_json::json!({"x": "abc", "c": "a"}))])
+            .unwrap_err();
         assert_eq!(e.field, "x");
         assert!(e.to_string().starts_with("instances[0].x"), "{e}");
-        let e = p.predict_records(&[rec(serde_json::json!({"c": "a"})), rec(serde_json::json!({"zzz": 1, "c": "a"}))]).unwrap_err();
+        let e = p
+            .predict_records(&[
+                rec(serde_json::json!({"c": "a"})),
+                rec(serde_json::json!({"zzz": 1, "c": "a"})),
+            ])
+            .unwrap_err();
         assert_eq!((e.index, e.field.as_str()), (1, "zzz"));
-        let e = p.predict_records(&[rec(serde_json::json!({"x": 1}))]).unwrap_err();
+        let e = p
+            .predict_records(&[rec(serde_json::json!({"x": 1}))])
+            .unwrap_err();
         assert_eq!(e.field, "c");
         assert!(e.reason.contains("required"));
-        let e = p.predict_records(&[rec(serde_json::json!({"x": 1, "c": 5}))]).unwrap_err();
+        let e = p
+            .predict_records(&[rec(serde_json::json!({"x": 1, "c": 5}))])
+            .unwrap_err();
         assert_eq!(e.field, "c");
     }
 }

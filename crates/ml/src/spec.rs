@@ -422,7 +422,8 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl DatasetSpec {
@@ -546,7 +547,10 @@ impl DatasetSpec {
             ));
         }
         if self.null_values.is_empty() {
-            return Err((k("null_values"), "list at least one null marker (\"\" is usual)".into()));
+            return Err((
+                k("null_values"),
+                "list at least one null marker (\"\" is usual)".into(),
+            ));
         }
         let hf = self.model.holdout_fraction;
         if !(hf > 0.0 && hf < 1.0) {
@@ -597,12 +601,18 @@ impl DatasetSpec {
                             ));
                         }
                         if min_value.is_none() && max_value.is_none() {
-                            return Err((at("min_value"), "give min_value, max_value or both".into()));
+                            return Err((
+                                at("min_value"),
+                                "give min_value, max_value or both".into(),
+                            ));
                         }
                         if let (Some(a), Some(b)) = (min_value, max_value)
                             && a > b
                         {
-                            return Err((at("min_value"), format!("min_value {a} is above max_value {b}")));
+                            return Err((
+                                at("min_value"),
+                                format!("min_value {a} is above max_value {b}"),
+                            ));
                         }
                     }
                     Expectation::InSet { value_set, .. } => {
@@ -620,7 +630,10 @@ impl DatasetSpec {
                             if !fits {
                                 return Err((
                                     at("value_set"),
-                                    format!("value {v} does not fit column {col:?} of type {}", c.ty),
+                                    format!(
+                                        "value {v} does not fit column {col:?} of type {}",
+                                        c.ty
+                                    ),
                                 ));
                             }
                         }
@@ -634,7 +647,10 @@ impl DatasetSpec {
             } = e
                 && a > b
             {
-                return Err((at("min_value"), format!("min_value {a} is above max_value {b}")));
+                return Err((
+                    at("min_value"),
+                    format!("min_value {a} is above max_value {b}"),
+                ));
             }
         }
         Ok(())
@@ -665,7 +681,12 @@ fn render_path(p: &[PathPart]) -> String {
 
 /// Pulls the key out of serde messages like "unknown field `nulable`, expected ...".
 fn key_from_message(m: &str) -> Option<String> {
-    for prefix in ["unknown field `", "missing field `", "unknown variant `", "duplicate key `"] {
+    for prefix in [
+        "unknown field `",
+        "missing field `",
+        "unknown variant `",
+        "duplicate key `",
+    ] {
         if let Some(rest) = m.split(prefix).nth(1) {
             return rest.split('`').next().map(str::to_string);
         }
@@ -686,7 +707,11 @@ mod tests {
         assert_eq!(p.spec.entity_column, "customerID");
         assert_eq!(p.spec.target.column, "Churn");
         assert_eq!(p.digest.len(), 64);
-        assert!(p.spec.feature_columns().all(|c| c.name != "customerID" && c.name != "Churn"));
+        assert!(
+            p.spec
+                .feature_columns()
+                .all(|c| c.name != "customerID" && c.name != "Churn")
+        );
         assert_eq!(p.spec.feature_columns().count(), 19);
     }
 
@@ -722,7 +747,9 @@ nullable = true
 
     #[test]
     fn unknown_expectation_is_named() {
-        let text = format!("{BASE}[[expectations]]\nexpectation = \"expect_column_to_be_awesome\"\ncolumn = \"x\"\n");
+        let text = format!(
+            "{BASE}[[expectations]]\nexpectation = \"expect_column_to_be_awesome\"\ncolumn = \"x\"\n"
+        );
         let e = err(&text);
         assert!(e.reason.contains("expect_column_to_be_awesome"), "{e}");
         assert!(e.line >= 16, "{e}");
@@ -742,11 +769,23 @@ nullable = true
 
     #[test]
     fn semantic_errors() {
-        assert!(err(&BASE.replace("entity_column = \"id\"", "entity_column = \"zz\"")).reason.contains("zz"));
-        assert!(err(&BASE.replace("column = \"y\"", "column = \"q\"")).key.contains("target.column"));
-        let text = format!("{BASE}[[expectations]]\nexpectation = \"expect_column_values_to_be_between\"\ncolumn = \"id\"\nmin_value = 0\n");
+        assert!(
+            err(&BASE.replace("entity_column = \"id\"", "entity_column = \"zz\""))
+                .reason
+                .contains("zz")
+        );
+        assert!(
+            err(&BASE.replace("column = \"y\"", "column = \"q\""))
+                .key
+                .contains("target.column")
+        );
+        let text = format!(
+            "{BASE}[[expectations]]\nexpectation = \"expect_column_values_to_be_between\"\ncolumn = \"id\"\nmin_value = 0\n"
+        );
         assert!(err(&text).reason.contains("numeric"));
-        let text = format!("{BASE}[[expectations]]\nexpectation = \"expect_column_values_to_be_in_set\"\ncolumn = \"x\"\nvalue_set = [\"a\"]\n");
+        let text = format!(
+            "{BASE}[[expectations]]\nexpectation = \"expect_column_values_to_be_in_set\"\ncolumn = \"x\"\nvalue_set = [\"a\"]\n"
+        );
         assert!(err(&text).reason.contains("does not fit"));
         let text = format!("{BASE}[model]\nholdout_fraction = 1.5\n");
         assert_eq!(err(&text).key, "model.holdout_fraction");

@@ -322,7 +322,11 @@ impl<R: Read> CsvChunks<R> {
                 Err(e) => return Err(csv_error(e)),
             }
             self.rows += 1;
-            let line = self.record.position().map(|p| p.line()).unwrap_or(self.rows + 1);
+            let line = self
+                .record
+                .position()
+                .map(|p| p.line())
+                .unwrap_or(self.rows + 1);
             for (i, field) in self.record.iter().enumerate() {
                 let Some(col) = self.mapping.get(i).copied().flatten() else {
                     continue;
@@ -351,10 +355,11 @@ impl<R: Read> CsvChunks<R> {
             return Ok(None);
         }
         let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| TableError::Csv {
-            line: None,
-            message: e.to_string(),
-        })?;
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| TableError::Csv {
+                line: None,
+                message: e.to_string(),
+            })?;
         Ok(Some(Chunk {
             batch,
             first_row,
@@ -450,34 +455,70 @@ type = "int"
 
     #[test]
     fn structural_errors_name_the_problem() {
-        assert_eq!(CsvChunks::new(&b""[..], spec(), 10).err(), Some(TableError::Empty));
+        assert_eq!(
+            CsvChunks::new(&b""[..], spec(), 10).err(),
+            Some(TableError::Empty)
+        );
         let e = CsvChunks::new(&b"id,x,y\n"[..], spec(), 10).err().unwrap();
         assert!(e.to_string().contains("missing column(s) [\"n\"]"), "{e}");
-        let e = CsvChunks::new(&b"id,x,y,n,extra\n"[..], spec(), 10).err().unwrap();
+        let e = CsvChunks::new(&b"id,x,y,n,extra\n"[..], spec(), 10)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("extra"), "{e}");
-        let e = CsvChunks::new(&b"id,x,x,n,y\n"[..], spec(), 10).err().unwrap();
+        let e = CsvChunks::new(&b"id,x,x,n,y\n"[..], spec(), 10)
+            .err()
+            .unwrap();
         assert_eq!(e, TableError::DuplicateColumn("x".into()));
 
         let mut r = CsvChunks::new(&b"id,x,n,y\na,1,1,1\nb,2,2\n"[..], spec(), 10).unwrap();
         let e = r.next_chunk().unwrap_err();
-        assert_eq!(e, TableError::Ragged { line: 3, expected: 4, found: 3 });
+        assert_eq!(
+            e,
+            TableError::Ragged {
+                line: 3,
+                expected: 4,
+                found: 3
+            }
+        );
 
-        let mut r = CsvChunks::new(&b"id,x,n,y\na,1,1,1\n\xff\xfe,2,2,1\n"[..], spec(), 10).unwrap();
+        let mut r =
+            CsvChunks::new(&b"id,x,n,y\na,1,1,1\n\xff\xfe,2,2,1\n"[..], spec(), 10).unwrap();
         let e = r.next_chunk().unwrap_err();
-        assert_eq!(e, TableError::Utf8 { line: 3, column: "id".into() });
+        assert_eq!(
+            e,
+            TableError::Utf8 {
+                line: 3,
+                column: "id".into()
+            }
+        );
     }
 
     #[test]
     fn reads_the_telco_file() {
         let text = include_str!("../../../config/datasets/telco-churn.toml");
         let spec = Arc::new(DatasetSpec::parse(text, "t").unwrap().spec);
-        let f = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/telco-churn/telco_customer_churn.csv")).unwrap();
+        let f = std::fs::File::open(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/telco-churn/telco_customer_churn.csv"
+        ))
+        .unwrap();
         let chunks = read_all(f, spec.clone(), 4096).unwrap();
         let rows: usize = chunks.iter().map(|c| c.batch.num_rows()).sum();
         assert_eq!(rows, 7043);
-        let total_idx = spec.columns.iter().position(|c| c.name == "TotalCharges").unwrap();
-        let nulls: usize = chunks.iter().map(|c| c.batch.column(total_idx).null_count()).sum();
+        let total_idx = spec
+            .columns
+            .iter()
+            .position(|c| c.name == "TotalCharges")
+            .unwrap();
+        let nulls: usize = chunks
+            .iter()
+            .map(|c| c.batch.column(total_idx).null_count())
+            .sum();
         assert_eq!(nulls, 11);
-        assert!(chunks.iter().all(|c| c.bad_cells.iter().all(|(n, _)| *n == 0)));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.bad_cells.iter().all(|(n, _)| *n == 0))
+        );
     }
 }

@@ -39,7 +39,13 @@ pub fn lightgbm_names(names: &[String]) -> Vec<String> {
         .map(|n| {
             let base: String = n
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || "_-.=".contains(c) { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_-.=".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             let mut name = base.clone();
             let mut k = 1;
@@ -62,7 +68,9 @@ pub fn train(
 ) -> Result<Trained, MlError> {
     let k = fs.names.len();
     if k == 0 {
-        return Err(MlError::InvalidData("the feature set has no features".into()));
+        return Err(MlError::InvalidData(
+            "the feature set has no features".into(),
+        ));
     }
     let (x_train, y_train, _) = fs.split_rows(TRAIN);
     let (x_hold, y_hold, _) = fs.split_rows(HOLDOUT);
@@ -73,13 +81,21 @@ pub fn train(
     let mut params = BTreeMap::new();
     params.insert("algorithm".to_string(), spec.model.algorithm.to_string());
     params.insert("seed".to_string(), seed.to_string());
-    params.insert("holdout_fraction".to_string(), spec.model.holdout_fraction.to_string());
+    params.insert(
+        "holdout_fraction".to_string(),
+        spec.model.holdout_fraction.to_string(),
+    );
     params.insert("train_rows".to_string(), y_train.len().to_string());
     params.insert("holdout_rows".to_string(), y_hold.len().to_string());
     let (estimator, importance, p_hold) = match spec.model.algorithm {
         Algorithm::Gbdt => {
             let g = &spec.model.gbdt;
-            for (key, v) in serde_json::to_value(g).unwrap_or_default().as_object().into_iter().flatten() {
+            for (key, v) in serde_json::to_value(g)
+                .unwrap_or_default()
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
                 params.insert(format!("gbdt.{key}"), v.to_string());
             }
             // Inner validation split of the training rows, for early stopping only.
@@ -99,8 +115,15 @@ pub fn train(
             let text = train_gbdt(&xf, k, &yf, &names, Some((&xe, &ye)), g, seed)?;
             let model = GbdtModel::parse(&text)?;
             params.insert("gbdt.trees".to_string(), model.num_trees().to_string());
-            let p: Vec<f64> = (0..y_hold.len()).map(|i| model.predict_proba(&x_hold[i * k..(i + 1) * k])).collect();
-            let imp = fs.names.iter().cloned().zip(model.feature_importance_gain()).collect();
+            let p: Vec<f64> = (0..y_hold.len())
+                .map(|i| model.predict_proba(&x_hold[i * k..(i + 1) * k]))
+                .collect();
+            let imp = fs
+                .names
+                .iter()
+                .cloned()
+                .zip(model.feature_importance_gain())
+                .collect();
             (Estimator::Gbdt { model: text }, imp, p)
         }
         Algorithm::Logistic => {
@@ -109,7 +132,12 @@ pub fn train(
             params.insert("logistic.max_iter".to_string(), lp.max_iter.to_string());
             let model = fit_logistic(&x_train, k, &y_train, lp)?;
             let p = model.predict_proba_batch(&x_hold, k);
-            let imp = fs.names.iter().cloned().zip(model.coef.iter().map(|c| c.abs())).collect();
+            let imp = fs
+                .names
+                .iter()
+                .cloned()
+                .zip(model.coef.iter().map(|c| c.abs()))
+                .collect();
             (Estimator::Logistic(model), imp, p)
         }
     };
@@ -149,28 +177,49 @@ mod tests {
         let mut spec = DatasetSpec::parse(text, "t").unwrap().spec;
         spec.model.algorithm = algorithm;
         let spec = Arc::new(spec);
-        let f = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/telco-churn/telco_customer_churn.csv")).unwrap();
+        let f = std::fs::File::open(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/telco-churn/telco_customer_churn.csv"
+        ))
+        .unwrap();
         let chunks = read_all(f, spec.clone(), 8192).unwrap();
         let ti = spec.columns.iter().position(|c| c.name == "Churn").unwrap();
-        let ei = spec.columns.iter().position(|c| c.name == "customerID").unwrap();
+        let ei = spec
+            .columns
+            .iter()
+            .position(|c| c.name == "customerID")
+            .unwrap();
         let mut label = Vec::new();
         let mut entity = Vec::new();
         for c in &chunks {
             for i in 0..c.batch.num_rows() {
-                label.push(if crate::features::cell(c, ti, i) == crate::features::Cell::Text("Yes") { 1.0 } else { 0.0 });
+                label.push(
+                    if crate::features::cell(c, ti, i) == crate::features::Cell::Text("Yes") {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                );
                 if let crate::features::Cell::Text(e) = crate::features::cell(c, ei, i) {
                     entity.push(e.to_string());
                 }
             }
         }
-        let (train_idx, hold_idx) = stratified_holdout(&label, spec.model.holdout_fraction, spec.model.seed);
+        let (train_idx, hold_idx) =
+            stratified_holdout(&label, spec.model.holdout_fraction, spec.model.seed);
         let transform = FeatureTransform::fit(&spec, &chunks, &train_idx);
         let x = transform.transform_chunks(&spec, &chunks);
         let mut split = vec![TRAIN; label.len()];
         for i in hold_idx {
             split[i] = HOLDOUT;
         }
-        let fs = FeatureSet { names: transform.feature_names(), entity, label, split, x };
+        let fs = FeatureSet {
+            names: transform.feature_names(),
+            entity,
+            label,
+            split,
+            x,
+        };
         (train(&spec, &transform, &fs, "No").unwrap(), fs)
     }
 
@@ -180,7 +229,11 @@ mod tests {
         println!("telco gbdt holdout: {:?}", a.metrics);
         assert!(a.metrics.roc_auc > 0.82, "{:?}", a.metrics);
         let (b, _) = telco_run(Algorithm::Gbdt);
-        assert_eq!(a.artifact.to_bytes(), b.artifact.to_bytes(), "same data and seed, same bytes");
+        assert_eq!(
+            a.artifact.to_bytes(),
+            b.artifact.to_bytes(),
+            "same data and seed, same bytes"
+        );
         // Serving path: raw record → same probability as evaluation.
         let p = Predictor::new(ModelArtifact::from_bytes(&a.artifact.to_bytes()).unwrap()).unwrap();
         let k = fs.names.len();
@@ -193,7 +246,9 @@ mod tests {
             "PaperlessBilling": "Yes", "PaymentMethod": "Electronic check", "MonthlyCharges": 29.85,
             "TotalCharges": "29.85"
         });
-        let out = p.predict_records(&[rec.as_object().unwrap().clone()]).unwrap();
+        let out = p
+            .predict_records(&[rec.as_object().unwrap().clone()])
+            .unwrap();
         assert!((out[0].probability - first).abs() < 1e-12);
     }
 

@@ -141,7 +141,12 @@ impl ValidationReport {
         if let Some(e) = &self.structural_error {
             out.push(e.clone());
         }
-        out.extend(self.results.iter().filter(|r| !r.success).map(|r| r.reason()));
+        out.extend(
+            self.results
+                .iter()
+                .filter(|r| !r.success)
+                .map(|r| r.reason()),
+        );
         out
     }
 }
@@ -202,7 +207,14 @@ struct Check {
 }
 
 impl Check {
-    fn new(expectation: &str, kwargs: serde_json::Value, implied: bool, column: Option<usize>, mostly: f64, state: State) -> Self {
+    fn new(
+        expectation: &str,
+        kwargs: serde_json::Value,
+        implied: bool,
+        column: Option<usize>,
+        mostly: f64,
+        state: State,
+    ) -> Self {
         Self {
             expectation: expectation.to_string(),
             kwargs,
@@ -216,7 +228,6 @@ impl Check {
             sample: Vec::new(),
         }
     }
-
 }
 
 /// Validates chunks as they stream by.
@@ -258,7 +269,8 @@ impl Validator {
                 1.0,
                 State::OfType,
             ));
-            let must_have = !c.nullable || c.name == spec.target.column || c.name == spec.entity_column;
+            let must_have =
+                !c.nullable || c.name == spec.target.column || c.name == spec.entity_column;
             if must_have {
                 checks.push(Check::new(
                     "expect_column_values_to_not_be_null",
@@ -271,7 +283,9 @@ impl Validator {
             }
         }
         for e in &spec.expectations {
-            let col = e.column().and_then(|c| spec.columns.iter().position(|x| x.name == c));
+            let col = e
+                .column()
+                .and_then(|c| spec.columns.iter().position(|x| x.name == c));
             let state = match e {
                 Expectation::NotNull { .. } => State::NotNull,
                 Expectation::InSet { value_set, .. } => {
@@ -294,9 +308,20 @@ impl Validator {
                             }
                         }
                     }
-                    State::InSet { strings, ints, floats, bools }
+                    State::InSet {
+                        strings,
+                        ints,
+                        floats,
+                        bools,
+                    }
                 }
-                Expectation::Between { min_value, max_value, strict_min, strict_max, .. } => State::Between {
+                Expectation::Between {
+                    min_value,
+                    max_value,
+                    strict_min,
+                    strict_max,
+                    ..
+                } => State::Between {
                     min: *min_value,
                     max: *max_value,
                     strict_min: *strict_min,
@@ -306,16 +331,30 @@ impl Validator {
                     seen: HashMap::new(),
                     fp: Fingerprinter::new(),
                 },
-                Expectation::RowCount { min_value, max_value } => State::RowCount {
+                Expectation::RowCount {
+                    min_value,
+                    max_value,
+                } => State::RowCount {
                     min: *min_value,
                     max: *max_value,
                 },
                 // Checked against the header before any row is read.
                 Expectation::ColumnsMatchSet { .. } => continue,
             };
-            checks.push(Check::new(e.name(), e.kwargs(), false, col, e.mostly(), state));
+            checks.push(Check::new(
+                e.name(),
+                e.kwargs(),
+                false,
+                col,
+                e.mostly(),
+                state,
+            ));
         }
-        Self { spec, checks, rows: 0 }
+        Self {
+            spec,
+            checks,
+            rows: 0,
+        }
     }
 
     /// Feeds one chunk.
@@ -363,10 +402,16 @@ impl Validator {
                     }
                     // Rows with unparseable cells beyond the sample are not nulls either.
                     if *bad_count as usize > bad_sample.len() {
-                        *unexpected = unexpected.saturating_sub(*bad_count - bad_sample.len() as u64);
+                        *unexpected =
+                            unexpected.saturating_sub(*bad_count - bad_sample.len() as u64);
                     }
                 }
-                State::InSet { strings, ints, floats, bools } => {
+                State::InSet {
+                    strings,
+                    ints,
+                    floats,
+                    bools,
+                } => {
                     *missing += col.null_count() as u64;
                     for i in 0..n {
                         if col.is_null(i) {
@@ -395,13 +440,20 @@ impl Validator {
                         }
                     }
                 }
-                State::Between { min, max, strict_min, strict_max } => {
+                State::Between {
+                    min,
+                    max,
+                    strict_min,
+                    strict_max,
+                } => {
                     *missing += col.null_count() as u64;
                     let value = |i: usize| -> Option<f64> {
                         if let Some(a) = col.as_any().downcast_ref::<Float64Array>() {
                             return Some(a.value(i));
                         }
-                        col.as_any().downcast_ref::<Int64Array>().map(|a| a.value(i) as f64)
+                        col.as_any()
+                            .downcast_ref::<Int64Array>()
+                            .map(|a| a.value(i) as f64)
                     };
                     for i in 0..n {
                         if col.is_null(i) {
@@ -457,7 +509,11 @@ impl Validator {
 
     /// The report, once every chunk was pushed. `structural_error` is the error
     /// that stopped the read early, if any.
-    pub fn finish(self, header: Vec<String>, structural_error: Option<&TableError>) -> ValidationReport {
+    pub fn finish(
+        self,
+        header: Vec<String>,
+        structural_error: Option<&TableError>,
+    ) -> ValidationReport {
         let rows = self.rows;
         let mut results = Vec::new();
         // The header check implied by [[columns]] plus any explicit column-set expectations.
@@ -478,10 +534,18 @@ impl Validator {
             },
         });
         for e in &self.spec.expectations {
-            if let Expectation::ColumnsMatchSet { column_set, exact_match } = e {
+            if let Expectation::ColumnsMatchSet {
+                column_set,
+                exact_match,
+            } = e
+            {
                 let present: HashSet<&String> = header.iter().collect();
                 let wanted: HashSet<&String> = column_set.iter().collect();
-                let ok = if *exact_match { present == wanted } else { wanted.is_subset(&present) };
+                let ok = if *exact_match {
+                    present == wanted
+                } else {
+                    wanted.is_subset(&present)
+                };
                 results.push(ExpectationResult {
                     expectation: e.name().into(),
                     kwargs: e.kwargs(),
@@ -502,7 +566,11 @@ impl Validator {
             success: rows >= 1 && read_complete,
             result: ResultDetail {
                 observed_value: Some(rows.into()),
-                details: if rows == 0 && read_complete { Some("the file has a header but no data rows".into()) } else { None },
+                details: if rows == 0 && read_complete {
+                    Some("the file has a header but no data rows".into())
+                } else {
+                    None
+                },
                 ..Default::default()
             },
         });
@@ -533,8 +601,16 @@ impl Validator {
                         State::NotNull => (c.element_count, 0),
                         _ => (c.element_count.saturating_sub(c.missing), c.missing),
                     };
-                    let pct = if denominator == 0 { 0.0 } else { 100.0 * unexpected as f64 / denominator as f64 };
-                    let pass_ratio = if denominator == 0 { 1.0 } else { 1.0 - unexpected as f64 / denominator as f64 };
+                    let pct = if denominator == 0 {
+                        0.0
+                    } else {
+                        100.0 * unexpected as f64 / denominator as f64
+                    };
+                    let pass_ratio = if denominator == 0 {
+                        1.0
+                    } else {
+                        1.0 - unexpected as f64 / denominator as f64
+                    };
                     let ok = pass_ratio + 1e-12 >= c.mostly && read_complete;
                     ExpectationResult {
                         expectation: c.expectation,
@@ -567,7 +643,11 @@ impl Validator {
                 evaluated_expectations: total,
                 successful_expectations: total - failed,
                 unsuccessful_expectations: failed,
-                success_percent: if total == 0 { 100.0 } else { 100.0 * (total - failed) as f64 / total as f64 },
+                success_percent: if total == 0 {
+                    100.0
+                } else {
+                    100.0 * (total - failed) as f64 / total as f64
+                },
             },
             results,
         }
@@ -575,7 +655,11 @@ impl Validator {
 }
 
 /// Validates a whole CSV stream against a spec, in chunks of `chunk_rows` rows.
-pub fn validate_csv<R: Read>(input: R, spec: Arc<DatasetSpec>, chunk_rows: usize) -> ValidationReport {
+pub fn validate_csv<R: Read>(
+    input: R,
+    spec: Arc<DatasetSpec>,
+    chunk_rows: usize,
+) -> ValidationReport {
     let validator = Validator::new(spec.clone());
     let mut reader = match CsvChunks::new(input, spec, chunk_rows) {
         Ok(r) => r,
@@ -601,7 +685,11 @@ mod tests {
     }
 
     fn telco() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/telco-churn/telco_customer_churn.csv")).unwrap()
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/telco-churn/telco_customer_churn.csv"
+        ))
+        .unwrap()
     }
 
     fn failed(r: &ValidationReport) -> Vec<&ExpectationResult> {
@@ -616,11 +704,18 @@ mod tests {
         let nn = r
             .results
             .iter()
-            .find(|x| x.expectation == "expect_column_values_to_not_be_null" && x.kwargs["column"] == "TotalCharges")
+            .find(|x| {
+                x.expectation == "expect_column_values_to_not_be_null"
+                    && x.kwargs["column"] == "TotalCharges"
+            })
             .unwrap();
         assert_eq!(nn.result.unexpected_count, 11);
         assert!(nn.success, "mostly = 0.99 tolerates 11 nulls");
-        let uniq = r.results.iter().find(|x| x.expectation == "expect_column_values_to_be_unique").unwrap();
+        let uniq = r
+            .results
+            .iter()
+            .find(|x| x.expectation == "expect_column_values_to_be_unique")
+            .unwrap();
         assert_eq!(uniq.result.unexpected_count, 0);
     }
 
@@ -630,8 +725,14 @@ mod tests {
         let b = validate_csv(telco().as_bytes(), telco_spec(), 100_000);
         assert_eq!(a.statistics, b.statistics);
         assert_eq!(
-            a.results.iter().map(|r| r.result.unexpected_count).collect::<Vec<_>>(),
-            b.results.iter().map(|r| r.result.unexpected_count).collect::<Vec<_>>()
+            a.results
+                .iter()
+                .map(|r| r.result.unexpected_count)
+                .collect::<Vec<_>>(),
+            b.results
+                .iter()
+                .map(|r| r.result.unexpected_count)
+                .collect::<Vec<_>>()
         );
     }
 
@@ -639,7 +740,9 @@ mod tests {
     fn bad_values_are_reported_with_rows() {
         let mut lines: Vec<String> = telco().lines().map(str::to_string).collect();
         // Row 3: gender outside its set; row 5: text in a numeric column; row 6 duplicates row 1's id.
-        lines[3] = lines[3].replacen(",Male,", ",Mal,", 1).replacen(",Female,", ",Femal,", 1);
+        lines[3] = lines[3]
+            .replacen(",Male,", ",Mal,", 1)
+            .replacen(",Female,", ",Femal,", 1);
         let mut f: Vec<String> = lines[5].split(',').map(str::to_string).collect();
         f[5] = "ten".into();
         lines[5] = f.join(",");
@@ -653,15 +756,24 @@ mod tests {
         let gender = f.iter().find(|x| x.kwargs["column"] == "gender").unwrap();
         assert_eq!(gender.result.unexpected_count, 1);
         assert_eq!(gender.result.partial_unexpected_list[0].row, 3);
-        let ty = f.iter().find(|x| x.expectation == "expect_column_values_to_be_of_type").unwrap();
+        let ty = f
+            .iter()
+            .find(|x| x.expectation == "expect_column_values_to_be_of_type")
+            .unwrap();
         assert_eq!(ty.kwargs["column"], "tenure");
         assert_eq!(ty.result.partial_unexpected_list[0].value, "ten");
         assert_eq!(ty.result.partial_unexpected_list[0].row, 5);
-        let uniq = f.iter().find(|x| x.expectation == "expect_column_values_to_be_unique").unwrap();
+        let uniq = f
+            .iter()
+            .find(|x| x.expectation == "expect_column_values_to_be_unique")
+            .unwrap();
         assert_eq!(uniq.result.unexpected_count, 2);
         assert_eq!(uniq.result.partial_unexpected_list[0].row, 6);
         let reasons = r.reasons().join("\n");
-        assert!(reasons.contains("gender") && reasons.contains("row 3"), "{reasons}");
+        assert!(
+            reasons.contains("gender") && reasons.contains("row 3"),
+            "{reasons}"
+        );
     }
 
     #[test]
@@ -673,11 +785,19 @@ mod tests {
         let header = telco().lines().next().unwrap().to_string();
         let r = validate_csv(format!("{header}\n").as_bytes(), telco_spec(), 10);
         assert!(!r.success);
-        assert!(r.reasons().join(" ").contains("no data rows"), "{:?}", r.reasons());
+        assert!(
+            r.reasons().join(" ").contains("no data rows"),
+            "{:?}",
+            r.reasons()
+        );
 
         let dropped = header.replace(",tenure", "");
         let r = validate_csv(format!("{dropped}\n").as_bytes(), telco_spec(), 10);
-        assert!(r.reasons().join(" ").contains("tenure"), "{:?}", r.reasons());
+        assert!(
+            r.reasons().join(" ").contains("tenure"),
+            "{:?}",
+            r.reasons()
+        );
 
         let t = telco();
         let mut lines: Vec<&str> = t.lines().collect();
@@ -710,11 +830,19 @@ max_value = 1
 mostly = 0.75
 "#;
         let spec = Arc::new(DatasetSpec::parse(text, "t").unwrap().spec);
-        let ok = validate_csv(&b"id,y,x\n1,0,0.1\n2,1,0.2\n3,0,0.3\n4,1,5\n"[..], spec.clone(), 2);
+        let ok = validate_csv(
+            &b"id,y,x\n1,0,0.1\n2,1,0.2\n3,0,0.3\n4,1,5\n"[..],
+            spec.clone(),
+            2,
+        );
         assert!(ok.success, "{:?}", ok.reasons());
         let bad = validate_csv(&b"id,y,x\n1,0,0.1\n2,1,7\n3,0,0.3\n4,1,5\n"[..], spec, 2);
         assert!(!bad.success);
-        let r = bad.results.iter().find(|r| r.expectation == "expect_column_values_to_be_between").unwrap();
+        let r = bad
+            .results
+            .iter()
+            .find(|r| r.expectation == "expect_column_values_to_be_between")
+            .unwrap();
         assert_eq!(r.result.unexpected_count, 2);
         assert!((r.result.unexpected_percent - 50.0).abs() < 1e-9);
     }

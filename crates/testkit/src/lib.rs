@@ -107,7 +107,9 @@ impl Drop for TestPostgres {
             if let Ok(rt) = rt {
                 rt.block_on(async move {
                     use sqlx::Connection;
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await {
+                    if let Ok(mut conn) =
+                        sqlx::PgConnection::connect(&format!("{base}/postgres")).await
+                    {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
                         )))

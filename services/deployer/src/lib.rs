@@ -16,7 +16,8 @@ use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::config::Config;
 use modelbus_core::deploy::{DEPLOYMENTS_BUCKET, DesiredState, NONCES_BUCKET, deployment_key};
 use modelbus_core::events::{
-    ApprovalGranted, ApprovalRefused, DeploymentCompleted, DeploymentStarted, Envelope, EventPayload, ServingModelLoaded,
+    ApprovalGranted, ApprovalRefused, DeploymentCompleted, DeploymentStarted, Envelope,
+    EventPayload, ServingModelLoaded,
 };
 use modelbus_core::ids::Environment;
 use modelbus_core::signing::{PublicKey, Statement, verify_envelope};
@@ -58,22 +59,42 @@ pub fn trusted_keys(config: &Config) -> Result<Vec<Trusted>, DeployerError> {
         .deployer
         .trusted_keys
         .iter()
-        .map(|k| (k.id.clone(), k.public_key_file.clone(), k.environments.clone()))
+        .map(|k| {
+            (
+                k.id.clone(),
+                k.public_key_file.clone(),
+                k.environments.clone(),
+            )
+        })
         .collect();
     if entries.is_empty() {
         let path = modelbus_core::signing::public_key_path(&config.automation_key_path());
-        entries.push(("registry-automation".into(), path, vec![Environment::Staging]));
+        entries.push((
+            "registry-automation".into(),
+            path,
+            vec![Environment::Staging],
+        ));
     }
     entries
         .into_iter()
         .enumerate()
         .map(|(i, (id, path, environments))| {
             let pem = std::fs::read_to_string(&path).map_err(|e| {
-                DeployerError::Config(format!("deployer.trusted_keys[{i}] ({id}): cannot read {}: {e}", path.display()))
+                DeployerError::Config(format!(
+                    "deployer.trusted_keys[{i}] ({id}): cannot read {}: {e}",
+                    path.display()
+                ))
             })?;
-            let key = PublicKey::from_pem(&pem, &format!("deployer.trusted_keys[{i}] ({})", path.display()))
-                .map_err(|e| DeployerError::Config(e.to_string()))?;
-            Ok(Trusted { id, key, environments })
+            let key = PublicKey::from_pem(
+                &pem,
+                &format!("deployer.trusted_keys[{i}] ({})", path.display()),
+            )
+            .map_err(|e| DeployerError::Config(e.to_string()))?;
+            Ok(Trusted {
+                id,
+                key,
+                environments,
+            })
         })
         .collect()
 }
@@ -84,6 +105,11 @@ struct Deployer {
     trusted: Vec<Trusted>,
     deployments: kv::Store,
     nonces: kv::Store,
+}
+
+/// Value recorded for a nonce while its approval is being applied.
+fn pending_marker(event_id: &str) -> String {
+    format!("pending:{event_id}")
 }
 
 /// Why an approval was refused: the metric label and the message.
@@ -102,34 +128,56 @@ impl Deployer {
         let e = match d.decode::<ApprovalGranted>() {
             Ok(e) => e,
             Err(err) => {
-                metrics::counter!("modelbus_deployer_refusals_total", "reason" => "malformed").increment(1);
+                metrics::counter!("modelbus_deployer_refusals_total", "reason" => "malformed")
+                    .increment(1);
                 tracing::warn!(error = %err, "refused an undecodable approval.granted");
                 return Err(err);
             }
         };
         match self.verify(&e).await {
             Ok(verified) => self.apply(&e, verified).await,
-            Err(Refusal(label, reason)) => {
-                metrics::counter!("modelbus_deployer_refusals_total", "reason" => label).increment(1);
-                tracing::warn!(model = %e.data.model, version = e.data.version, env = %e.data.environment, %reason, "approval refused");
-                let out = Envelope::new(SOURCE, &e.id, ApprovalRefused {
-                    model: e.data.model.clone(),
-                    version: e.data.version,
-                    environment: e.data.environment,
-                    reason,
-                })
-                .with_subject(e.data.model.as_str())
-                .caused_by(&e);
-                self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)
-            }
+            Err(refusal) => self.refuse(&e, refusal).await,
         }
     }
 
+    /// Logs, counts and publishes a refusal.
+    async fn refuse(
+        &self,
+        e: &Envelope<ApprovalGranted>,
+        Refusal(label, reason): Refusal,
+    ) -> Result<(), HandlerError> {
+        metrics::counter!("modelbus_deployer_refusals_total", "reason" => label).increment(1);
+        tracing::warn!(model = %e.data.model, version = e.data.version, env = %e.data.environment, %reason, "approval refused");
+        let out = Envelope::new(
+            SOURCE,
+            &e.id,
+            ApprovalRefused {
+                model: e.data.model.clone(),
+                version: e.data.version,
+                environment: e.data.environment,
+                reason,
+            },
+        )
+        .with_subject(e.data.model.as_str())
+        .caused_by(e);
+        self.ctx
+            .bus
+            .publish(&out)
+            .await
+            .map_err(HandlerError::retry)
+    }
+
     /// Verifies every envelope; returns (approver ids, nonces) of the valid ones.
-    async fn verify(&self, e: &Envelope<ApprovalGranted>) -> Result<(Vec<String>, Vec<String>, bool), Refusal> {
+    async fn verify(
+        &self,
+        e: &Envelope<ApprovalGranted>,
+    ) -> Result<(Vec<String>, Vec<String>, bool), Refusal> {
         let g = &e.data;
         if g.approvals.is_empty() {
-            return Err(Refusal("no_approvals", "the event carries no approval envelopes".into()));
+            return Err(Refusal(
+                "no_approvals",
+                "the event carries no approval envelopes".into(),
+            ));
         }
         let keys: Vec<PublicKey> = self.trusted.iter().map(|t| t.key.clone()).collect();
         let now = time::OffsetDateTime::now_utc();
@@ -146,77 +194,167 @@ impl Deployer {
                 };
                 Refusal(label, format!("approval {i}: {err}"))
             })?;
-            let (st, digest) = Statement::parse(&payload).map_err(|err| Refusal("malformed", format!("approval {i}: {err}")))?;
+            let (st, digest) = Statement::parse(&payload)
+                .map_err(|err| Refusal("malformed", format!("approval {i}: {err}")))?;
             let p = &st.predicate;
-            let trusted = self.trusted.iter().find(|t| t.key.id() == key_id).ok_or_else(|| {
-                Refusal("unknown_key", format!("approval {i}: key {key_id} is not trusted"))
-            })?;
+            let trusted = self
+                .trusted
+                .iter()
+                .find(|t| t.key.id() == key_id)
+                .ok_or_else(|| {
+                    Refusal(
+                        "unknown_key",
+                        format!("approval {i}: key {key_id} is not trusted"),
+                    )
+                })?;
             if digest != g.model_sha256 {
-                return Err(Refusal("digest_mismatch", format!(
-                    "approval {i} is for artifact {digest}, the event deploys {}", g.model_sha256
-                )));
+                return Err(Refusal(
+                    "digest_mismatch",
+                    format!(
+                        "approval {i} is for artifact {digest}, the event deploys {}",
+                        g.model_sha256
+                    ),
+                ));
             }
             if p.model != g.model || p.version != g.version {
-                return Err(Refusal("subject_mismatch", format!(
-                    "approval {i} is for {} v{}, the event deploys {} v{}", p.model, p.version, g.model, g.version
-                )));
+                return Err(Refusal(
+                    "subject_mismatch",
+                    format!(
+                        "approval {i} is for {} v{}, the event deploys {} v{}",
+                        p.model, p.version, g.model, g.version
+                    ),
+                ));
             }
             if p.environment != g.environment {
-                return Err(Refusal("environment_mismatch", format!(
-                    "approval {i} is for {}, the event deploys to {}", p.environment, g.environment
-                )));
+                return Err(Refusal(
+                    "environment_mismatch",
+                    format!(
+                        "approval {i} is for {}, the event deploys to {}",
+                        p.environment, g.environment
+                    ),
+                ));
             }
             if !trusted.environments.contains(&g.environment) {
-                return Err(Refusal("key_not_allowed", format!(
-                    "approval {i}: key of {} may not approve {}", trusted.id, g.environment
-                )));
+                return Err(Refusal(
+                    "key_not_allowed",
+                    format!(
+                        "approval {i}: key of {} may not approve {}",
+                        trusted.id, g.environment
+                    ),
+                ));
             }
             if p.expires_at <= now {
-                return Err(Refusal("expired", format!("approval {i} expired at {}", p.expires_at)));
+                return Err(Refusal(
+                    "expired",
+                    format!("approval {i} expired at {}", p.expires_at),
+                ));
             }
             if p.issued_at > now + MAX_CLOCK_SKEW {
-                return Err(Refusal("not_yet_valid", format!("approval {i} is issued in the future ({})", p.issued_at)));
+                return Err(Refusal(
+                    "not_yet_valid",
+                    format!("approval {i} is issued in the future ({})", p.issued_at),
+                ));
             }
-            if p.nonce.is_empty() || !p.nonce.chars().all(|c| c.is_ascii_alphanumeric()) || p.nonce.len() > 128 {
-                return Err(Refusal("malformed", format!("approval {i}: nonce must be 1-128 letters or digits")));
+            if p.nonce.is_empty()
+                || !p.nonce.chars().all(|c| c.is_ascii_alphanumeric())
+                || p.nonce.len() > 128
+            {
+                return Err(Refusal(
+                    "malformed",
+                    format!("approval {i}: nonce must be 1-128 letters or digits"),
+                ));
             }
-            let already_current = current
-                .as_ref()
-                .is_some_and(|c| c.nonces.contains(&p.nonce) && c.version == g.version && c.model_sha256 == g.model_sha256);
+            let already_current = current.as_ref().is_some_and(|c| {
+                c.nonces.contains(&p.nonce)
+                    && c.version == g.version
+                    && c.model_sha256 == g.model_sha256
+            });
             replay_of_current &= already_current;
-            if !already_current && self.nonces.get(&p.nonce).await.ok().flatten().is_some() {
-                return Err(Refusal("replayed_nonce", format!("approval {i}: nonce {} was already used", p.nonce)));
+            if !already_current
+                && let Some(used) = self.nonces.get(&p.nonce).await.ok().flatten()
+                && used != pending_marker(&e.id).as_bytes()
+            {
+                // Only the same event, retried after a crash between recording the
+                // nonce and writing the state, may find its own pending marker.
+                return Err(Refusal(
+                    "replayed_nonce",
+                    format!("approval {i}: nonce {} was already used", p.nonce),
+                ));
             }
             if approvers.contains(&trusted.id) {
-                return Err(Refusal("duplicate_approver", format!("approval {i}: {} approved twice", trusted.id)));
+                return Err(Refusal(
+                    "duplicate_approver",
+                    format!("approval {i}: {} approved twice", trusted.id),
+                ));
             }
             approvers.push(trusted.id.clone());
             nonces.push(p.nonce.clone());
         }
         // The artifact must exist and be exactly what was approved.
         self.ctx.store.get(&g.model_sha256).await.map_err(|err| {
-            Refusal("artifact_mismatch", format!("model artifact {}: {err}", g.model_sha256))
+            Refusal(
+                "artifact_mismatch",
+                format!("model artifact {}: {err}", g.model_sha256),
+            )
         })?;
         Ok((approvers, nonces, replay_of_current))
     }
 
-    async fn current(&self, env: Environment, model: &modelbus_core::ids::ModelName) -> Option<DesiredState> {
-        let bytes = self.deployments.get(deployment_key(env, model)).await.ok().flatten()?;
+    async fn current(
+        &self,
+        env: Environment,
+        model: &modelbus_core::ids::ModelName,
+    ) -> Option<DesiredState> {
+        let bytes = self
+            .deployments
+            .get(deployment_key(env, model))
+            .await
+            .ok()
+            .flatten()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    async fn apply(&self, e: &Envelope<ApprovalGranted>, (approvers, nonces, replay): (Vec<String>, Vec<String>, bool)) -> Result<(), HandlerError> {
+    async fn apply(
+        &self,
+        e: &Envelope<ApprovalGranted>,
+        (approvers, nonces, replay): (Vec<String>, Vec<String>, bool),
+    ) -> Result<(), HandlerError> {
         let g = &e.data;
         let key = deployment_key(g.environment, &g.model);
         let revision = if replay {
             // A redelivered approval that is already the desired state: nothing to write.
-            self.deployments.entry(&key).await.ok().flatten().map(|en| en.revision).unwrap_or(0)
+            self.deployments
+                .entry(&key)
+                .await
+                .ok()
+                .flatten()
+                .map(|en| en.revision)
+                .unwrap_or(0)
         } else {
             for n in &nonces {
-                // `create` fails if the key exists: a concurrent replay loses here.
-                if let Err(err) = self.nonces.create(n, bytes::Bytes::from(format!("{}/{}/{}", g.model, g.version, g.environment))).await {
+                // `create` fails if the key exists: of two deployers racing on one
+                // approval, only one records it.
+                if let Err(err) = self.nonces.create(n, pending_marker(&e.id).into()).await {
+                    let ours = self
+                        .nonces
+                        .get(n)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|v| v == pending_marker(&e.id).as_bytes());
                     if !matches!(err.kind(), kv::CreateErrorKind::AlreadyExists) {
                         return Err(HandlerError::retry(err));
+                    }
+                    if !ours {
+                        return self
+                            .refuse(
+                                e,
+                                Refusal(
+                                    "replayed_nonce",
+                                    format!("nonce {n} was used concurrently"),
+                                ),
+                            )
+                            .await;
                     }
                 }
             }
@@ -233,57 +371,101 @@ impl Deployer {
                     .unwrap_or_default(),
             };
             self.deployments
-                .put(&key, serde_json::to_vec(&state).map_err(HandlerError::retry)?.into())
+                .put(
+                    &key,
+                    serde_json::to_vec(&state)
+                        .map_err(HandlerError::retry)?
+                        .into(),
+                )
                 .await
                 .map_err(HandlerError::retry)?
         };
         metrics::counter!("modelbus_deployer_deployments_total", "environment" => g.environment.as_str()).increment(1);
         tracing::info!(model = %g.model, version = g.version, env = %g.environment, revision, "desired state written");
-        let out = Envelope::new(SOURCE, &format!("{key}/{}/{}", g.version, g.model_sha256), DeploymentStarted {
-            environment: g.environment,
-            model: g.model.clone(),
-            version: g.version,
-            model_sha256: g.model_sha256,
-            revision,
-        })
+        let out = Envelope::new(
+            SOURCE,
+            &format!("{key}/{}/{}", g.version, g.model_sha256),
+            DeploymentStarted {
+                environment: g.environment,
+                model: g.model.clone(),
+                version: g.version,
+                model_sha256: g.model_sha256,
+                revision,
+            },
+        )
         .with_subject(g.model.as_str())
         .caused_by(e);
-        self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)
+        self.ctx
+            .bus
+            .publish(&out)
+            .await
+            .map_err(HandlerError::retry)
     }
 
     async fn on_loaded(&self, d: &Delivery) -> Result<(), HandlerError> {
         let e = d.decode::<ServingModelLoaded>()?;
         let l = &e.data;
-        let Some(desired) = self.current(l.environment, &l.model).await else { return Ok(()) };
+        let Some(desired) = self.current(l.environment, &l.model).await else {
+            return Ok(());
+        };
         if desired.version != l.version || desired.model_sha256 != l.model_sha256 {
             // A replica reporting an older state: the newer one will report too.
             return Ok(());
         }
-        let key = format!("{}/{}/{}", deployment_key(l.environment, &l.model), l.version, l.model_sha256);
-        let out = Envelope::new(SOURCE, &key, DeploymentCompleted {
-            environment: l.environment,
-            model: l.model.clone(),
-            version: l.version,
-            model_sha256: l.model_sha256,
-        })
+        let key = format!(
+            "{}/{}/{}",
+            deployment_key(l.environment, &l.model),
+            l.version,
+            l.model_sha256
+        );
+        let out = Envelope::new(
+            SOURCE,
+            &key,
+            DeploymentCompleted {
+                environment: l.environment,
+                model: l.model.clone(),
+                version: l.version,
+                model_sha256: l.model_sha256,
+            },
+        )
         .with_subject(l.model.as_str())
         .caused_by(&e)
         .with_pipeline_run(desired.pipelinerun.clone());
         let mut out = out;
         out.pipelinerun = desired.pipelinerun.clone();
-        self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)
+        self.ctx
+            .bus
+            .publish(&out)
+            .await
+            .map_err(HandlerError::retry)
     }
 }
 
 /// Runs the deployer until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
     ctx.readiness.register("deployer");
-    metrics::describe_counter!("modelbus_deployer_refusals_total", "Approvals the deployer refused, by reason");
+    metrics::describe_counter!(
+        "modelbus_deployer_refusals_total",
+        "Approvals the deployer refused, by reason"
+    );
     let trusted = trusted_keys(&ctx.config)?;
     tracing::info!(keys = ?trusted.iter().map(|t| (&t.id, t.key.id())).collect::<Vec<_>>(), "trusted approval keys");
-    let deployments = ctx.bus.kv(DEPLOYMENTS_BUCKET, 64).await.map_err(|e| DeployerError::Fatal(e.to_string()))?;
-    let nonces = ctx.bus.kv(NONCES_BUCKET, 1).await.map_err(|e| DeployerError::Fatal(e.to_string()))?;
-    let svc = Deployer { ctx: ctx.clone(), trusted, deployments, nonces };
+    let deployments = ctx
+        .bus
+        .kv(DEPLOYMENTS_BUCKET, 64)
+        .await
+        .map_err(|e| DeployerError::Fatal(e.to_string()))?;
+    let nonces = ctx
+        .bus
+        .kv(NONCES_BUCKET, 1)
+        .await
+        .map_err(|e| DeployerError::Fatal(e.to_string()))?;
+    let svc = Deployer {
+        ctx: ctx.clone(),
+        trusted,
+        deployments,
+        nonces,
+    };
     let http = tokio::spawn(modelbus_core::ops::serve(
         ops,
         modelbus_core::ops::ops_router(ctx.readiness.clone()),

@@ -68,7 +68,12 @@ pub fn build(spec: &DatasetSpec, input: impl std::io::Read) -> Result<Built, Str
                 Cell::Text(s) => s.to_string(),
                 Cell::Num(v) => format!("{}", v as i64),
                 Cell::Bool(b) => b.to_string(),
-                Cell::Null => return Err(format!("target column {:?} is null in a row", spec.target.column)),
+                Cell::Null => {
+                    return Err(format!(
+                        "target column {:?} is null in a row",
+                        spec.target.column
+                    ));
+                }
             };
             let is_pos = match target_ty {
                 ColumnType::Bool => parse_bool(&text) == parse_bool(positive),
@@ -91,7 +96,11 @@ pub fn build(spec: &DatasetSpec, input: impl std::io::Read) -> Result<Built, Str
             "the batch has a single class of {:?} ({} rows {}): a classifier needs both",
             spec.target.column,
             labels.len(),
-            if pos == 0 { format!("without {positive:?}") } else { format!("all {positive:?}") }
+            if pos == 0 {
+                format!("without {positive:?}")
+            } else {
+                format!("all {positive:?}")
+            }
         ));
     }
     let (train, hold) = stratified_holdout(&labels, spec.model.holdout_fraction, spec.model.seed);
@@ -154,46 +163,87 @@ impl Features {
             })
             .await
             .map_err(|st| match st.code() {
-                tonic::Code::NotFound | tonic::Code::InvalidArgument => HandlerError::Reject(st.message().to_string()),
+                tonic::Code::NotFound | tonic::Code::InvalidArgument => {
+                    HandlerError::Reject(st.message().to_string())
+                }
                 _ => HandlerError::Retry(format!("registry: {st}")),
             })?
             .into_inner();
-        let spec = DatasetSpec::parse(&spec.toml, "registered spec").map_err(HandlerError::reject)?.spec;
-        let reader = self.ctx.store.open_read(&v.batch_sha256).await.map_err(|err| match err {
-            ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
-            other => HandlerError::Retry(other.to_string()),
-        })?;
+        let spec = DatasetSpec::parse(&spec.toml, "registered spec")
+            .map_err(HandlerError::reject)?
+            .spec;
+        let reader = self
+            .ctx
+            .store
+            .open_read(&v.batch_sha256)
+            .await
+            .map_err(|err| match err {
+                ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
+                other => HandlerError::Retry(other.to_string()),
+            })?;
         let seed = spec.model.seed;
         let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || build(&spec, reader))
             .await
             .map_err(|e| HandlerError::Retry(format!("features task: {e}")))?
             .map_err(HandlerError::Reject)?;
-        metrics::histogram!("modelbus_features_build_seconds").record(started.elapsed().as_secs_f64());
-        let parquet = built.feature_set.to_parquet().map_err(HandlerError::retry)?;
-        let fs = self.ctx.store.put(parquet).await.map_err(HandlerError::retry)?;
+        metrics::histogram!("modelbus_features_build_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let parquet = built
+            .feature_set
+            .to_parquet()
+            .map_err(HandlerError::retry)?;
+        let fs = self
+            .ctx
+            .store
+            .put(parquet)
+            .await
+            .map_err(HandlerError::retry)?;
         let fitted = serde_json::to_vec(&built.fitted).map_err(HandlerError::retry)?;
-        let tr = self.ctx.store.put(fitted.into()).await.map_err(HandlerError::retry)?;
-        let (train_rows, holdout_rows) = built.feature_set.split.iter().fold((0u64, 0u64), |(t, h), s| {
-            if *s == TRAIN { (t + 1, h) } else { (t, h + 1) }
-        });
+        let tr = self
+            .ctx
+            .store
+            .put(fitted.into())
+            .await
+            .map_err(HandlerError::retry)?;
+        let (train_rows, holdout_rows) =
+            built
+                .feature_set
+                .split
+                .iter()
+                .fold((0u64, 0u64), |(t, h), s| {
+                    if *s == TRAIN { (t + 1, h) } else { (t, h + 1) }
+                });
         let key = format!("{}/{}", v.batch_sha256, v.spec_digest);
-        let out = Envelope::new(SOURCE, &key, FeaturesReady {
-            dataset: v.dataset.clone(),
-            spec_digest: v.spec_digest,
-            batch_sha256: v.batch_sha256,
-            feature_set_sha256: fs.sha256,
-            transform_sha256: tr.sha256,
-            train_rows,
-            holdout_rows,
-            num_features: built.feature_set.names.len() as u32,
-            seed,
-            submitted_by: v.submitted_by.clone(),
-        })
+        let out = Envelope::new(
+            SOURCE,
+            &key,
+            FeaturesReady {
+                dataset: v.dataset.clone(),
+                spec_digest: v.spec_digest,
+                batch_sha256: v.batch_sha256,
+                feature_set_sha256: fs.sha256,
+                transform_sha256: tr.sha256,
+                train_rows,
+                holdout_rows,
+                num_features: built.feature_set.names.len() as u32,
+                seed,
+                submitted_by: v.submitted_by.clone(),
+            },
+        )
         .with_subject(v.dataset.as_str())
         .caused_by(&e);
-        self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
-        tracing::info!(features = built.feature_set.names.len(), train_rows, holdout_rows, "feature set ready");
+        self.ctx
+            .bus
+            .publish(&out)
+            .await
+            .map_err(HandlerError::retry)?;
+        tracing::info!(
+            features = built.feature_set.names.len(),
+            train_rows,
+            holdout_rows,
+            "feature set ready"
+        );
         Ok(())
     }
 }
@@ -203,7 +253,10 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
     ctx.readiness.register("features");
     let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
         .map_err(|e| FeaturesError::Fatal(format!("registry URL: {e}")))?;
-    let svc = Features { ctx: ctx.clone(), registry };
+    let svc = Features {
+        ctx: ctx.clone(),
+        registry,
+    };
     let http = tokio::spawn(modelbus_core::ops::serve(
         ops,
         modelbus_core::ops::ops_router(ctx.readiness.clone()),
@@ -235,13 +288,25 @@ mod tests {
     fn telco_feature_set_is_stratified_and_deterministic() {
         let spec_text = include_str!("../../../config/datasets/telco-churn.toml");
         let spec = DatasetSpec::parse(spec_text, "t").unwrap().spec;
-        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/telco-churn/telco_customer_churn.csv")).unwrap();
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/telco-churn/telco_customer_churn.csv"
+        ))
+        .unwrap();
         let a = build(&spec, &data[..]).unwrap();
         let b = build(&spec, &data[..]).unwrap();
-        assert_eq!(a.feature_set.to_parquet().unwrap(), b.feature_set.to_parquet().unwrap());
+        assert_eq!(
+            a.feature_set.to_parquet().unwrap(),
+            b.feature_set.to_parquet().unwrap()
+        );
         assert_eq!(a.fitted.negative_label, "No");
         assert_eq!(a.fitted.label_counts["Yes"], 1869);
-        let hold = a.feature_set.split.iter().filter(|s| **s == HOLDOUT).count();
+        let hold = a
+            .feature_set
+            .split
+            .iter()
+            .filter(|s| **s == HOLDOUT)
+            .count();
         assert_eq!(hold, 1409);
         assert_eq!(a.feature_set.names.len(), a.fitted.transform.num_features());
     }
@@ -250,8 +315,17 @@ mod tests {
     fn a_single_class_batch_is_refused_with_a_reason() {
         let spec_text = include_str!("../../../config/datasets/telco-churn.toml");
         let spec = DatasetSpec::parse(spec_text, "t").unwrap().spec;
-        let data = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/telco-churn/telco_customer_churn.csv")).unwrap();
-        let only_no: Vec<&str> = data.lines().enumerate().filter(|(i, l)| *i == 0 || l.ends_with(",No")).map(|(_, l)| l).collect();
+        let data = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/telco-churn/telco_customer_churn.csv"
+        ))
+        .unwrap();
+        let only_no: Vec<&str> = data
+            .lines()
+            .enumerate()
+            .filter(|(i, l)| *i == 0 || l.ends_with(",No"))
+            .map(|(_, l)| l)
+            .collect();
         let e = build(&spec, only_no.join("\n").as_bytes()).err().unwrap();
         assert!(e.contains("single class") && e.contains("Churn"), "{e}");
     }

@@ -71,7 +71,11 @@ impl IntoResponse for IngestError {
             }
             other => other.to_string(),
         };
-        (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response()
     }
 }
 
@@ -79,7 +83,9 @@ fn from_status(s: tonic::Status) -> IngestError {
     match s.code() {
         tonic::Code::NotFound => IngestError::NotFound(s.message().to_string()),
         tonic::Code::InvalidArgument => IngestError::BadRequest(s.message().to_string()),
-        tonic::Code::Unavailable => IngestError::Unavailable(format!("registry unavailable: {}", s.message())),
+        tonic::Code::Unavailable => {
+            IngestError::Unavailable(format!("registry unavailable: {}", s.message()))
+        }
         _ => IngestError::Internal(format!("registry: {s}")),
     }
 }
@@ -142,18 +148,39 @@ async fn submit(
     }
     let limit = ingest.ctx.config.ingest.max_batch_bytes;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let stored = ingest.ctx.store.put_stream(stream, Some(limit)).await.map_err(|e| match e {
-        ArtifactError::TooLarge { limit } => {
-            IngestError::TooLarge(format!("batch exceeds ingest.max_batch_bytes ({limit} bytes); nothing was stored"))
-        }
-        ArtifactError::Source(m) => IngestError::BadRequest(format!("reading the upload failed: {m}")),
-        other => IngestError::Internal(other.to_string()),
-    })?;
+    let stored = ingest
+        .ctx
+        .store
+        .put_stream(stream, Some(limit))
+        .await
+        .map_err(|e| match e {
+            ArtifactError::TooLarge { limit } => IngestError::TooLarge(format!(
+                "batch exceeds ingest.max_batch_bytes ({limit} bytes); nothing was stored"
+            )),
+            ArtifactError::Source(m) => {
+                IngestError::BadRequest(format!("reading the upload failed: {m}"))
+            }
+            other => IngestError::Internal(other.to_string()),
+        })?;
     let who = q.submitted_by.unwrap_or_else(|| "anonymous".into());
-    let resp = register_and_publish(&ingest, &dataset, &spec.digest, stored.sha256, stored.size, &who).await?;
-    metrics::counter!("modelbus_ingest_batches_received_total", "dataset" => dataset.to_string()).increment(1);
-    metrics::counter!("modelbus_ingest_bytes_received_total", "dataset" => dataset.to_string()).increment(stored.size);
-    let status = if resp.created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let resp = register_and_publish(
+        &ingest,
+        &dataset,
+        &spec.digest,
+        stored.sha256,
+        stored.size,
+        &who,
+    )
+    .await?;
+    metrics::counter!("modelbus_ingest_batches_received_total", "dataset" => dataset.to_string())
+        .increment(1);
+    metrics::counter!("modelbus_ingest_bytes_received_total", "dataset" => dataset.to_string())
+        .increment(stored.size);
+    let status = if resp.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(resp)))
 }
 
@@ -177,19 +204,27 @@ async fn register_and_publish(
         .await
         .map_err(from_status)?
         .into_inner();
-    let run = created.run.ok_or_else(|| IngestError::Internal("registry returned no run".into()))?;
+    let run = created
+        .run
+        .ok_or_else(|| IngestError::Internal("registry returned no run".into()))?;
     // A run still at `submitted` may have been created by an upload that died
     // before publishing: publish again (same event id, so the bus de-duplicates).
     if created.created || run.state == "submitted" {
-        let spec = Sha256Digest::parse(spec_digest).map_err(|e| IngestError::Internal(e.to_string()))?;
-        let run_id = PipelineRunId::parse(&run.id).map_err(|e| IngestError::Internal(e.to_string()))?;
-        let event = Envelope::new(SOURCE, run_id.as_str(), BatchSubmitted {
-            dataset: dataset.clone(),
-            spec_digest: spec,
-            batch_sha256: batch,
-            size_bytes: size,
-            submitted_by: run.submitted_by.clone(),
-        })
+        let spec =
+            Sha256Digest::parse(spec_digest).map_err(|e| IngestError::Internal(e.to_string()))?;
+        let run_id =
+            PipelineRunId::parse(&run.id).map_err(|e| IngestError::Internal(e.to_string()))?;
+        let event = Envelope::new(
+            SOURCE,
+            run_id.as_str(),
+            BatchSubmitted {
+                dataset: dataset.clone(),
+                spec_digest: spec,
+                batch_sha256: batch,
+                size_bytes: size,
+                submitted_by: run.submitted_by.clone(),
+            },
+        )
         .with_subject(dataset.as_str())
         .with_pipeline_run(Some(run_id));
         ingest
@@ -232,7 +267,9 @@ impl Ingest {
             })
             .await
             .map_err(|st| match st.code() {
-                tonic::Code::NotFound | tonic::Code::InvalidArgument => HandlerError::Reject(st.message().to_string()),
+                tonic::Code::NotFound | tonic::Code::InvalidArgument => {
+                    HandlerError::Reject(st.message().to_string())
+                }
                 _ => HandlerError::Retry(format!("registry: {st}")),
             })?
             .into_inner();
@@ -242,7 +279,8 @@ impl Ingest {
                 s.spec_digest, spec.dataset, s.dataset
             )));
         }
-        let parsed = DatasetSpec::parse(&spec.toml, "registered spec").map_err(HandlerError::reject)?;
+        let parsed =
+            DatasetSpec::parse(&spec.toml, "registered spec").map_err(HandlerError::reject)?;
         // Producers that publish on NATS directly have no run yet.
         let created = registry
             .create_pipeline_run(pb::CreatePipelineRunRequest {
@@ -255,7 +293,9 @@ impl Ingest {
             .await
             .map_err(|st| HandlerError::Retry(format!("registry: {st}")))?
             .into_inner();
-        let run = created.run.ok_or_else(|| HandlerError::Retry("registry returned no run".into()))?;
+        let run = created
+            .run
+            .ok_or_else(|| HandlerError::Retry("registry returned no run".into()))?;
         let run_id = PipelineRunId::parse(&run.id).map_err(HandlerError::reject)?;
         let reader = self.ctx.store.open_read(&s.batch_sha256).await.map_err(|err| match err {
             ArtifactError::NotFound(_) => HandlerError::Reject(format!(
@@ -267,43 +307,65 @@ impl Ingest {
         let spec_arc = Arc::new(parsed.spec);
         let chunk_rows = self.ctx.config.ingest.chunk_rows;
         let started = std::time::Instant::now();
-        let report = tokio::task::spawn_blocking(move || validate_csv(reader, spec_arc, chunk_rows))
-            .await
-            .map_err(|e| HandlerError::Retry(format!("validation task: {e}")))?;
+        let report =
+            tokio::task::spawn_blocking(move || validate_csv(reader, spec_arc, chunk_rows))
+                .await
+                .map_err(|e| HandlerError::Retry(format!("validation task: {e}")))?;
         metrics::histogram!("modelbus_ingest_validation_seconds", "dataset" => s.dataset.to_string())
             .record(started.elapsed().as_secs_f64());
         let report_bytes = serde_json::to_vec_pretty(&report).map_err(HandlerError::retry)?;
-        let stored = self.ctx.store.put(report_bytes.into()).await.map_err(HandlerError::retry)?;
+        let stored = self
+            .ctx
+            .store
+            .put(report_bytes.into())
+            .await
+            .map_err(HandlerError::retry)?;
         let key = run_id.as_str().to_string();
         if report.success {
-            let out = Envelope::new(SOURCE, &key, BatchValidated {
-                dataset: s.dataset.clone(),
-                spec_digest: s.spec_digest,
-                batch_sha256: s.batch_sha256,
-                report_sha256: stored.sha256,
-                rows: report.rows,
-                warnings: Vec::new(),
-                submitted_by: run.submitted_by.clone(),
-            })
+            let out = Envelope::new(
+                SOURCE,
+                &key,
+                BatchValidated {
+                    dataset: s.dataset.clone(),
+                    spec_digest: s.spec_digest,
+                    batch_sha256: s.batch_sha256,
+                    report_sha256: stored.sha256,
+                    rows: report.rows,
+                    warnings: Vec::new(),
+                    submitted_by: run.submitted_by.clone(),
+                },
+            )
             .with_subject(s.dataset.as_str())
             .caused_by(&e)
             .with_pipeline_run(Some(run_id.clone()));
-            self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
+            self.ctx
+                .bus
+                .publish(&out)
+                .await
+                .map_err(HandlerError::retry)?;
             metrics::counter!("modelbus_ingest_batches_validated_total", "dataset" => s.dataset.to_string()).increment(1);
             tracing::info!(pipelinerun = %run_id, rows = report.rows, "batch validated");
         } else {
             let reasons = report.reasons();
-            let out = Envelope::new(SOURCE, &key, BatchRejected {
-                dataset: s.dataset.clone(),
-                spec_digest: s.spec_digest,
-                batch_sha256: s.batch_sha256,
-                report_sha256: stored.sha256,
-                reasons: reasons.clone(),
-            })
+            let out = Envelope::new(
+                SOURCE,
+                &key,
+                BatchRejected {
+                    dataset: s.dataset.clone(),
+                    spec_digest: s.spec_digest,
+                    batch_sha256: s.batch_sha256,
+                    report_sha256: stored.sha256,
+                    reasons: reasons.clone(),
+                },
+            )
             .with_subject(s.dataset.as_str())
             .caused_by(&e)
             .with_pipeline_run(Some(run_id.clone()));
-            self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
+            self.ctx
+                .bus
+                .publish(&out)
+                .await
+                .map_err(HandlerError::retry)?;
             metrics::counter!("modelbus_ingest_batches_rejected_total", "dataset" => s.dataset.to_string()).increment(1);
             tracing::warn!(pipelinerun = %run_id, ?reasons, "batch rejected and kept in quarantine");
         }
@@ -317,9 +379,16 @@ pub async fn run(ctx: Context, listener: TcpListener) -> Result<(), IngestError>
     ctx.readiness.register("ingest");
     let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
         .map_err(|e| IngestError::Internal(format!("registry URL: {e}")))?;
-    let ingest = Ingest { ctx: ctx.clone(), registry };
+    let ingest = Ingest {
+        ctx: ctx.clone(),
+        registry,
+    };
     let app = router(ingest.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
-    let http = tokio::spawn(modelbus_core::ops::serve(listener, app, ctx.shutdown.clone()));
+    let http = tokio::spawn(modelbus_core::ops::serve(
+        listener,
+        app,
+        ctx.shutdown.clone(),
+    ));
     let readiness = ctx.readiness.clone();
     let consumer = ctx
         .bus

@@ -25,11 +25,16 @@ impl RegistryService for Registry {
     #[tracing::instrument(skip_all)]
     async fn get_spec(&self, req: Request<pb::GetSpecRequest>) -> R<pb::SpecVersion> {
         let r = req.into_inner();
-        Ok(Response::new(self.get_spec(&r.dataset, &r.digest).await?.into()))
+        Ok(Response::new(
+            self.get_spec(&r.dataset, &r.digest).await?.into(),
+        ))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_datasets(&self, _req: Request<pb::ListDatasetsRequest>) -> R<pb::ListDatasetsResponse> {
+    async fn list_datasets(
+        &self,
+        _req: Request<pb::ListDatasetsRequest>,
+    ) -> R<pb::ListDatasetsResponse> {
         let datasets = self.store.list_datasets().await?;
         Ok(Response::new(pb::ListDatasetsResponse {
             datasets: datasets.into_iter().map(Into::into).collect(),
@@ -37,10 +42,19 @@ impl RegistryService for Registry {
     }
 
     #[tracing::instrument(skip_all, fields(dataset = %req.get_ref().dataset, batch = %req.get_ref().batch_sha256))]
-    async fn create_pipeline_run(&self, req: Request<pb::CreatePipelineRunRequest>) -> R<pb::CreatePipelineRunResponse> {
+    async fn create_pipeline_run(
+        &self,
+        req: Request<pb::CreatePipelineRunRequest>,
+    ) -> R<pb::CreatePipelineRunResponse> {
         let r = req.into_inner();
         let (run, created) = self
-            .create_pipeline_run(&r.dataset, &r.spec_digest, &r.batch_sha256, r.size_bytes, &r.submitted_by)
+            .create_pipeline_run(
+                &r.dataset,
+                &r.spec_digest,
+                &r.batch_sha256,
+                r.size_bytes,
+                &r.submitted_by,
+            )
             .await?;
         Ok(Response::new(pb::CreatePipelineRunResponse {
             run: Some(run.into()),
@@ -49,12 +63,20 @@ impl RegistryService for Registry {
     }
 
     #[tracing::instrument(skip_all, fields(pipelinerun = %req.get_ref().id))]
-    async fn get_pipeline_run(&self, req: Request<pb::GetPipelineRunRequest>) -> R<pb::PipelineRun> {
-        Ok(Response::new(self.pipeline_run(&req.into_inner().id).await?.into()))
+    async fn get_pipeline_run(
+        &self,
+        req: Request<pb::GetPipelineRunRequest>,
+    ) -> R<pb::PipelineRun> {
+        Ok(Response::new(
+            self.pipeline_run(&req.into_inner().id).await?.into(),
+        ))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_pipeline_runs(&self, req: Request<pb::ListPipelineRunsRequest>) -> R<pb::ListPipelineRunsResponse> {
+    async fn list_pipeline_runs(
+        &self,
+        req: Request<pb::ListPipelineRunsRequest>,
+    ) -> R<pb::ListPipelineRunsResponse> {
         let r = req.into_inner();
         let dataset = (!r.dataset.is_empty()).then_some(r.dataset.as_str());
         let limit = if r.limit == 0 { 50 } else { r.limit };
@@ -78,7 +100,9 @@ impl RegistryService for Registry {
 
     #[tracing::instrument(skip_all, fields(model = %req.get_ref().name))]
     async fn get_model(&self, req: Request<pb::GetModelRequest>) -> R<pb::RegisteredModel> {
-        Ok(Response::new(self.model(&req.into_inner().name).await?.into()))
+        Ok(Response::new(
+            self.model(&req.into_inner().name).await?.into(),
+        ))
     }
 
     #[tracing::instrument(skip_all)]
@@ -90,9 +114,14 @@ impl RegistryService for Registry {
     }
 
     #[tracing::instrument(skip_all, fields(model = %req.get_ref().model, version = req.get_ref().version))]
-    async fn get_model_version(&self, req: Request<pb::GetModelVersionRequest>) -> R<pb::ModelVersion> {
+    async fn get_model_version(
+        &self,
+        req: Request<pb::GetModelVersionRequest>,
+    ) -> R<pb::ModelVersion> {
         let r = req.into_inner();
-        Ok(Response::new(self.model_version(&r.model, r.version).await?.into()))
+        Ok(Response::new(
+            self.model_version(&r.model, r.version).await?.into(),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(run = %req.get_ref().id))]
@@ -102,7 +131,11 @@ impl RegistryService for Registry {
 }
 
 /// Serves the gRPC API with reflection on a bound listener until `shutdown`.
-pub async fn serve(registry: Registry, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RegistryError> {
+pub async fn serve(
+    registry: Registry,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RegistryError> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()

@@ -32,25 +32,41 @@ pub fn router(registry: Registry) -> Router {
 
 #[tracing::instrument(skip_all)]
 async fn list_datasets(State(r): State<Registry>) -> ApiResult<serde_json::Value> {
-    Ok(Json(serde_json::json!({ "datasets": r.store.list_datasets().await? })))
+    Ok(Json(
+        serde_json::json!({ "datasets": r.store.list_datasets().await? }),
+    ))
 }
 
 /// `POST /v1/datasets` with the spec's TOML as the body; `X-Modelbus-Source`
 /// names the file in error messages.
 #[tracing::instrument(skip_all)]
-async fn apply_spec(State(r): State<Registry>, headers: HeaderMap, body: String) -> Result<impl IntoResponse, RegistryError> {
+async fn apply_spec(
+    State(r): State<Registry>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<impl IntoResponse, RegistryError> {
     let source = headers
         .get("x-modelbus-source")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("spec.toml")
         .to_string();
     let (spec, created) = r.apply_spec(&body, &source).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(serde_json::json!({ "created": created, "spec": spec }))))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "created": created, "spec": spec })),
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %name))]
-async fn get_dataset(State(r): State<Registry>, Path(name): Path<String>) -> ApiResult<serde_json::Value> {
+async fn get_dataset(
+    State(r): State<Registry>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
     let versions = r.store.spec_versions(&name).await?;
     if versions.is_empty() {
         return Err(RegistryError::NotFound(format!("no dataset {name:?}")));
@@ -59,16 +75,24 @@ async fn get_dataset(State(r): State<Registry>, Path(name): Path<String>) -> Api
         .iter()
         .map(|v| serde_json::json!({ "version": v.version, "digest": v.digest, "created_at": v.created_at }))
         .collect();
-    Ok(Json(serde_json::json!({ "name": name, "latest": versions[0], "versions": summary })))
+    Ok(Json(
+        serde_json::json!({ "name": name, "latest": versions[0], "versions": summary }),
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(dataset = %name))]
-async fn latest_spec(State(r): State<Registry>, Path(name): Path<String>) -> ApiResult<crate::types::SpecVersion> {
+async fn latest_spec(
+    State(r): State<Registry>,
+    Path(name): Path<String>,
+) -> ApiResult<crate::types::SpecVersion> {
     Ok(Json(r.get_spec(&name, "").await?))
 }
 
 #[tracing::instrument(skip_all)]
-async fn spec_by_digest(State(r): State<Registry>, Path(digest): Path<String>) -> ApiResult<crate::types::SpecVersion> {
+async fn spec_by_digest(
+    State(r): State<Registry>,
+    Path(digest): Path<String>,
+) -> ApiResult<crate::types::SpecVersion> {
     Ok(Json(r.get_spec("", &digest).await?))
 }
 
@@ -79,7 +103,10 @@ struct RunsQuery {
 }
 
 #[tracing::instrument(skip_all)]
-async fn list_pipeline_runs(State(r): State<Registry>, Query(q): Query<RunsQuery>) -> ApiResult<serde_json::Value> {
+async fn list_pipeline_runs(
+    State(r): State<Registry>,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<serde_json::Value> {
     let runs = r
         .store
         .list_pipeline_runs(q.dataset.as_deref(), q.limit.unwrap_or(50))
@@ -88,40 +115,62 @@ async fn list_pipeline_runs(State(r): State<Registry>, Query(q): Query<RunsQuery
 }
 
 #[tracing::instrument(skip_all, fields(pipelinerun = %id))]
-async fn get_pipeline_run(State(r): State<Registry>, Path(id): Path<String>) -> ApiResult<crate::types::PipelineRun> {
+async fn get_pipeline_run(
+    State(r): State<Registry>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::types::PipelineRun> {
     Ok(Json(r.pipeline_run(&id).await?))
 }
 
 #[tracing::instrument(skip_all, fields(run = %id))]
-async fn get_run(State(r): State<Registry>, Path(id): Path<String>) -> ApiResult<crate::types::Run> {
+async fn get_run(
+    State(r): State<Registry>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::types::Run> {
     Ok(Json(r.run(&id).await?))
 }
 
 #[tracing::instrument(skip_all)]
 async fn list_models(State(r): State<Registry>) -> ApiResult<serde_json::Value> {
-    Ok(Json(serde_json::json!({ "models": r.store.list_models().await? })))
+    Ok(Json(
+        serde_json::json!({ "models": r.store.list_models().await? }),
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(model = %name))]
-async fn get_model(State(r): State<Registry>, Path(name): Path<String>) -> ApiResult<crate::types::RegisteredModel> {
+async fn get_model(
+    State(r): State<Registry>,
+    Path(name): Path<String>,
+) -> ApiResult<crate::types::RegisteredModel> {
     Ok(Json(r.model(&name).await?))
 }
 
 #[tracing::instrument(skip_all, fields(model = %name, version))]
-async fn get_version(State(r): State<Registry>, Path((name, version)): Path<(String, String)>) -> ApiResult<crate::types::ModelVersion> {
-    let v: u32 = version
-        .parse()
-        .map_err(|_| RegistryError::InvalidArgument(format!("version {version:?} is not a positive integer")))?;
+async fn get_version(
+    State(r): State<Registry>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<crate::types::ModelVersion> {
+    let v: u32 = version.parse().map_err(|_| {
+        RegistryError::InvalidArgument(format!("version {version:?} is not a positive integer"))
+    })?;
     Ok(Json(r.model_version(&name, v).await?))
 }
 
 #[tracing::instrument(skip_all, fields(model = %name))]
-async fn deployments(State(r): State<Registry>, Path(name): Path<String>) -> ApiResult<serde_json::Value> {
+async fn deployments(
+    State(r): State<Registry>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
     r.model(&name).await?;
-    Ok(Json(serde_json::json!({ "model": name, "timeline": r.store.deployment_events(&name).await? })))
+    Ok(Json(
+        serde_json::json!({ "model": name, "timeline": r.store.deployment_events(&name).await? }),
+    ))
 }
 
 #[tracing::instrument(skip_all)]
-async fn report(State(r): State<Registry>, Path(sha): Path<String>) -> ApiResult<serde_json::Value> {
+async fn report(
+    State(r): State<Registry>,
+    Path(sha): Path<String>,
+) -> ApiResult<serde_json::Value> {
     Ok(Json(r.report(&sha).await?))
 }

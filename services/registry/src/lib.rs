@@ -43,7 +43,11 @@ pub struct Registry {
 
 impl Registry {
     /// A registry over a store.
-    pub fn new(store: Store, automation: KeyPair, artifacts: modelbus_core::artifact::ArtifactStore) -> Self {
+    pub fn new(
+        store: Store,
+        automation: KeyPair,
+        artifacts: modelbus_core::artifact::ArtifactStore,
+    ) -> Self {
         Self {
             store,
             automation: Arc::new(automation),
@@ -52,25 +56,44 @@ impl Registry {
     }
 
     /// Parses, checks and registers a spec.
-    pub async fn apply_spec(&self, toml: &str, source_name: &str) -> Result<(SpecVersion, bool), RegistryError> {
-        let source = if source_name.is_empty() { "spec.toml" } else { source_name };
-        let parsed = DatasetSpec::parse(toml, source).map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+    pub async fn apply_spec(
+        &self,
+        toml: &str,
+        source_name: &str,
+    ) -> Result<(SpecVersion, bool), RegistryError> {
+        let source = if source_name.is_empty() {
+            "spec.toml"
+        } else {
+            source_name
+        };
+        let parsed = DatasetSpec::parse(toml, source)
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
         let json = serde_json::to_value(&parsed.spec).unwrap_or_default();
-        self.store.apply_spec(&parsed.spec.name, &parsed.digest, toml, &json).await
+        self.store
+            .apply_spec(&parsed.spec.name, &parsed.digest, toml, &json)
+            .await
     }
 
     /// A spec by digest, or the latest of a dataset.
-    pub async fn get_spec(&self, dataset: &str, digest: &str) -> Result<SpecVersion, RegistryError> {
+    pub async fn get_spec(
+        &self,
+        dataset: &str,
+        digest: &str,
+    ) -> Result<SpecVersion, RegistryError> {
         let found = if !digest.is_empty() {
             self.store.spec_by_digest(digest).await?
         } else if !dataset.is_empty() {
             self.store.latest_spec(dataset).await?
         } else {
-            return Err(RegistryError::InvalidArgument("give a dataset or a digest".into()));
+            return Err(RegistryError::InvalidArgument(
+                "give a dataset or a digest".into(),
+            ));
         };
         found.ok_or_else(|| {
             RegistryError::NotFound(if digest.is_empty() {
-                format!("no spec registered for dataset {dataset:?} (run `modelbus datasets apply`)")
+                format!(
+                    "no spec registered for dataset {dataset:?} (run `modelbus datasets apply`)"
+                )
             } else {
                 format!("no spec version with digest {digest}")
             })
@@ -94,7 +117,9 @@ impl Registry {
             .store
             .spec_by_digest(&spec.to_hex())
             .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("no spec version with digest {spec}")))?;
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("no spec version with digest {spec}"))
+            })?;
         if sv.dataset != dataset {
             return Err(RegistryError::InvalidArgument(format!(
                 "spec {spec} belongs to dataset {:?}, not {dataset:?}",
@@ -102,9 +127,20 @@ impl Registry {
             )));
         }
         let id = modelbus_core::ids::PipelineRunId::for_batch(&spec, &batch);
-        let who = if submitted_by.is_empty() { "anonymous" } else { submitted_by };
+        let who = if submitted_by.is_empty() {
+            "anonymous"
+        } else {
+            submitted_by
+        };
         self.store
-            .create_pipeline_run(id.as_str(), dataset, &spec.to_hex(), &batch.to_hex(), size_bytes, who)
+            .create_pipeline_run(
+                id.as_str(),
+                dataset,
+                &spec.to_hex(),
+                &batch.to_hex(),
+                size_bytes,
+                who,
+            )
             .await
     }
 
@@ -117,8 +153,12 @@ impl Registry {
     }
 
     /// Registers a model version after checking its fields.
-    pub async fn register_model_version(&self, v: NewModelVersion) -> Result<(ModelVersion, bool), RegistryError> {
-        modelbus_core::ids::ModelName::parse(&v.model).map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+    pub async fn register_model_version(
+        &self,
+        v: NewModelVersion,
+    ) -> Result<(ModelVersion, bool), RegistryError> {
+        modelbus_core::ids::ModelName::parse(&v.model)
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
         modelbus_core::ids::Sha256Digest::parse(&v.model_sha256)
             .map_err(|e| RegistryError::InvalidArgument(format!("model_sha256: {e}")))?;
         if v.dataset.is_empty() {
@@ -126,7 +166,9 @@ impl Registry {
         }
         let (mv, created) = self.store.register_model_version(&v).await?;
         if !v.lineage.pipeline_run.is_empty() {
-            self.store.set_run_model(&v.lineage.pipeline_run, &mv.model, mv.version).await?;
+            self.store
+                .set_run_model(&v.lineage.pipeline_run, &mv.model, mv.version)
+                .await?;
         }
         Ok((mv, created))
     }
@@ -140,11 +182,17 @@ impl Registry {
     }
 
     /// One version.
-    pub async fn model_version(&self, name: &str, version: u32) -> Result<ModelVersion, RegistryError> {
+    pub async fn model_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<ModelVersion, RegistryError> {
         self.store
             .model_version(name, version)
             .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("model {name:?} has no version {version}")))
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("model {name:?} has no version {version}"))
+            })
     }
 
     /// A training run.
@@ -160,10 +208,13 @@ impl Registry {
         let d = modelbus_core::ids::Sha256Digest::parse(report_sha256)
             .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
         let bytes = self.artifacts.get(&d).await.map_err(|e| match e {
-            modelbus_core::artifact::ArtifactError::NotFound(_) => RegistryError::NotFound(e.to_string()),
+            modelbus_core::artifact::ArtifactError::NotFound(_) => {
+                RegistryError::NotFound(e.to_string())
+            }
             other => RegistryError::Internal(other.to_string()),
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| RegistryError::Internal(format!("report {d}: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::Internal(format!("report {d}: {e}")))
     }
 }
 
@@ -184,12 +235,23 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError
     let key = load_automation_key(&ctx.config)?;
     let registry = Registry::new(store, key, ctx.store.clone());
 
-    let http_router = http::router(registry.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
+    let http_router =
+        http::router(registry.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
     let shutdown = ctx.shutdown.clone();
-    let http_task = tokio::spawn(modelbus_core::ops::serve(listeners.http, http_router, shutdown.clone()));
-    let grpc_task = tokio::spawn(grpc::serve(registry.clone(), listeners.grpc, shutdown.clone()));
+    let http_task = tokio::spawn(modelbus_core::ops::serve(
+        listeners.http,
+        http_router,
+        shutdown.clone(),
+    ));
+    let grpc_task = tokio::spawn(grpc::serve(
+        registry.clone(),
+        listeners.grpc,
+        shutdown.clone(),
+    ));
     let events_ready = ctx.readiness.clone();
-    let events = pipeline::run_consumers(registry, ctx.clone(), move || events_ready.set("registry", true));
+    let events = pipeline::run_consumers(registry, ctx.clone(), move || {
+        events_ready.set("registry", true)
+    });
     let (h, g, e) = tokio::join!(http_task, grpc_task, events);
     h.map_err(|e| RegistryError::Internal(e.to_string()))?
         .map_err(|e| RegistryError::Internal(format!("HTTP server: {e}")))?;
@@ -199,7 +261,9 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError
 
 /// Loads the automation key from its secret reference, creating the default key
 /// file on first start.
-pub fn load_automation_key(config: &modelbus_core::config::Config) -> Result<KeyPair, RegistryError> {
+pub fn load_automation_key(
+    config: &modelbus_core::config::Config,
+) -> Result<KeyPair, RegistryError> {
     let reference = config.automation_key_ref();
     if config.registry.automation_key.is_none() {
         return modelbus_core::signing::load_or_create_key(&config.automation_key_path())
@@ -208,5 +272,6 @@ pub fn load_automation_key(config: &modelbus_core::config::Config) -> Result<Key
     let secret = reference
         .resolve("registry.automation_key")
         .map_err(|e| RegistryError::Internal(e.to_string()))?;
-    KeyPair::from_pem(secret.expose(), "registry.automation_key").map_err(|e| RegistryError::Internal(e.to_string()))
+    KeyPair::from_pem(secret.expose(), "registry.automation_key")
+        .map_err(|e| RegistryError::Internal(e.to_string()))
 }

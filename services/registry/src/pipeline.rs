@@ -82,37 +82,82 @@ impl Registry {
                     )
                     .await
                     .map_err(retry)?;
-                self.store.set_stage(&run.id, "validation", "running", "").await.map_err(retry)?;
+                self.store
+                    .set_stage(&run.id, "validation", "running", "")
+                    .await
+                    .map_err(retry)?;
             }
             BatchValidated::NAME => {
                 let e = d.decode::<BatchValidated>()?;
-                let Some(run) = e.pipelinerun.as_ref() else { return Ok(()) };
-                let detail = format!("{} rows valid; {} warning(s)", e.data.rows, e.data.warnings.len());
-                self.store.set_run_report(run.as_str(), &e.data.report_sha256.to_hex(), e.data.rows).await.map_err(retry)?;
-                self.store.set_stage(run.as_str(), "validation", "succeeded", &detail).await.map_err(retry)?;
-                self.store.set_stage(run.as_str(), "features", "running", "").await.map_err(retry)?;
-                self.store.set_run_state(run.as_str(), "validated", None).await.map_err(retry)?;
+                let Some(run) = e.pipelinerun.as_ref() else {
+                    return Ok(());
+                };
+                let detail = format!(
+                    "{} rows valid; {} warning(s)",
+                    e.data.rows,
+                    e.data.warnings.len()
+                );
+                self.store
+                    .set_run_report(run.as_str(), &e.data.report_sha256.to_hex(), e.data.rows)
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .set_stage(run.as_str(), "validation", "succeeded", &detail)
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .set_stage(run.as_str(), "features", "running", "")
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .set_run_state(run.as_str(), "validated", None)
+                    .await
+                    .map_err(retry)?;
             }
             BatchRejected::NAME => {
                 let e = d.decode::<BatchRejected>()?;
-                let Some(run) = e.pipelinerun.as_ref() else { return Ok(()) };
-                self.store.set_run_report(run.as_str(), &e.data.report_sha256.to_hex(), 0).await.map_err(retry)?;
+                let Some(run) = e.pipelinerun.as_ref() else {
+                    return Ok(());
+                };
                 self.store
-                    .set_stage(run.as_str(), "validation", "failed", &e.data.reasons.join("; "))
+                    .set_run_report(run.as_str(), &e.data.report_sha256.to_hex(), 0)
                     .await
                     .map_err(retry)?;
-                self.store.set_run_state(run.as_str(), "rejected", Some(&e.data.reasons)).await.map_err(retry)?;
+                self.store
+                    .set_stage(
+                        run.as_str(),
+                        "validation",
+                        "failed",
+                        &e.data.reasons.join("; "),
+                    )
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .set_run_state(run.as_str(), "rejected", Some(&e.data.reasons))
+                    .await
+                    .map_err(retry)?;
             }
             FeaturesReady::NAME => {
                 let e = d.decode::<FeaturesReady>()?;
-                let Some(run) = e.pipelinerun.as_ref() else { return Ok(()) };
+                let Some(run) = e.pipelinerun.as_ref() else {
+                    return Ok(());
+                };
                 let detail = format!(
                     "{} features; {} training rows, {} holdout rows",
                     e.data.num_features, e.data.train_rows, e.data.holdout_rows
                 );
-                self.store.set_stage(run.as_str(), "features", "succeeded", &detail).await.map_err(retry)?;
-                self.store.set_stage(run.as_str(), "training", "running", "").await.map_err(retry)?;
-                self.store.set_run_state(run.as_str(), "features_ready", None).await.map_err(retry)?;
+                self.store
+                    .set_stage(run.as_str(), "features", "succeeded", &detail)
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .set_stage(run.as_str(), "training", "running", "")
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .set_run_state(run.as_str(), "features_ready", None)
+                    .await
+                    .map_err(retry)?;
             }
             ModelTrained::NAME => {
                 let e = d.decode::<ModelTrained>()?;
@@ -122,12 +167,25 @@ impl Registry {
                 let e = d.decode::<ApprovalRefused>()?;
                 let reason = format!("deployer refused the approval: {}", e.data.reason);
                 self.store
-                    .record_deployment_event(&e.id, "refused", e.data.environment.as_str(), e.data.model.as_str(), e.data.version, &e.data.reason)
+                    .record_deployment_event(
+                        &e.id,
+                        "refused",
+                        e.data.environment.as_str(),
+                        e.data.model.as_str(),
+                        e.data.version,
+                        &e.data.reason,
+                    )
                     .await
                     .map_err(retry)?;
                 if let Some(run) = e.pipelinerun.as_ref() {
-                    self.store.set_stage(run.as_str(), "deployment", "failed", &reason).await.map_err(retry)?;
-                    self.store.set_run_state(run.as_str(), "failed", Some(&[reason])).await.map_err(retry)?;
+                    self.store
+                        .set_stage(run.as_str(), "deployment", "failed", &reason)
+                        .await
+                        .map_err(retry)?;
+                    self.store
+                        .set_run_state(run.as_str(), "failed", Some(&[reason]))
+                        .await
+                        .map_err(retry)?;
                 }
             }
             DeploymentStarted::NAME => {
@@ -147,15 +205,31 @@ impl Registry {
             DeploymentCompleted::NAME => {
                 let e = d.decode::<DeploymentCompleted>()?;
                 let env = e.data.environment.as_str();
-                self.store.set_alias(e.data.model.as_str(), env, e.data.version).await.map_err(retry)?;
                 self.store
-                    .record_deployment_event(&e.id, "completed", env, e.data.model.as_str(), e.data.version, "serving")
+                    .set_alias(e.data.model.as_str(), env, e.data.version)
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .record_deployment_event(
+                        &e.id,
+                        "completed",
+                        env,
+                        e.data.model.as_str(),
+                        e.data.version,
+                        "serving",
+                    )
                     .await
                     .map_err(retry)?;
                 if let Some(run) = e.pipelinerun.as_ref() {
                     let detail = format!("{} v{} serving in {env}", e.data.model, e.data.version);
-                    self.store.set_stage(run.as_str(), "deployment", "succeeded", &detail).await.map_err(retry)?;
-                    self.store.set_run_state(run.as_str(), "deployed", None).await.map_err(retry)?;
+                    self.store
+                        .set_stage(run.as_str(), "deployment", "succeeded", &detail)
+                        .await
+                        .map_err(retry)?;
+                    self.store
+                        .set_run_state(run.as_str(), "deployed", None)
+                        .await
+                        .map_err(retry)?;
                 }
             }
             // Published by the registry itself or of no concern to it.
@@ -164,14 +238,23 @@ impl Registry {
         Ok(())
     }
 
-    async fn on_model_trained(&self, ctx: &Context, e: &Envelope<ModelTrained>) -> Result<(), HandlerError> {
+    async fn on_model_trained(
+        &self,
+        ctx: &Context,
+        e: &Envelope<ModelTrained>,
+    ) -> Result<(), HandlerError> {
         let m = &e.data;
         let version = self
             .store
             .model_version(m.model.as_str(), m.version)
             .await
             .map_err(retry)?
-            .ok_or_else(|| HandlerError::Reject(format!("model.trained names {} v{}, which is not registered", m.model, m.version)))?;
+            .ok_or_else(|| {
+                HandlerError::Reject(format!(
+                    "model.trained names {} v{}, which is not registered",
+                    m.model, m.version
+                ))
+            })?;
         if version.model_sha256 != m.model_sha256.to_hex() {
             return Err(HandlerError::Reject(format!(
                 "model.trained says {} v{} is {}, the registry has {}",
@@ -180,77 +263,143 @@ impl Registry {
         }
         let run = e.pipelinerun.as_ref().map(|r| r.as_str().to_string());
         if let Some(run) = &run {
-            let detail = format!("{} v{} ({}), roc_auc {:.4}", m.model, m.version, m.algorithm, m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN));
-            self.store.set_run_model(run, m.model.as_str(), m.version).await.map_err(retry)?;
-            self.store.set_stage(run, "training", "succeeded", &detail).await.map_err(retry)?;
-            self.store.set_run_state(run, "trained", None).await.map_err(retry)?;
+            let detail = format!(
+                "{} v{} ({}), roc_auc {:.4}",
+                m.model,
+                m.version,
+                m.algorithm,
+                m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN)
+            );
+            self.store
+                .set_run_model(run, m.model.as_str(), m.version)
+                .await
+                .map_err(retry)?;
+            self.store
+                .set_stage(run, "training", "succeeded", &detail)
+                .await
+                .map_err(retry)?;
+            self.store
+                .set_run_state(run, "trained", None)
+                .await
+                .map_err(retry)?;
         }
         // Gates come from the spec the version was trained under.
-        let spec_version = self.get_spec("", &version.lineage.spec_digest).await.map_err(retry)?;
+        let spec_version = self
+            .get_spec("", &version.lineage.spec_digest)
+            .await
+            .map_err(retry)?;
         let spec = DatasetSpec::parse(&spec_version.toml, "registered spec")
             .map_err(|err| HandlerError::Reject(err.to_string()))?
             .spec;
         let checks = if version.status == "pending" {
             let checks = evaluate_gates(&spec.gates, &version.metrics);
-            let status = if checks.iter().all(|c| c.passed) { "candidate" } else { "rejected" };
-            self.store.set_gate_decision(m.model.as_str(), m.version, status, &checks).await.map_err(retry)?;
+            let status = if checks.iter().all(|c| c.passed) {
+                "candidate"
+            } else {
+                "rejected"
+            };
+            self.store
+                .set_gate_decision(m.model.as_str(), m.version, status, &checks)
+                .await
+                .map_err(retry)?;
             checks
         } else {
             version.gate_checks.clone()
         };
         // Re-read: a redelivery keeps the first decision.
-        let decided = self.model_version(m.model.as_str(), m.version).await.map_err(retry)?;
+        let decided = self
+            .model_version(m.model.as_str(), m.version)
+            .await
+            .map_err(retry)?;
         let event_checks: Vec<modelbus_core::events::GateCheck> = checks
             .iter()
-            .map(|c| modelbus_core::events::GateCheck { gate: c.gate.clone(), passed: c.passed, detail: c.detail.clone() })
+            .map(|c| modelbus_core::events::GateCheck {
+                gate: c.gate.clone(),
+                passed: c.passed,
+                detail: c.detail.clone(),
+            })
             .collect();
         let key = format!("{}/{}", m.model, m.version);
         if decided.status == "rejected" {
-            let reasons: Vec<String> = checks.iter().filter(|c| !c.passed).map(|c| format!("gate {} failed: {}", c.gate, c.detail)).collect();
+            let reasons: Vec<String> = checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| format!("gate {} failed: {}", c.gate, c.detail))
+                .collect();
             if let Some(run) = &run {
-                self.store.set_stage(run, "gates", "failed", &reasons.join("; ")).await.map_err(retry)?;
-                self.store.set_run_state(run, "rejected", Some(&reasons)).await.map_err(retry)?;
+                self.store
+                    .set_stage(run, "gates", "failed", &reasons.join("; "))
+                    .await
+                    .map_err(retry)?;
+                self.store
+                    .set_run_state(run, "rejected", Some(&reasons))
+                    .await
+                    .map_err(retry)?;
             }
-            let out = Envelope::new(SOURCE, &key, ModelRejected {
-                model: m.model.clone(),
-                version: m.version,
-                model_sha256: m.model_sha256,
-                checks: event_checks,
-                reasons,
-            })
+            let out = Envelope::new(
+                SOURCE,
+                &key,
+                ModelRejected {
+                    model: m.model.clone(),
+                    version: m.version,
+                    model_sha256: m.model_sha256,
+                    checks: event_checks,
+                    reasons,
+                },
+            )
             .with_subject(m.model.as_str())
             .caused_by(e);
             ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
             return Ok(());
         }
         if let Some(run) = &run {
-            let detail = if checks.is_empty() { "no gates configured".to_string() } else { format!("{} gate(s) passed", checks.len()) };
-            self.store.set_stage(run, "gates", "succeeded", &detail).await.map_err(retry)?;
-            self.store.set_run_state(run, "candidate", None).await.map_err(retry)?;
+            let detail = if checks.is_empty() {
+                "no gates configured".to_string()
+            } else {
+                format!("{} gate(s) passed", checks.len())
+            };
+            self.store
+                .set_stage(run, "gates", "succeeded", &detail)
+                .await
+                .map_err(retry)?;
+            self.store
+                .set_run_state(run, "candidate", None)
+                .await
+                .map_err(retry)?;
         }
-        let candidate = Envelope::new(SOURCE, &key, ModelCandidate {
-            model: m.model.clone(),
-            version: m.version,
-            model_sha256: m.model_sha256,
-            checks: event_checks,
-        })
+        let candidate = Envelope::new(
+            SOURCE,
+            &key,
+            ModelCandidate {
+                model: m.model.clone(),
+                version: m.version,
+                model_sha256: m.model_sha256,
+                checks: event_checks,
+            },
+        )
         .with_subject(m.model.as_str())
         .caused_by(e);
-        ctx.bus.publish(&candidate).await.map_err(HandlerError::retry)?;
+        ctx.bus
+            .publish(&candidate)
+            .await
+            .map_err(HandlerError::retry)?;
 
         // Staging promotion, signed by the automation key. The envelope is stored
         // first so a redelivery republishes the very same approval.
         let now = time::OffsetDateTime::now_utc();
-        let statement = Statement::approval(&m.model_sha256, ApprovalPredicate {
-            model: m.model.clone(),
-            version: m.version,
-            environment: Environment::Staging,
-            approver: AUTOMATION_APPROVER.to_string(),
-            issued_at: now,
-            expires_at: now + AUTOMATION_APPROVAL_TTL,
-            nonce: new_nonce(),
-            comment: "gates passed".into(),
-        });
+        let statement = Statement::approval(
+            &m.model_sha256,
+            ApprovalPredicate {
+                model: m.model.clone(),
+                version: m.version,
+                environment: Environment::Staging,
+                approver: AUTOMATION_APPROVER.to_string(),
+                issued_at: now,
+                expires_at: now + AUTOMATION_APPROVAL_TTL,
+                nonce: new_nonce(),
+                comment: "gates passed".into(),
+            },
+        );
         let fresh = self.automation.sign_statement(&statement);
         let stored = self
             .store
@@ -266,34 +415,65 @@ impl Registry {
             .map_err(retry)?;
         let envelope: DsseEnvelope = serde_json::from_str(&stored).map_err(HandlerError::reject)?;
         if let Some(run) = &run {
-            self.store.set_stage(run, "deployment", "running", "approved for staging by registry automation").await.map_err(retry)?;
-            self.store.set_run_state(run, "deploying", None).await.map_err(retry)?;
+            self.store
+                .set_stage(
+                    run,
+                    "deployment",
+                    "running",
+                    "approved for staging by registry automation",
+                )
+                .await
+                .map_err(retry)?;
+            self.store
+                .set_run_state(run, "deploying", None)
+                .await
+                .map_err(retry)?;
         }
-        let approval = Envelope::new(SOURCE, &format!("{key}/staging"), ApprovalGranted {
-            model: m.model.clone(),
-            version: m.version,
-            model_sha256: m.model_sha256,
-            environment: Environment::Staging,
-            approvals: vec![envelope],
-        })
+        let approval = Envelope::new(
+            SOURCE,
+            &format!("{key}/staging"),
+            ApprovalGranted {
+                model: m.model.clone(),
+                version: m.version,
+                model_sha256: m.model_sha256,
+                environment: Environment::Staging,
+                approvals: vec![envelope],
+            },
+        )
         .with_subject(m.model.as_str())
         .caused_by(e);
-        ctx.bus.publish(&approval).await.map_err(HandlerError::retry)?;
+        ctx.bus
+            .publish(&approval)
+            .await
+            .map_err(HandlerError::retry)?;
         Ok(())
     }
 
     /// Marks the run of a dead letter failed.
     pub async fn on_dead_letter(&self, letter: DeadLetter) {
-        let Some(run) = letter.pipelinerun else { return };
-        let reason = format!("{} gave up on {}: {}", letter.consumer, letter.subject, letter.error);
-        if let Err(e) = self.store.set_run_state(run.as_str(), "failed", Some(&[reason])).await {
+        let Some(run) = letter.pipelinerun else {
+            return;
+        };
+        let reason = format!(
+            "{} gave up on {}: {}",
+            letter.consumer, letter.subject, letter.error
+        );
+        if let Err(e) = self
+            .store
+            .set_run_state(run.as_str(), "failed", Some(&[reason]))
+            .await
+        {
             tracing::error!(error = %e, pipelinerun = %run, "cannot mark run failed");
         }
     }
 }
 
 /// Runs the registry's consumers until shutdown.
-pub async fn run_consumers(registry: Registry, ctx: Context, on_ready: impl FnOnce()) -> Result<(), RegistryError> {
+pub async fn run_consumers(
+    registry: Registry,
+    ctx: Context,
+    on_ready: impl FnOnce(),
+) -> Result<(), RegistryError> {
     let dlq = {
         let registry = registry.clone();
         let bus = ctx.bus.clone();
@@ -312,11 +492,17 @@ pub async fn run_consumers(registry: Registry, ctx: Context, on_ready: impl FnOn
     };
     let result = ctx
         .bus
-        .consume(CONSUMER, &["modelbus.>"], ctx.shutdown.clone(), on_ready, |d| {
-            let registry = registry.clone();
-            let ctx = ctx.clone();
-            async move { registry.handle(&ctx, &d).await }
-        })
+        .consume(
+            CONSUMER,
+            &["modelbus.>"],
+            ctx.shutdown.clone(),
+            on_ready,
+            |d| {
+                let registry = registry.clone();
+                let ctx = ctx.clone();
+                async move { registry.handle(&ctx, &d).await }
+            },
+        )
         .await
         .map_err(|e| RegistryError::Internal(e.to_string()));
     dlq.abort();
@@ -329,7 +515,11 @@ mod tests {
 
     #[test]
     fn gates_compare_metrics_to_bounds() {
-        let gates = GatesSpec { min_roc_auc: Some(0.8), max_log_loss: Some(0.5), ..Default::default() };
+        let gates = GatesSpec {
+            min_roc_auc: Some(0.8),
+            max_log_loss: Some(0.5),
+            ..Default::default()
+        };
         let mut m = BTreeMap::new();
         m.insert("roc_auc".to_string(), 0.85);
         m.insert("log_loss".to_string(), 0.6);

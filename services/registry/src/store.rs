@@ -10,14 +10,18 @@ use sqlx::{AnyPool, Row};
 
 use crate::error::RegistryError;
 use crate::types::{
-    DatasetInfo, GateCheck, Lineage, ModelVersion, NamedArtifact, NewModelVersion, PipelineRun, RegisteredModel,
-    Run, SpecVersion, Stage,
+    DatasetInfo, GateCheck, Lineage, ModelVersion, NamedArtifact, NewModelVersion, PipelineRun,
+    RegisteredModel, Run, SpecVersion, Stage,
 };
 
 /// Current time, RFC 3339 UTC with microseconds: sorts as text.
 pub fn now() -> String {
-    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    time::OffsetDateTime::now_utc().format(&f).unwrap_or_default()
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .unwrap_or_default()
 }
 
 /// Which database is behind the pool.
@@ -52,30 +56,43 @@ impl Store {
     /// Connects and applies migrations. `url` is `sqlite://...` or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Self, RegistryError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
         if backend == Backend::Sqlite
-            && let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(path) = url
+                .strip_prefix("sqlite://")
+                .map(|p| p.split('?').next().unwrap_or(p))
             && let Some(parent) = std::path::Path::new(path).parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| RegistryError::Internal(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                RegistryError::Internal(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
-        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 8 });
+        let mut opts =
+            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 8 });
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
         }
-        let pool = opts
-            .connect(url)
-            .await
-            .map_err(|e| RegistryError::Internal(format!("cannot open the registry database: {e}")))?;
+        let pool = opts.connect(url).await.map_err(|e| {
+            RegistryError::Internal(format!("cannot open the registry database: {e}"))
+        })?;
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("migrations/postgres"),
@@ -124,11 +141,13 @@ impl Store {
                 .bind(&ts)
                 .execute(&mut *tx)
                 .await?;
-            let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM spec_versions WHERE dataset = $1")
-                .bind(dataset)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("v")?;
+            let next: i64 = sqlx::query(
+                "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM spec_versions WHERE dataset = $1",
+            )
+            .bind(dataset)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
             let inserted = sqlx::query(
                 "INSERT INTO spec_versions (digest, dataset, version, toml, spec_json, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -143,14 +162,19 @@ impl Store {
             .await?;
             tx.commit().await?;
             if inserted.rows_affected() == 1 {
-                let v = self.spec_by_digest(digest).await?.ok_or_else(|| RegistryError::Internal("spec vanished".into()))?;
+                let v = self
+                    .spec_by_digest(digest)
+                    .await?
+                    .ok_or_else(|| RegistryError::Internal("spec vanished".into()))?;
                 return Ok((v, true));
             }
             if let Some(v) = self.spec_by_digest(digest).await? {
                 return Ok((v, false));
             }
         }
-        Err(RegistryError::Internal("could not allocate a spec version number".into()))
+        Err(RegistryError::Internal(
+            "could not allocate a spec version number".into(),
+        ))
     }
 
     fn spec_row(r: &AnyRow) -> Result<SpecVersion, RegistryError> {
@@ -175,19 +199,22 @@ impl Store {
 
     /// The latest spec version of a dataset.
     pub async fn latest_spec(&self, dataset: &str) -> Result<Option<SpecVersion>, RegistryError> {
-        let row = sqlx::query("SELECT * FROM spec_versions WHERE dataset = $1 ORDER BY version DESC LIMIT 1")
-            .bind(dataset)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT * FROM spec_versions WHERE dataset = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(dataset)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(Self::spec_row).transpose()
     }
 
     /// Every spec version of a dataset, newest first.
     pub async fn spec_versions(&self, dataset: &str) -> Result<Vec<SpecVersion>, RegistryError> {
-        let rows = sqlx::query("SELECT * FROM spec_versions WHERE dataset = $1 ORDER BY version DESC")
-            .bind(dataset)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM spec_versions WHERE dataset = $1 ORDER BY version DESC")
+                .bind(dataset)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(Self::spec_row).collect()
     }
 
@@ -240,10 +267,9 @@ impl Store {
         .bind(&ts)
         .execute(&self.pool)
         .await?;
-        let run = self
-            .pipeline_run(id)
-            .await?
-            .ok_or_else(|| RegistryError::Internal(format!("pipeline run {id} missing after insert")))?;
+        let run = self.pipeline_run(id).await?.ok_or_else(|| {
+            RegistryError::Internal(format!("pipeline run {id} missing after insert"))
+        })?;
         Ok((run, inserted.rows_affected() == 1))
     }
 
@@ -277,10 +303,12 @@ impl Store {
             return Ok(None);
         };
         let mut run = Self::run_row(&row)?;
-        let stages = sqlx::query("SELECT * FROM pipeline_stages WHERE run_id = $1 ORDER BY position, started_at")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let stages = sqlx::query(
+            "SELECT * FROM pipeline_stages WHERE run_id = $1 ORDER BY position, started_at",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         for s in stages {
             run.stages.push(Stage {
                 name: s.try_get("stage")?,
@@ -294,16 +322,20 @@ impl Store {
     }
 
     /// Pipeline runs, newest first.
-    pub async fn list_pipeline_runs(&self, dataset: Option<&str>, limit: u32) -> Result<Vec<PipelineRun>, RegistryError> {
+    pub async fn list_pipeline_runs(
+        &self,
+        dataset: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PipelineRun>, RegistryError> {
         let limit = i64::from(limit.clamp(1, 1000));
         let rows = match dataset {
-            Some(d) => {
-                sqlx::query("SELECT * FROM pipeline_runs WHERE dataset = $1 ORDER BY created_at DESC LIMIT $2")
-                    .bind(d)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            Some(d) => sqlx::query(
+                "SELECT * FROM pipeline_runs WHERE dataset = $1 ORDER BY created_at DESC LIMIT $2",
+            )
+            .bind(d)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
             None => {
                 sqlx::query("SELECT * FROM pipeline_runs ORDER BY created_at DESC LIMIT $1")
                     .bind(limit)
@@ -316,7 +348,13 @@ impl Store {
 
     /// Records a stage transition: creates the stage on first sight, sets its status,
     /// and its end time when the status is final.
-    pub async fn set_stage(&self, run: &str, stage: &str, status: &str, detail: &str) -> Result<(), RegistryError> {
+    pub async fn set_stage(
+        &self,
+        run: &str,
+        stage: &str,
+        status: &str,
+        detail: &str,
+    ) -> Result<(), RegistryError> {
         let position = match stage {
             "validation" => 1,
             "features" => 2,
@@ -326,7 +364,11 @@ impl Store {
             _ => 9,
         };
         let ts = now();
-        let finished = if status == "running" { String::new() } else { ts.clone() };
+        let finished = if status == "running" {
+            String::new()
+        } else {
+            ts.clone()
+        };
         sqlx::query(
             "INSERT INTO pipeline_stages (run_id, stage, position, status, started_at, finished_at, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -346,33 +388,47 @@ impl Store {
     }
 
     /// Moves a run to `state`, unless it already ended. Returns whether it moved.
-    pub async fn set_run_state(&self, run: &str, state: &str, reasons: Option<&[String]>) -> Result<bool, RegistryError> {
+    pub async fn set_run_state(
+        &self,
+        run: &str,
+        state: &str,
+        reasons: Option<&[String]>,
+    ) -> Result<bool, RegistryError> {
         let r = match reasons {
-            Some(reasons) => sqlx::query(
-                "UPDATE pipeline_runs SET state = $1, reasons = $2, updated_at = $3 \
+            Some(reasons) => {
+                sqlx::query(
+                    "UPDATE pipeline_runs SET state = $1, reasons = $2, updated_at = $3 \
                  WHERE id = $4 AND state NOT IN ('deployed', 'rejected', 'failed')",
-            )
-            .bind(state)
-            .bind(json(&reasons))
-            .bind(now())
-            .bind(run)
-            .execute(&self.pool)
-            .await?,
-            None => sqlx::query(
-                "UPDATE pipeline_runs SET state = $1, updated_at = $2 \
+                )
+                .bind(state)
+                .bind(json(&reasons))
+                .bind(now())
+                .bind(run)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE pipeline_runs SET state = $1, updated_at = $2 \
                  WHERE id = $3 AND state NOT IN ('deployed', 'rejected', 'failed')",
-            )
-            .bind(state)
-            .bind(now())
-            .bind(run)
-            .execute(&self.pool)
-            .await?,
+                )
+                .bind(state)
+                .bind(now())
+                .bind(run)
+                .execute(&self.pool)
+                .await?
+            }
         };
         Ok(r.rows_affected() > 0)
     }
 
     /// Records the validation outcome's report and row count.
-    pub async fn set_run_report(&self, run: &str, report: &str, rows: u64) -> Result<(), RegistryError> {
+    pub async fn set_run_report(
+        &self,
+        run: &str,
+        report: &str,
+        rows: u64,
+    ) -> Result<(), RegistryError> {
         sqlx::query("UPDATE pipeline_runs SET report_sha256 = $1, rows_count = $2, updated_at = $3 WHERE id = $4")
             .bind(report)
             .bind(rows as i64)
@@ -384,7 +440,12 @@ impl Store {
     }
 
     /// Links the version trained from a run.
-    pub async fn set_run_model(&self, run: &str, model: &str, version: u32) -> Result<(), RegistryError> {
+    pub async fn set_run_model(
+        &self,
+        run: &str,
+        model: &str,
+        version: u32,
+    ) -> Result<(), RegistryError> {
         sqlx::query("UPDATE pipeline_runs SET model = $1, model_version = $2, updated_at = $3 WHERE id = $4")
             .bind(model)
             .bind(i64::from(version))
@@ -399,7 +460,10 @@ impl Store {
 
     /// Records the training run and registers the version; the same model digest
     /// returns the existing version.
-    pub async fn register_model_version(&self, v: &NewModelVersion) -> Result<(ModelVersion, bool), RegistryError> {
+    pub async fn register_model_version(
+        &self,
+        v: &NewModelVersion,
+    ) -> Result<(ModelVersion, bool), RegistryError> {
         if let Some(existing) = self.version_by_digest(&v.model, &v.model_sha256).await? {
             return Ok((existing, false));
         }
@@ -425,11 +489,13 @@ impl Store {
             .bind(&ts)
             .execute(&mut *tx)
             .await?;
-            let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM model_versions WHERE model = $1")
-                .bind(&v.model)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("v")?;
+            let next: i64 = sqlx::query(
+                "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM model_versions WHERE model = $1",
+            )
+            .bind(&v.model)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
             let inserted = sqlx::query(
                 "INSERT INTO model_versions (model, version, model_sha256, status, algorithm, metrics, lineage, run_id, author, created_at, updated_at) \
                  VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $9) ON CONFLICT DO NOTHING",
@@ -458,20 +524,24 @@ impl Store {
                 return Ok((existing, false));
             }
         }
-        Err(RegistryError::Internal("could not allocate a version number".into()))
+        Err(RegistryError::Internal(
+            "could not allocate a version number".into(),
+        ))
     }
 
     async fn version_from_row(&self, r: &AnyRow) -> Result<ModelVersion, RegistryError> {
         let model: String = r.try_get("model")?;
         let version = u32_of(r.try_get("version")?);
-        let aliases = sqlx::query("SELECT alias FROM aliases WHERE model = $1 AND version = $2 ORDER BY alias")
-            .bind(&model)
-            .bind(i64::from(version))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|a| a.try_get::<String, _>("alias"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let aliases = sqlx::query(
+            "SELECT alias FROM aliases WHERE model = $1 AND version = $2 ORDER BY alias",
+        )
+        .bind(&model)
+        .bind(i64::from(version))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|a| a.try_get::<String, _>("alias"))
+        .collect::<Result<Vec<_>, _>>()?;
         Ok(ModelVersion {
             model,
             version,
@@ -488,12 +558,17 @@ impl Store {
         })
     }
 
-    async fn version_by_digest(&self, model: &str, digest: &str) -> Result<Option<ModelVersion>, RegistryError> {
-        let row = sqlx::query("SELECT * FROM model_versions WHERE model = $1 AND model_sha256 = $2")
-            .bind(model)
-            .bind(digest)
-            .fetch_optional(&self.pool)
-            .await?;
+    async fn version_by_digest(
+        &self,
+        model: &str,
+        digest: &str,
+    ) -> Result<Option<ModelVersion>, RegistryError> {
+        let row =
+            sqlx::query("SELECT * FROM model_versions WHERE model = $1 AND model_sha256 = $2")
+                .bind(model)
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?;
         match row {
             Some(r) => Ok(Some(self.version_from_row(&r).await?)),
             None => Ok(None),
@@ -501,7 +576,11 @@ impl Store {
     }
 
     /// One version.
-    pub async fn model_version(&self, model: &str, version: u32) -> Result<Option<ModelVersion>, RegistryError> {
+    pub async fn model_version(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<Option<ModelVersion>, RegistryError> {
         let row = sqlx::query("SELECT * FROM model_versions WHERE model = $1 AND version = $2")
             .bind(model)
             .bind(i64::from(version))
@@ -522,10 +601,11 @@ impl Store {
         else {
             return Ok(None);
         };
-        let rows = sqlx::query("SELECT * FROM model_versions WHERE model = $1 ORDER BY version DESC")
-            .bind(name)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM model_versions WHERE model = $1 ORDER BY version DESC")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
         let mut versions = Vec::new();
         for r in &rows {
             versions.push(self.version_from_row(r).await?);
@@ -536,7 +616,10 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
         {
-            aliases.insert(a.try_get::<String, _>("alias")?, u32_of(a.try_get("version")?));
+            aliases.insert(
+                a.try_get::<String, _>("alias")?,
+                u32_of(a.try_get("version")?),
+            );
         }
         Ok(Some(RegisteredModel {
             name: m.try_get("name")?,
@@ -582,7 +665,13 @@ impl Store {
     }
 
     /// Records a gate decision; a version already decided keeps its first decision.
-    pub async fn set_gate_decision(&self, model: &str, version: u32, status: &str, checks: &[GateCheck]) -> Result<(), RegistryError> {
+    pub async fn set_gate_decision(
+        &self,
+        model: &str,
+        version: u32,
+        status: &str,
+        checks: &[GateCheck],
+    ) -> Result<(), RegistryError> {
         sqlx::query(
             "UPDATE model_versions SET status = $1, gate_checks = $2, updated_at = $3 \
              WHERE model = $4 AND version = $5 AND status = 'pending'",
@@ -598,7 +687,12 @@ impl Store {
     }
 
     /// Points an alias at a version.
-    pub async fn set_alias(&self, model: &str, alias: &str, version: u32) -> Result<(), RegistryError> {
+    pub async fn set_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        version: u32,
+    ) -> Result<(), RegistryError> {
         sqlx::query(
             "INSERT INTO aliases (model, alias, version, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
@@ -675,7 +769,10 @@ impl Store {
     }
 
     /// The deployment timeline of a model, oldest first.
-    pub async fn deployment_events(&self, model: &str) -> Result<Vec<serde_json::Value>, RegistryError> {
+    pub async fn deployment_events(
+        &self,
+        model: &str,
+    ) -> Result<Vec<serde_json::Value>, RegistryError> {
         let rows = sqlx::query("SELECT * FROM deployment_events WHERE model = $1 ORDER BY at")
             .bind(model)
             .fetch_all(&self.pool)

@@ -96,7 +96,10 @@ impl EnvState {
 
     /// Names of the served models.
     pub fn names(&self) -> Vec<String> {
-        self.models.read().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.models
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -107,7 +110,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn not_served(env: &EnvState, name: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        format!("model {name:?} is not deployed in {} (served here: {:?})", env.environment, env.names()),
+        format!(
+            "model {name:?} is not deployed in {} (served here: {:?})",
+            env.environment,
+            env.names()
+        ),
     )
 }
 
@@ -116,15 +123,14 @@ struct PredictRequest {
     instances: Vec<Value>,
 }
 
-fn records(instances: Vec<Value>) -> Result<Vec<Map<String, Value>>, Response> {
+fn records(instances: Vec<Value>) -> Result<Vec<Map<String, Value>>, String> {
     instances
         .into_iter()
         .enumerate()
         .map(|(i, v)| match v {
             Value::Object(m) => Ok(m),
-            other => Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("instances[{i}]: expected an object of column values, got {other}"),
+            other => Err(format!(
+                "instances[{i}]: expected an object of column values, got {other}"
             )),
         })
         .collect()
@@ -137,7 +143,8 @@ fn observe(env: &EnvState, model: &str, status: &str, started: Instant, rows: us
         ("status", status.to_string()),
     ];
     metrics::counter!("modelbus_serving_requests_total", &labels).increment(1);
-    metrics::histogram!("modelbus_serving_request_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("modelbus_serving_request_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     if status == "ok" {
         metrics::counter!("modelbus_serving_predictions_total", "environment" => env.environment.as_str(), "model" => model.to_string())
             .increment(rows as u64);
@@ -145,24 +152,38 @@ fn observe(env: &EnvState, model: &str, status: &str, started: Instant, rows: us
 }
 
 /// `POST /v1/models/{name}:predict`.
-async fn predict_v1(State(env): State<Arc<EnvState>>, Path(target): Path<String>, body: axum::body::Bytes) -> Response {
+async fn predict_v1(
+    State(env): State<Arc<EnvState>>,
+    Path(target): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let started = Instant::now();
     let Some(name) = target.strip_suffix(":predict") else {
-        return error(StatusCode::NOT_FOUND, format!("unknown action in {target:?}: use /v1/models/{{name}}:predict"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown action in {target:?}: use /v1/models/{{name}}:predict"),
+        );
     };
-    let Some(served) = env.get(name) else { return not_served(&env, name) };
+    let Some(served) = env.get(name) else {
+        return not_served(&env, name);
+    };
     let req: PredictRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             observe(&env, name, "bad_request", started, 0);
-            return error(StatusCode::BAD_REQUEST, format!("invalid request body: {e} (expected {{\"instances\": [{{column: value}}]}})"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid request body: {e} (expected {{\"instances\": [{{column: value}}]}})"
+                ),
+            );
         }
     };
     let recs = match records(req.instances) {
         Ok(r) => r,
-        Err(resp) => {
+        Err(message) => {
             observe(&env, name, "bad_request", started, 0);
-            return resp;
+            return error(StatusCode::BAD_REQUEST, message);
         }
     };
     match served.predictor.predict_records(&recs) {
@@ -185,7 +206,9 @@ async fn predict_v1(State(env): State<Arc<EnvState>>, Path(target): Path<String>
 
 /// `GET /v1/models/{name}`: what is served.
 async fn model_v1(State(env): State<Arc<EnvState>>, Path(name): Path<String>) -> Response {
-    let Some(s) = env.get(&name) else { return not_served(&env, &name) };
+    let Some(s) = env.get(&name) else {
+        return not_served(&env, &name);
+    };
     Json(serde_json::json!({
         "model": s.model,
         "environment": env.environment,
@@ -219,7 +242,9 @@ fn oip_datatype(ty: modelbus_ml::spec::ColumnType) -> &'static str {
 
 /// `GET /v2/models/{name}`: OIP model metadata.
 async fn v2_metadata(State(env): State<Arc<EnvState>>, Path(name): Path<String>) -> Response {
-    let Some(s) = env.get(&name) else { return not_served(&env, &name) };
+    let Some(s) = env.get(&name) else {
+        return not_served(&env, &name);
+    };
     let inputs: Vec<Value> = s
         .predictor
         .artifact()
@@ -244,7 +269,10 @@ async fn v2_metadata(State(env): State<Arc<EnvState>>, Path(name): Path<String>)
 
 async fn v2_model_ready(State(env): State<Arc<EnvState>>, Path(name): Path<String>) -> Response {
     match env.get(&name) {
-        Some(s) => Json(serde_json::json!({ "name": name, "ready": true, "version": s.version.to_string() })).into_response(),
+        Some(s) => Json(
+            serde_json::json!({ "name": name, "ready": true, "version": s.version.to_string() }),
+        )
+        .into_response(),
         None => not_served(&env, &name),
     }
 }
@@ -272,22 +300,42 @@ fn tensors_to_records(inputs: Vec<InferTensor>) -> Result<Vec<Map<String, Value>
     for t in inputs {
         let rows = match t.shape.as_slice() {
             [r] | [r, 1] if *r >= 0 => *r as usize,
-            other => return Err(format!("input {:?}: shape {other:?} is not [N] or [N, 1]", t.name)),
+            other => {
+                return Err(format!(
+                    "input {:?}: shape {other:?} is not [N] or [N, 1]",
+                    t.name
+                ));
+            }
         };
         let data: Vec<Value> = match t.data {
-            Value::Array(a) => a.into_iter().flat_map(|v| match v {
-                Value::Array(inner) => inner,
-                other => vec![other],
-            }).collect(),
-            other => return Err(format!("input {:?}: data must be an array, got {other}", t.name)),
+            Value::Array(a) => a
+                .into_iter()
+                .flat_map(|v| match v {
+                    Value::Array(inner) => inner,
+                    other => vec![other],
+                })
+                .collect(),
+            other => {
+                return Err(format!(
+                    "input {:?}: data must be an array, got {other}",
+                    t.name
+                ));
+            }
         };
         if data.len() != rows {
-            return Err(format!("input {:?}: shape says {rows} rows, data has {}", t.name, data.len()));
+            return Err(format!(
+                "input {:?}: shape says {rows} rows, data has {}",
+                t.name,
+                data.len()
+            ));
         }
         if let Some(prev) = n
             && prev != rows
         {
-            return Err(format!("input {:?} has {rows} rows, other inputs have {prev}", t.name));
+            return Err(format!(
+                "input {:?} has {rows} rows, other inputs have {prev}",
+                t.name
+            ));
         }
         n = Some(rows);
         let _ = t.datatype;
@@ -304,14 +352,23 @@ fn tensors_to_records(inputs: Vec<InferTensor>) -> Result<Vec<Map<String, Value>
 }
 
 /// `POST /v2/models/{name}/infer`.
-async fn v2_infer(State(env): State<Arc<EnvState>>, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+async fn v2_infer(
+    State(env): State<Arc<EnvState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let started = Instant::now();
-    let Some(served) = env.get(&name) else { return not_served(&env, &name) };
+    let Some(served) = env.get(&name) else {
+        return not_served(&env, &name);
+    };
     let req: InferRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             observe(&env, &name, "bad_request", started, 0);
-            return error(StatusCode::BAD_REQUEST, format!("invalid inference request: {e}"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid inference request: {e}"),
+            );
         }
     };
     let id = req.id.clone();
@@ -369,7 +426,9 @@ async fn load(ctx: &Context, desired: &DesiredState) -> Result<Served, String> {
         .await
         .map_err(|e| format!("model artifact: {e}"))?;
     let predictor = tokio::task::spawn_blocking(move || {
-        ModelArtifact::from_bytes(&bytes).and_then(Predictor::new).map_err(|e| e.to_string())
+        ModelArtifact::from_bytes(&bytes)
+            .and_then(Predictor::new)
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -392,15 +451,29 @@ async fn load(ctx: &Context, desired: &DesiredState) -> Result<Served, String> {
 }
 
 /// Follows the desired state of one environment until shutdown.
-async fn watch(ctx: Context, env: Arc<EnvState>, replica: String, component: String) -> Result<(), ServingError> {
-    let kv = ctx.bus.kv(DEPLOYMENTS_BUCKET, 64).await.map_err(|e| ServingError::Fatal(e.to_string()))?;
+async fn watch(
+    ctx: Context,
+    env: Arc<EnvState>,
+    replica: String,
+    component: String,
+) -> Result<(), ServingError> {
+    let kv = ctx
+        .bus
+        .kv(DEPLOYMENTS_BUCKET, 64)
+        .await
+        .map_err(|e| ServingError::Fatal(e.to_string()))?;
     let prefix = format!("{}.", env.environment.as_str());
     let mut watcher = kv
         .watch_with_history(format!("{prefix}>"))
         .await
         .map_err(|e| ServingError::Fatal(format!("watch deployments: {e}")))?;
     let initial = match kv.keys().await {
-        Ok(keys) => keys.filter_map(|k| async move { k.ok() }).filter(|k| futures::future::ready(k.starts_with(&prefix))).count().await,
+        Ok(keys) => {
+            keys.filter_map(|k| async move { k.ok() })
+                .filter(|k| futures::future::ready(k.starts_with(&prefix)))
+                .count()
+                .await
+        }
         Err(_) => 0,
     };
     let mut seen = 0usize;
@@ -422,13 +495,20 @@ async fn watch(ctx: Context, env: Arc<EnvState>, replica: String, component: Str
                 continue;
             }
         };
-        let name = entry.key.strip_prefix(&prefix).unwrap_or(&entry.key).to_string();
+        let name = entry
+            .key
+            .strip_prefix(&prefix)
+            .unwrap_or(&entry.key)
+            .to_string();
         match entry.operation {
             async_nats::jetstream::kv::Operation::Put => {
                 match serde_json::from_slice::<DesiredState>(&entry.value) {
                     Ok(desired) if desired.environment == env.environment => {
                         let current = env.get(desired.model.as_str());
-                        let same = current.as_ref().is_some_and(|c| c.model_sha256 == desired.model_sha256.to_hex() && c.version == desired.version);
+                        let same = current.as_ref().is_some_and(|c| {
+                            c.model_sha256 == desired.model_sha256.to_hex()
+                                && c.version == desired.version
+                        });
                         if !same {
                             match load(&ctx, &desired).await {
                                 Ok(served) => {
@@ -446,24 +526,36 @@ async fn watch(ctx: Context, env: Arc<EnvState>, replica: String, component: Str
                                 }
                             }
                         }
-                        let loaded = Envelope::new(SOURCE, &format!("{}/{}/{}/{replica}", entry.key, desired.version, desired.model_sha256), ServingModelLoaded {
-                            environment: env.environment,
-                            model: desired.model.clone(),
-                            version: desired.version,
-                            model_sha256: desired.model_sha256,
-                            replica: replica.clone(),
-                        })
+                        let loaded = Envelope::new(
+                            SOURCE,
+                            &format!(
+                                "{}/{}/{}/{replica}",
+                                entry.key, desired.version, desired.model_sha256
+                            ),
+                            ServingModelLoaded {
+                                environment: env.environment,
+                                model: desired.model.clone(),
+                                version: desired.version,
+                                model_sha256: desired.model_sha256,
+                                replica: replica.clone(),
+                            },
+                        )
                         .with_subject(desired.model.as_str())
                         .with_pipeline_run(desired.pipelinerun.clone());
                         if let Err(e) = ctx.bus.publish(&loaded).await {
                             tracing::warn!(error = %e, "cannot report the loaded model");
                         }
                     }
-                    Ok(_) => tracing::warn!(key = %entry.key, "desired state for another environment under this prefix; ignored"),
-                    Err(e) => tracing::error!(key = %entry.key, error = %e, "invalid desired state; ignored"),
+                    Ok(_) => {
+                        tracing::warn!(key = %entry.key, "desired state for another environment under this prefix; ignored")
+                    }
+                    Err(e) => {
+                        tracing::error!(key = %entry.key, error = %e, "invalid desired state; ignored")
+                    }
                 }
             }
-            async_nats::jetstream::kv::Operation::Delete | async_nats::jetstream::kv::Operation::Purge => {
+            async_nats::jetstream::kv::Operation::Delete
+            | async_nats::jetstream::kv::Operation::Purge => {
                 tracing::info!(env = %env.environment, model = %name, "model undeployed");
                 env.remove(&name);
             }
@@ -485,21 +577,35 @@ pub struct Listeners {
 
 /// Runs both endpoints until `ctx.shutdown`.
 pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError> {
-    let replica = ctx.config.serving.replica_id.clone().unwrap_or_else(|| format!("serving-{}", std::process::id()));
+    let replica = ctx
+        .config
+        .serving
+        .replica_id
+        .clone()
+        .unwrap_or_else(|| format!("serving-{}", std::process::id()));
     let max_body = ctx.config.serving.max_request_bytes;
     let mut tasks = Vec::new();
-    for (env, listener) in [(Environment::Staging, listeners.staging), (Environment::Production, listeners.production)] {
+    for (env, listener) in [
+        (Environment::Staging, listeners.staging),
+        (Environment::Production, listeners.production),
+    ] {
         let component = format!("serving-{env}");
         ctx.readiness.register(&component);
         let state = Arc::new(EnvState::new(env));
-        let app = router(state.clone(), max_body).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
+        let app = router(state.clone(), max_body)
+            .merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
         let shutdown = ctx.shutdown.clone();
         tasks.push(tokio::spawn(async move {
             modelbus_core::ops::serve(listener, app, shutdown)
                 .await
                 .map_err(|e| ServingError::Fatal(format!("HTTP server: {e}")))
         }));
-        tasks.push(tokio::spawn(watch(ctx.clone(), state, replica.clone(), component)));
+        tasks.push(tokio::spawn(watch(
+            ctx.clone(),
+            state,
+            replica.clone(),
+            component,
+        )));
     }
     for t in tasks {
         t.await.map_err(|e| ServingError::Fatal(e.to_string()))??;

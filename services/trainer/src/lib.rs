@@ -41,14 +41,18 @@ struct Trainer {
 
 fn registry_err(st: tonic::Status) -> HandlerError {
     match st.code() {
-        tonic::Code::NotFound | tonic::Code::InvalidArgument => HandlerError::Reject(st.message().to_string()),
+        tonic::Code::NotFound | tonic::Code::InvalidArgument => {
+            HandlerError::Reject(st.message().to_string())
+        }
         _ => HandlerError::Retry(format!("registry: {st}")),
     }
 }
 
 fn store_err(e: ArtifactError) -> HandlerError {
     match e {
-        ArtifactError::NotFound(_) | ArtifactError::Corrupt { .. } => HandlerError::Reject(e.to_string()),
+        ArtifactError::NotFound(_) | ArtifactError::Corrupt { .. } => {
+            HandlerError::Reject(e.to_string())
+        }
         other => HandlerError::Retry(other.to_string()),
     }
 }
@@ -66,33 +70,60 @@ impl Trainer {
             .await
             .map_err(registry_err)?
             .into_inner();
-        let spec = DatasetSpec::parse(&spec.toml, "registered spec").map_err(HandlerError::reject)?.spec;
-        let fs_bytes = self.ctx.store.get(&f.feature_set_sha256).await.map_err(store_err)?;
-        let fitted_bytes = self.ctx.store.get(&f.transform_sha256).await.map_err(store_err)?;
-        let fitted: FittedFeatures = serde_json::from_slice(&fitted_bytes)
-            .map_err(|err| HandlerError::Reject(format!("transform {}: {err}", f.transform_sha256)))?;
+        let spec = DatasetSpec::parse(&spec.toml, "registered spec")
+            .map_err(HandlerError::reject)?
+            .spec;
+        let fs_bytes = self
+            .ctx
+            .store
+            .get(&f.feature_set_sha256)
+            .await
+            .map_err(store_err)?;
+        let fitted_bytes = self
+            .ctx
+            .store
+            .get(&f.transform_sha256)
+            .await
+            .map_err(store_err)?;
+        let fitted: FittedFeatures = serde_json::from_slice(&fitted_bytes).map_err(|err| {
+            HandlerError::Reject(format!("transform {}: {err}", f.transform_sha256))
+        })?;
         let started = std::time::Instant::now();
         let spec_for_task = spec.clone();
         let trained = tokio::task::spawn_blocking(move || {
             let fs = FeatureSet::from_parquet(fs_bytes).map_err(|e| e.to_string())?;
-            modelbus_ml::train::train(&spec_for_task, &fitted.transform, &fs, &fitted.negative_label).map_err(|e| e.to_string())
+            modelbus_ml::train::train(
+                &spec_for_task,
+                &fitted.transform,
+                &fs,
+                &fitted.negative_label,
+            )
+            .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| HandlerError::Retry(format!("training task: {e}")))?
         .map_err(HandlerError::Reject)?;
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!("modelbus_trainer_fit_seconds", "algorithm" => spec.model.algorithm.to_string()).record(seconds);
-        let artifact = self.ctx.store.put(trained.artifact.to_bytes().into()).await.map_err(HandlerError::retry)?;
+        let artifact = self
+            .ctx
+            .store
+            .put(trained.artifact.to_bytes().into())
+            .await
+            .map_err(HandlerError::retry)?;
 
         let report_sha256 = match &e.pipelinerun {
             Some(run) => registry
-                .get_pipeline_run(pb::GetPipelineRunRequest { id: run.to_string() })
+                .get_pipeline_run(pb::GetPipelineRunRequest {
+                    id: run.to_string(),
+                })
                 .await
                 .map(|r| r.into_inner().report_sha256)
                 .unwrap_or_default(),
             None => String::new(),
         };
-        let mut metrics_map: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+        let mut metrics_map: std::collections::HashMap<String, f64> =
+            std::collections::HashMap::new();
         metrics_map.insert("roc_auc".into(), trained.metrics.roc_auc);
         metrics_map.insert("pr_auc".into(), trained.metrics.pr_auc);
         metrics_map.insert("log_loss".into(), trained.metrics.log_loss);
@@ -100,7 +131,8 @@ impl Trainer {
         metrics_map.insert("holdout_rows".into(), trained.metrics.n as f64);
         metrics_map.insert("holdout_positives".into(), trained.metrics.positives as f64);
         metrics_map.insert("fit_seconds".into(), seconds);
-        let mut params: std::collections::HashMap<String, String> = trained.params.clone().into_iter().collect();
+        let mut params: std::collections::HashMap<String, String> =
+            trained.params.clone().into_iter().collect();
         for (name, gain) in trained.importance.iter().take(200) {
             params.insert(format!("importance.{name}"), format!("{gain:.6}"));
         }
@@ -114,7 +146,11 @@ impl Trainer {
                 metrics: metrics_map.clone(),
                 params,
                 lineage: Some(pb::Lineage {
-                    pipeline_run: e.pipelinerun.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+                    pipeline_run: e
+                        .pipelinerun
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
                     batch_sha256: f.batch_sha256.to_hex(),
                     spec_digest: f.spec_digest.to_hex(),
                     report_sha256,
@@ -124,32 +160,52 @@ impl Trainer {
                     seed: f.seed,
                 }),
                 artifacts: vec![
-                    pb::Artifact { name: "model".into(), sha256: artifact.sha256.to_hex() },
-                    pb::Artifact { name: "feature_set".into(), sha256: f.feature_set_sha256.to_hex() },
-                    pb::Artifact { name: "transform".into(), sha256: f.transform_sha256.to_hex() },
+                    pb::Artifact {
+                        name: "model".into(),
+                        sha256: artifact.sha256.to_hex(),
+                    },
+                    pb::Artifact {
+                        name: "feature_set".into(),
+                        sha256: f.feature_set_sha256.to_hex(),
+                    },
+                    pb::Artifact {
+                        name: "transform".into(),
+                        sha256: f.transform_sha256.to_hex(),
+                    },
                 ],
                 author: f.submitted_by.clone(),
             })
             .await
             .map_err(registry_err)?
             .into_inner();
-        let version = registered.version.ok_or_else(|| HandlerError::Retry("registry returned no version".into()))?;
+        let version = registered
+            .version
+            .ok_or_else(|| HandlerError::Retry("registry returned no version".into()))?;
         // Metrics as registered (the first registration wins on a redelivery).
-        let metrics: std::collections::BTreeMap<String, f64> = version.metrics.clone().into_iter().collect();
+        let metrics: std::collections::BTreeMap<String, f64> =
+            version.metrics.clone().into_iter().collect();
         let model = ModelName::parse(&model_name).map_err(HandlerError::reject)?;
         let digest = Sha256Digest::parse(&version.model_sha256).map_err(HandlerError::reject)?;
-        let out = Envelope::new(SOURCE, &format!("{model}/{}", version.version), ModelTrained {
-            dataset: f.dataset.clone(),
-            model: model.clone(),
-            version: version.version,
-            run_id: version.run_id.clone(),
-            model_sha256: digest,
-            algorithm: version.algorithm.clone(),
-            metrics,
-        })
+        let out = Envelope::new(
+            SOURCE,
+            &format!("{model}/{}", version.version),
+            ModelTrained {
+                dataset: f.dataset.clone(),
+                model: model.clone(),
+                version: version.version,
+                run_id: version.run_id.clone(),
+                model_sha256: digest,
+                algorithm: version.algorithm.clone(),
+                metrics,
+            },
+        )
         .with_subject(model.as_str())
         .caused_by(&e);
-        self.ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
+        self.ctx
+            .bus
+            .publish(&out)
+            .await
+            .map_err(HandlerError::retry)?;
         tracing::info!(
             model = %model, version = version.version, created = registered.created,
             roc_auc = trained.metrics.roc_auc, seconds, "model trained and registered"
@@ -163,7 +219,10 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), TrainerError> {
     ctx.readiness.register("trainer");
     let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
         .map_err(|e| TrainerError::Fatal(format!("registry URL: {e}")))?;
-    let svc = Trainer { ctx: ctx.clone(), registry };
+    let svc = Trainer {
+        ctx: ctx.clone(),
+        registry,
+    };
     let http = tokio::spawn(modelbus_core::ops::serve(
         ops,
         modelbus_core::ops::ops_router(ctx.readiness.clone()),
