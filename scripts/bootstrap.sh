@@ -51,5 +51,21 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libclang-dev >/dev/null
 fi
 
+
+# mold links the test binaries several times faster (.cargo/config.toml uses it),
+# and Debian's nats-server 2.9 is the "too old" server the bus tests must refuse.
+apt_missing=()
+command -v mold >/dev/null 2>&1 || apt_missing+=(mold)
+[ -x /usr/sbin/nats-server ] || apt_missing+=(nats-server)
+command -v pg_isready >/dev/null 2>&1 || apt_missing+=(postgresql-client)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${apt_missing[*]} (apt-get)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+  # The Debian package may start a system nats-server; modelbus never uses it.
+fi
+
 "$tools/bin/nats-server" --version >/dev/null
 "$tools/bin/cmake" --version >/dev/null

@@ -397,7 +397,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     println!(
                         "{:<24} {:>7} {:<64}",
                         d["name"].as_str().unwrap_or(""),
-                        d["latest_version"],
+                        d["latest_version"].to_string(),
                         d["latest_digest"].as_str().unwrap_or("")
                     );
                 }
@@ -596,7 +596,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 for mv in v["versions"].as_array().into_iter().flatten() {
                     println!(
                         "  {:>7} {:<10} {:<9} {:>8} {:>8} {:<28}",
-                        mv["version"],
+                        mv["version"].to_string(),
                         mv["status"].as_str().unwrap_or(""),
                         mv["algorithm"].as_str().unwrap_or(""),
                         metric(mv, "roc_auc"),

@@ -477,6 +477,14 @@ impl Store {
                 .bind(&ts)
                 .execute(&mut *tx)
                 .await?;
+            if self.backend == Backend::Postgres {
+                // Serialize version allocation per model: without this lock, concurrent
+                // registrations all read the same MAX(version) and can exhaust the retries.
+                sqlx::query("SELECT name FROM registered_models WHERE name = $1 FOR UPDATE")
+                    .bind(&v.model)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
             sqlx::query(
                 "INSERT INTO training_runs (id, pipeline_run, dataset, params, metrics, artifacts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )

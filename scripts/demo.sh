@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The demo: installs what is missing, builds modelbus, starts every service
+# (`modelbus up`, with its own embedded nats-server and SQLite registry), and runs
+# the whole pipeline on the shipped Telco churn data: submit → validate → features
+# → train → gates → signed staging approval → deploy → serve. Then it asks the
+# staging endpoint for predictions, shows a bad batch being rejected, and stops.
+# Pass --keep-running to leave the platform up afterwards.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/scripts/bootstrap.sh"
+export PATH="$root/.tools/bin:$HOME/.cargo/bin:$PATH"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+keep=0
+[ "${1:-}" = "--keep-running" ] && keep=1
+
+echo "==> building modelbus"
+cargo build -q -p modelbus-cli
+mb="$root/target/debug/modelbus"
+state="$root/.modelbus/demo"
+rm -rf "$state"
+mkdir -p "$state"
+
+echo "==> starting the platform (modelbus up --state-dir $state)"
+"$mb" up --state-dir "$state" >"$state/up.log" 2>&1 &
+up_pid=$!
+cleanup() { [ "$keep" = 1 ] || kill "$up_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 120); do
+  if curl -fsS http://127.0.0.1:7070/readyz >/dev/null 2>&1 && curl -fsS http://127.0.0.1:7070/v1/datasets/telco-churn >/dev/null 2>&1; then
+    break
+  fi
+  if ! kill -0 "$up_pid" 2>/dev/null; then
+    echo "modelbus up exited:" >&2
+    cat "$state/up.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+sed -n '/applied dataset spec/,/Ctrl-C/p' "$state/up.log"
+
+echo
+echo "==> modelbus submit --dataset telco-churn data/telco-churn/telco_customer_churn.csv --wait"
+start=$(date +%s%N)
+"$mb" submit --dataset telco-churn data/telco-churn/telco_customer_churn.csv --wait
+end=$(date +%s%N)
+echo "    submit → deployed to staging in $(( (end - start) / 1000000 )) ms"
+
+echo
+echo "==> modelbus models show telco-churn"
+"$mb" models show telco-churn
+
+echo
+echo "==> staging predicts raw records (POST :7080/v1/models/telco-churn:predict)"
+curl -fsS -X POST http://127.0.0.1:7080/v1/models/telco-churn:predict \
+  -H 'content-type: application/json' \
+  -d '{"instances": [
+        {"customerID": "7590-VHVEG", "gender": "Female", "SeniorCitizen": 0, "Partner": "Yes", "Dependents": "No",
+         "tenure": 1, "PhoneService": "No", "MultipleLines": "No phone service", "InternetService": "DSL",
+         "OnlineSecurity": "No", "OnlineBackup": "Yes", "DeviceProtection": "No", "TechSupport": "No",
+         "StreamingTV": "No", "StreamingMovies": "No", "Contract": "Month-to-month", "PaperlessBilling": "Yes",
+         "PaymentMethod": "Electronic check", "MonthlyCharges": 29.85, "TotalCharges": 29.85},
+        {"customerID": "5575-GNVDE", "gender": "Male", "SeniorCitizen": 0, "Partner": "No", "Dependents": "No",
+         "tenure": 34, "PhoneService": "Yes", "MultipleLines": "No", "InternetService": "DSL",
+         "OnlineSecurity": "Yes", "OnlineBackup": "No", "DeviceProtection": "Yes", "TechSupport": "No",
+         "StreamingTV": "No", "StreamingMovies": "No", "Contract": "One year", "PaperlessBilling": "No",
+         "PaymentMethod": "Mailed check", "MonthlyCharges": 56.95, "TotalCharges": 1889.5}]}'
+echo
+
+echo
+echo "==> a bad batch (a gender outside its set, text in tenure) is rejected and kept in quarantine"
+bad="$state/bad-batch.csv"
+awk -F, 'BEGIN{OFS=","} NR==4{$2="Unknown"} NR==6{$6="twelve"} {print}' data/telco-churn/telco_customer_churn.csv >"$bad"
+set +e
+"$mb" submit --dataset telco-churn "$bad" --wait
+code=$?
+set -e
+echo "    exit code $code (3 = rejected); staging still serves version 1:"
+curl -fsS http://127.0.0.1:7080/v1/models/telco-churn | grep -o '"model_version":[0-9]*' 
+echo
+echo "==> modelbus runs list"
+"$mb" runs list
+
+if [ "$keep" = 1 ]; then
+  echo
+  echo "The platform keeps running (pid $up_pid, log $state/up.log); stop it with: kill $up_pid"
+  trap - EXIT
+fi
