@@ -222,3 +222,54 @@ async fn cli_submit_wait_json_and_resubmission_returns_the_existing_run() {
     assert_eq!(code, 0);
     assert!(out.contains("telco-churn"), "{out}");
 }
+
+/// A new version is swapped in while requests keep coming: none fails, and once a
+/// request saw the new version no later request sees the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_is_swapped_in_without_dropping_requests() {
+    let t = TestPlatform::start(Db::Sqlite).await;
+    t.deploy_telco().await;
+    let url = format!("{}/v1/models/telco-churn:predict", t.staging());
+    let body = serde_json::json!({ "instances": telco_records(3) });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let http = t.http.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request sent");
+                assert_eq!(r.status(), 200, "a request failed during the swap");
+                let v: Value = r.json().await.unwrap();
+                seen.push(v["model_version"].as_u64().unwrap());
+            }
+            seen
+        })
+    };
+    // A second batch (the Telco rows without the last 500) trains version 2.
+    let text = std::fs::read_to_string(telco_csv()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let smaller = t.dir.path().join("smaller.csv");
+    std::fs::write(&smaller, lines[..lines.len() - 500].join("\n")).unwrap();
+    let run = t.submit_and_wait(&smaller).await;
+    assert_eq!(run["state"], "deployed", "{run:#}");
+    assert_eq!(run["model_version"], 2);
+    t.wait_serving("telco-churn", 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = load.await.unwrap();
+    assert!(seen.len() > 10, "only {} requests", seen.len());
+    assert_eq!(seen.first(), Some(&1));
+    assert_eq!(seen.last(), Some(&2));
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "went back to an old version: {seen:?}"
+    );
+    let model = t.client.model("telco-churn").await.unwrap();
+    assert_eq!(model["aliases"]["staging"], 2);
+}

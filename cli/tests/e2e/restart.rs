@@ -126,6 +126,19 @@ impl Up {
     }
 }
 
+/// URL of the embedded nats-server `modelbus up` started for a state dir.
+fn nats_url(state: &Path) -> String {
+    let log = std::fs::read_to_string(state.join("nats/nats-server.log")).unwrap();
+    let port = log
+        .lines()
+        .filter_map(|l| l.split("Listening for client connections on ").nth(1))
+        .next_back()
+        .and_then(|a| a.trim().rsplit(':').next())
+        .unwrap()
+        .to_string();
+    format!("nats://127.0.0.1:{port}")
+}
+
 fn ports() -> Vec<u16> {
     (0..8)
         .map(|_| modelbus_core::nats_server::free_port().unwrap())
@@ -183,6 +196,40 @@ async fn restarting_up_on_the_same_state_dir_keeps_runs_versions_aliases_and_the
     assert_eq!(run["state"], "deployed", "{run:#}");
     wait_served(&a, 1).await;
     let before = predict(&a).await;
+    // One trace follows the batch across services: every event of the run carries
+    // the run id and a traceparent of the same trace.
+    let js = async_nats::jetstream::new(async_nats::connect(&nats_url(&state)).await.unwrap());
+    let stream = js
+        .get_stream(modelbus_core::bus::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let mut trace_ids = std::collections::BTreeSet::new();
+    for subject in [
+        "data.batch.submitted",
+        "data.batch.validated",
+        "features.ready",
+        "model.trained",
+        "approval.granted",
+        "deployment.completed",
+    ] {
+        let m = stream
+            .get_last_raw_message_by_subject(&format!("modelbus.{subject}"))
+            .await
+            .unwrap();
+        let e: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(e["pipelinerun"], run_id.as_str(), "{subject}");
+        let tp = e["traceparent"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{subject} has no traceparent"));
+        trace_ids.insert(tp.split('-').nth(1).unwrap().to_string());
+        let header = m.headers.get("traceparent").map(|h| h.to_string());
+        assert_eq!(header.as_deref(), Some(tp), "{subject}: traceparent header");
+    }
+    assert_eq!(
+        trace_ids.len(),
+        1,
+        "one trace across services: {trace_ids:?}"
+    );
     a.terminate();
 
     let mut b = Up::start(&state, &p, None, &datasets, &log);

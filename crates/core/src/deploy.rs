@@ -36,4 +36,7 @@ pub struct DesiredState {
     pub pipelinerun: Option<PipelineRunId>,
     /// When the deployer wrote it (RFC 3339).
     pub updated_at: String,
+    /// W3C trace context of the deployment, so serving's swap joins the batch's trace.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }

@@ -366,6 +366,7 @@ impl Deployer {
                 approved_by: approvers,
                 nonces,
                 pipelinerun: e.pipelinerun.clone(),
+                traceparent: modelbus_core::telemetry::current_traceparent(),
                 updated_at: time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),

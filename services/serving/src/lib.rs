@@ -29,6 +29,7 @@ use modelbus_ml::model::{ModelArtifact, Predictor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// Source attribute of serving's events.
 pub const SOURCE: &str = "/modelbus/serving";
@@ -450,6 +451,52 @@ async fn load(ctx: &Context, desired: &DesiredState) -> Result<Served, String> {
     })
 }
 
+/// Loads (unless already served) and announces the model a desired state names.
+async fn apply_desired(
+    ctx: &Context,
+    env: &EnvState,
+    desired: &DesiredState,
+    key: &str,
+    replica: &str,
+) {
+    let current = env.get(desired.model.as_str());
+    let same = current.as_ref().is_some_and(|c| {
+        c.model_sha256 == desired.model_sha256.to_hex() && c.version == desired.version
+    });
+    if !same {
+        match load(ctx, desired).await {
+            Ok(served) => {
+                tracing::info!(env = %env.environment, model = %desired.model, version = desired.version, "model swapped in");
+                env.install(served);
+            }
+            Err(e) => {
+                metrics::counter!("modelbus_serving_load_failures_total", "environment" => env.environment.as_str()).increment(1);
+                tracing::error!(env = %env.environment, model = %desired.model, error = %e, "cannot load model; keeping the current one");
+                return;
+            }
+        }
+    }
+    let loaded = Envelope::new(
+        SOURCE,
+        &format!(
+            "{key}/{}/{}/{replica}",
+            desired.version, desired.model_sha256
+        ),
+        ServingModelLoaded {
+            environment: env.environment,
+            model: desired.model.clone(),
+            version: desired.version,
+            model_sha256: desired.model_sha256,
+            replica: replica.to_string(),
+        },
+    )
+    .with_subject(desired.model.as_str())
+    .with_pipeline_run(desired.pipelinerun.clone());
+    if let Err(e) = ctx.bus.publish(&loaded).await {
+        tracing::warn!(error = %e, "cannot report the loaded model");
+    }
+}
+
 /// Follows the desired state of one environment until shutdown.
 async fn watch(
     ctx: Context,
@@ -504,47 +551,14 @@ async fn watch(
             async_nats::jetstream::kv::Operation::Put => {
                 match serde_json::from_slice::<DesiredState>(&entry.value) {
                     Ok(desired) if desired.environment == env.environment => {
-                        let current = env.get(desired.model.as_str());
-                        let same = current.as_ref().is_some_and(|c| {
-                            c.model_sha256 == desired.model_sha256.to_hex()
-                                && c.version == desired.version
-                        });
-                        if !same {
-                            match load(&ctx, &desired).await {
-                                Ok(served) => {
-                                    tracing::info!(env = %env.environment, model = %desired.model, version = desired.version, "model swapped in");
-                                    env.install(served);
-                                }
-                                Err(e) => {
-                                    metrics::counter!("modelbus_serving_load_failures_total", "environment" => env.environment.as_str()).increment(1);
-                                    tracing::error!(env = %env.environment, model = %desired.model, error = %e, "cannot load model; keeping the current one");
-                                    seen += 1;
-                                    if seen >= initial {
-                                        ctx.readiness.set(&component, true);
-                                    }
-                                    continue;
-                                }
-                            }
-                        }
-                        let loaded = Envelope::new(
-                            SOURCE,
-                            &format!(
-                                "{}/{}/{}/{replica}",
-                                entry.key, desired.version, desired.model_sha256
-                            ),
-                            ServingModelLoaded {
-                                environment: env.environment,
-                                model: desired.model.clone(),
-                                version: desired.version,
-                                model_sha256: desired.model_sha256,
-                                replica: replica.clone(),
-                            },
-                        )
-                        .with_subject(desired.model.as_str())
-                        .with_pipeline_run(desired.pipelinerun.clone());
-                        if let Err(e) = ctx.bus.publish(&loaded).await {
-                            tracing::warn!(error = %e, "cannot report the loaded model");
-                        }
+                        let span = tracing::info_span!("swap_model", env = %env.environment, model = %desired.model, version = desired.version);
+                        modelbus_core::telemetry::set_remote_parent(
+                            &span,
+                            desired.traceparent.as_deref(),
+                        );
+                        apply_desired(&ctx, &env, &desired, &entry.key, &replica)
+                            .instrument(span)
+                            .await;
                     }
                     Ok(_) => {
                         tracing::warn!(key = %entry.key, "desired state for another environment under this prefix; ignored")
