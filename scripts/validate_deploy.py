@@ -322,8 +322,12 @@ def check_rendered(where: str, docs: list) -> None:
             continue
         name = doc["metadata"]["name"]
         w = f"{where}: {doc['kind']}/{name}"
-        if not (spec.get("securityContext") or {}).get("runAsNonRoot"):
+        # The namespace enforces the `restricted` Pod Security Standard.
+        psc = spec.get("securityContext") or {}
+        if not psc.get("runAsNonRoot"):
             fail(f"{w}: pod securityContext.runAsNonRoot must be true")
+        if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            fail(f"{w}: pod securityContext.seccompProfile.type must be RuntimeDefault")
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for t in doc["spec"].get("volumeClaimTemplates", []):
             volumes[t["metadata"]["name"]] = {"name": t["metadata"]["name"]}
@@ -347,8 +351,11 @@ def check_rendered(where: str, docs: list) -> None:
                 for r in ("cpu", "memory"):
                     if r not in (res.get(part) or {}):
                         fail(f"{cw}: no resources.{part}.{r}")
-            if (c.get("securityContext") or {}).get("allowPrivilegeEscalation") is not False:
+            csc = c.get("securityContext") or {}
+            if csc.get("allowPrivilegeEscalation") is not False:
                 fail(f"{cw}: securityContext.allowPrivilegeEscalation must be false")
+            if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+                fail(f"{cw}: securityContext.capabilities.drop must include ALL")
             for ref in c.get("envFrom", []):
                 cm = (ref.get("configMapRef") or {}).get("name")
                 if cm and cm not in configmaps:

@@ -303,22 +303,28 @@ impl Store {
             return Ok(None);
         };
         let mut run = Self::run_row(&row)?;
-        let stages = sqlx::query(
+        run.stages = self.stages(id).await?;
+        Ok(Some(run))
+    }
+
+    async fn stages(&self, run: &str) -> Result<Vec<Stage>, RegistryError> {
+        let rows = sqlx::query(
             "SELECT * FROM pipeline_stages WHERE run_id = $1 ORDER BY position, started_at",
         )
-        .bind(id)
+        .bind(run)
         .fetch_all(&self.pool)
         .await?;
-        for s in stages {
-            run.stages.push(Stage {
-                name: s.try_get("stage")?,
-                status: s.try_get("status")?,
-                started_at: s.try_get("started_at")?,
-                finished_at: s.try_get("finished_at")?,
-                detail: s.try_get("detail")?,
-            });
-        }
-        Ok(Some(run))
+        rows.iter()
+            .map(|s| {
+                Ok(Stage {
+                    name: s.try_get("stage")?,
+                    status: s.try_get("status")?,
+                    started_at: s.try_get("started_at")?,
+                    finished_at: s.try_get("finished_at")?,
+                    detail: s.try_get("detail")?,
+                })
+            })
+            .collect()
     }
 
     /// Pipeline runs, newest first.
@@ -343,7 +349,14 @@ impl Store {
                     .await?
             }
         };
-        rows.iter().map(Self::run_row).collect()
+        let mut runs = rows
+            .iter()
+            .map(Self::run_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in &mut runs {
+            r.stages = self.stages(&r.id).await?;
+        }
+        Ok(runs)
     }
 
     /// Records a stage transition: creates the stage on first sight, sets its status,
