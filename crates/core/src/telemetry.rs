@@ -91,7 +91,17 @@ pub fn init(cfg: &TelemetryConfig, service: &str) -> Result<TelemetryGuard, Tele
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Real histograms (with buckets), so Prometheus can aggregate quantiles
+        // across replicas; from 0.5 ms (a prediction) to 5 min (a training).
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0, 300.0,
+        ];
+        let builder = PrometheusBuilder::new();
+        let builder = builder
+            .set_buckets(&buckets)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (a host application); ours
         // still renders what is recorded through it.
