@@ -141,6 +141,13 @@ impl Store {
                 .bind(&ts)
                 .execute(&mut *tx)
                 .await?;
+            if self.backend == Backend::Postgres {
+                // One spec-version allocation per dataset at a time (see register_model_version).
+                sqlx::query("SELECT name FROM datasets WHERE name = $1 FOR UPDATE")
+                    .bind(dataset)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
             let next: i64 = sqlx::query(
                 "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM spec_versions WHERE dataset = $1",
             )
