@@ -94,3 +94,42 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+/// Runs a service whose only work is one event consumer: its operations
+/// endpoints on `ops`, and the durable consumer `name` on `subjects` until
+/// `ctx.shutdown`. The readiness component `name` turns ready once the consumer
+/// exists.
+pub async fn run_consumer_service<H, Fut>(
+    ctx: &crate::Context,
+    ops: TcpListener,
+    name: &str,
+    subjects: &[&str],
+    handler: H,
+) -> Result<(), crate::bus::BusError>
+where
+    H: Fn(crate::bus::Delivery) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::bus::HandlerError>>,
+{
+    ctx.readiness.register(name);
+    // The operations endpoints stop with the consumer, or with the process.
+    let stop_http = ctx.shutdown.child_token();
+    let http = tokio::spawn(serve(
+        ops,
+        ops_router(ctx.readiness.clone()),
+        stop_http.clone(),
+    ));
+    let readiness = ctx.readiness.clone();
+    let result = ctx
+        .bus
+        .consume(
+            name,
+            subjects,
+            ctx.shutdown.clone(),
+            move || readiness.set(name, true),
+            handler,
+        )
+        .await;
+    stop_http.cancel();
+    let _ = http.await;
+    result
+}

@@ -444,13 +444,15 @@ impl Deployer {
 
 /// Runs the deployer until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
-    ctx.readiness.register("deployer");
     metrics::describe_counter!(
         "modelbus_deployer_refusals_total",
         "Approvals the deployer refused, by reason"
     );
     let trusted = trusted_keys(&ctx.config)?;
-    tracing::info!(keys = ?trusted.iter().map(|t| (&t.id, t.key.id())).collect::<Vec<_>>(), "trusted approval keys");
+    tracing::info!(
+        keys = ?trusted.iter().map(|t| (&t.id, t.key.id())).collect::<Vec<_>>(),
+        "trusted approval keys"
+    );
     let deployments = ctx
         .bus
         .kv(DEPLOYMENTS_BUCKET, 64)
@@ -467,25 +469,16 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
         deployments,
         nonces,
     };
-    let http = tokio::spawn(modelbus_core::ops::serve(
+    modelbus_core::ops::run_consumer_service(
+        &ctx,
         ops,
-        modelbus_core::ops::ops_router(ctx.readiness.clone()),
-        ctx.shutdown.clone(),
-    ));
-    let readiness = ctx.readiness.clone();
-    let r = ctx
-        .bus
-        .consume(
-            CONSUMER,
-            &["modelbus.approval.granted", "modelbus.serving.model.loaded"],
-            ctx.shutdown.clone(),
-            move || readiness.set("deployer", true),
-            |d| {
-                let svc = svc.clone();
-                async move { svc.handle(&d).await }
-            },
-        )
-        .await;
-    let _ = http.await;
-    r.map_err(|e| DeployerError::Fatal(e.to_string()))
+        CONSUMER,
+        &["modelbus.approval.granted", "modelbus.serving.model.loaded"],
+        |d| {
+            let svc = svc.clone();
+            async move { svc.handle(&d).await }
+        },
+    )
+    .await
+    .map_err(|e| DeployerError::Fatal(e.to_string()))
 }

@@ -250,34 +250,24 @@ impl Features {
 
 /// Runs the features service until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
-    ctx.readiness.register("features");
     let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
         .map_err(|e| FeaturesError::Fatal(format!("registry URL: {e}")))?;
     let svc = Features {
         ctx: ctx.clone(),
         registry,
     };
-    let http = tokio::spawn(modelbus_core::ops::serve(
+    modelbus_core::ops::run_consumer_service(
+        &ctx,
         ops,
-        modelbus_core::ops::ops_router(ctx.readiness.clone()),
-        ctx.shutdown.clone(),
-    ));
-    let readiness = ctx.readiness.clone();
-    let r = ctx
-        .bus
-        .consume(
-            CONSUMER,
-            &["modelbus.data.batch.validated"],
-            ctx.shutdown.clone(),
-            move || readiness.set("features", true),
-            |d| {
-                let svc = svc.clone();
-                async move { svc.handle(&d).await }
-            },
-        )
-        .await;
-    let _ = http.await;
-    r.map_err(|e| FeaturesError::Fatal(e.to_string()))
+        CONSUMER,
+        &["modelbus.data.batch.validated"],
+        |d| {
+            let svc = svc.clone();
+            async move { svc.handle(&d).await }
+        },
+    )
+    .await
+    .map_err(|e| FeaturesError::Fatal(e.to_string()))
 }
 
 #[cfg(test)]

@@ -216,32 +216,22 @@ impl Trainer {
 
 /// Runs the trainer until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), TrainerError> {
-    ctx.readiness.register("trainer");
     let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
         .map_err(|e| TrainerError::Fatal(format!("registry URL: {e}")))?;
     let svc = Trainer {
         ctx: ctx.clone(),
         registry,
     };
-    let http = tokio::spawn(modelbus_core::ops::serve(
+    modelbus_core::ops::run_consumer_service(
+        &ctx,
         ops,
-        modelbus_core::ops::ops_router(ctx.readiness.clone()),
-        ctx.shutdown.clone(),
-    ));
-    let readiness = ctx.readiness.clone();
-    let r = ctx
-        .bus
-        .consume(
-            CONSUMER,
-            &["modelbus.features.ready"],
-            ctx.shutdown.clone(),
-            move || readiness.set("trainer", true),
-            |d| {
-                let svc = svc.clone();
-                async move { svc.handle(&d).await }
-            },
-        )
-        .await;
-    let _ = http.await;
-    r.map_err(|e| TrainerError::Fatal(e.to_string()))
+        CONSUMER,
+        &["modelbus.features.ready"],
+        |d| {
+            let svc = svc.clone();
+            async move { svc.handle(&d).await }
+        },
+    )
+    .await
+    .map_err(|e| TrainerError::Fatal(e.to_string()))
 }
