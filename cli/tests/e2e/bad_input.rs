@@ -349,19 +349,32 @@ async fn a_few_hundred_mb_file_is_streamed_in_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_failing_its_gates_is_rejected_and_not_deployed() {
     let t = TestPlatform::start(Db::Sqlite).await;
-    let spec = std::fs::read_to_string(repo_root().join("config/datasets/telco-churn.toml")).unwrap();
+    let spec =
+        std::fs::read_to_string(repo_root().join("config/datasets/telco-churn.toml")).unwrap();
     let strict = spec.replace("min_roc_auc = 0.80", "min_roc_auc = 0.99");
     let file = t.dir.path().join("strict.toml");
     std::fs::write(&file, strict).unwrap();
     let (code, out, err) = cli(&t, &["datasets", "apply", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("version 2"), "{out}");
-    let v = rejected(&t, &telco_csv(), &["gate min_roc_auc failed", "must be at least 0.99"]);
+    let v = rejected(
+        &t,
+        &telco_csv(),
+        &["gate min_roc_auc failed", "must be at least 0.99"],
+    );
     assert_eq!(v["model"]["status"], "rejected");
     let model = t.client.model("telco-churn").await.unwrap();
-    assert!(model["aliases"].as_object().unwrap().is_empty(), "{model:#}");
+    assert!(
+        model["aliases"].as_object().unwrap().is_empty(),
+        "{model:#}"
+    );
     let gate = &model["versions"][0]["gate_checks"][0];
     assert_eq!(gate["passed"], false);
-    let r = t.http.get(format!("{}/v1/models/telco-churn", t.staging())).send().await.unwrap();
+    let r = t
+        .http
+        .get(format!("{}/v1/models/telco-churn", t.staging()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }

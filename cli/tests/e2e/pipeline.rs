@@ -273,3 +273,28 @@ async fn a_new_version_is_swapped_in_without_dropping_requests() {
     let model = t.client.model("telco-churn").await.unwrap();
     assert_eq!(model["aliases"]["staging"], 2);
 }
+
+/// The same rows re-exported with other line endings are other bytes, hence a new
+/// pipeline run, but they train the very same model: the run must still end
+/// deployed, on the existing version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_that_lands_on_an_existing_version_still_completes() {
+    let t = TestPlatform::start(Db::Sqlite).await;
+    let first = t.deploy_telco().await;
+    let lf = std::fs::read_to_string(telco_csv())
+        .unwrap()
+        .replace("\r\n", "\n");
+    let file = t.dir.path().join("telco-lf.csv");
+    std::fs::write(&file, lf).unwrap();
+    let second = t.submit_and_wait(&file).await;
+    assert_ne!(second["id"], first["id"], "other bytes, other run");
+    assert_eq!(second["state"], "deployed", "{second:#}");
+    assert_eq!(
+        second["model_version"], 1,
+        "same data and seed: the same version"
+    );
+    let model = t.client.model("telco-churn").await.unwrap();
+    assert_eq!(model["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(model["aliases"]["staging"], 1);
+    t.wait_serving("telco-churn", 1).await;
+}

@@ -424,6 +424,8 @@ pub struct ServingModelLoaded {
     pub model_sha256: Sha256Digest,
     /// Replica id.
     pub replica: String,
+    /// Revision of the desired-state entry this replica acted on.
+    pub revision: u64,
 }
 impl EventPayload for ServingModelLoaded {
     const NAME: &'static str = "serving.model.loaded";

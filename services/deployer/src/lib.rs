@@ -413,13 +413,11 @@ impl Deployer {
             // A replica reporting an older state: the newer one will report too.
             return Ok(());
         }
-        let key = format!(
-            "{}/{}/{}",
-            deployment_key(l.environment, &l.model),
-            l.version,
-            l.model_sha256
-        );
-        let out = Envelope::new(
+        // One completion per desired-state write, for the run that wrote it (serving
+        // copies the run from the state it loaded).
+        let key = format!("{}/{}", deployment_key(l.environment, &l.model), l.revision);
+        let run = e.pipelinerun.clone().or(desired.pipelinerun.clone());
+        let mut out = Envelope::new(
             SOURCE,
             &key,
             DeploymentCompleted {
@@ -430,10 +428,8 @@ impl Deployer {
             },
         )
         .with_subject(l.model.as_str())
-        .caused_by(&e)
-        .with_pipeline_run(desired.pipelinerun.clone());
-        let mut out = out;
-        out.pipelinerun = desired.pipelinerun.clone();
+        .caused_by(&e);
+        out.pipelinerun = run;
         self.ctx
             .bus
             .publish(&out)

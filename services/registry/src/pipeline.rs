@@ -319,7 +319,9 @@ impl Registry {
                 detail: c.detail.clone(),
             })
             .collect();
-        let key = format!("{}/{}", m.model, m.version);
+        // Keyed by run too: a second run that lands on an existing version (same
+        // model digest from other bytes) must still get its own events.
+        let key = format!("{}/{}/{}", m.model, m.version, run.as_deref().unwrap_or(""));
         if decided.status == "rejected" {
             let reasons: Vec<String> = checks
                 .iter()
@@ -408,6 +410,7 @@ impl Registry {
                 m.version,
                 "staging",
                 AUTOMATION_APPROVER,
+                run.as_deref().unwrap_or(""),
                 self.automation.id(),
                 &serde_json::to_string(&fresh).unwrap_or_default(),
             )

@@ -737,36 +737,45 @@ impl Store {
     // ---- approvals and deployments ----
 
     /// Stores an approval envelope; the first stored for a (version, environment,
-    /// approver) is kept and returned, so a republished approval is identical.
+    /// approver, request) is kept and returned, so a republished approval is
+    /// identical. `request` is what asked for it (the pipeline run, for the
+    /// registry's automation approvals).
+    #[allow(clippy::too_many_arguments)]
     pub async fn save_approval(
         &self,
         model: &str,
         version: u32,
         environment: &str,
         approver: &str,
+        request: &str,
         key_id: &str,
         envelope: &str,
     ) -> Result<String, RegistryError> {
         sqlx::query(
-            "INSERT INTO approvals (model, version, environment, approver, key_id, envelope, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO approvals (model, version, environment, approver, request, key_id, envelope, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(model)
         .bind(i64::from(version))
         .bind(environment)
         .bind(approver)
+        .bind(request)
         .bind(key_id)
         .bind(envelope)
         .bind(now())
         .execute(&self.pool)
         .await?;
-        let row = sqlx::query("SELECT envelope FROM approvals WHERE model = $1 AND version = $2 AND environment = $3 AND approver = $4")
-            .bind(model)
-            .bind(i64::from(version))
-            .bind(environment)
-            .bind(approver)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT envelope FROM approvals WHERE model = $1 AND version = $2 AND environment = $3 \
+             AND approver = $4 AND request = $5",
+        )
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(environment)
+        .bind(approver)
+        .bind(request)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("envelope")?)
     }
 

@@ -518,18 +518,19 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn first_approval_envelope_is_kept() {
                 let (store, _guard) = $make.await;
-                let first = store.save_approval("m", 1, "staging", "alice", "key-1", "envelope-A").await.unwrap();
+                let first = store.save_approval("m", 1, "staging", "alice", "", "key-1", "envelope-A").await.unwrap();
                 assert_eq!(first, "envelope-A");
-                let second = store.save_approval("m", 1, "staging", "alice", "key-2", "envelope-B").await.unwrap();
+                let second = store.save_approval("m", 1, "staging", "alice", "", "key-2", "envelope-B").await.unwrap();
                 assert_eq!(second, "envelope-A", "the first envelope is kept");
 
                 // Each part of the key separates approvals.
-                assert_eq!(store.save_approval("m", 1, "staging", "bob", "k", "bob-env").await.unwrap(), "bob-env");
-                assert_eq!(store.save_approval("m", 1, "production", "alice", "k", "prod-env").await.unwrap(), "prod-env");
-                assert_eq!(store.save_approval("m", 2, "staging", "alice", "k", "v2-env").await.unwrap(), "v2-env");
-                assert_eq!(store.save_approval("n", 1, "staging", "alice", "k", "n-env").await.unwrap(), "n-env");
-                assert_eq!(store.save_approval("m", 1, "staging", "alice", "k", "again").await.unwrap(), "envelope-A");
-                assert_eq!(count(&store, "approvals").await, 5);
+                assert_eq!(store.save_approval("m", 1, "staging", "bob", "", "k", "bob-env").await.unwrap(), "bob-env");
+                assert_eq!(store.save_approval("m", 1, "production", "alice", "", "k", "prod-env").await.unwrap(), "prod-env");
+                assert_eq!(store.save_approval("m", 2, "staging", "alice", "", "k", "v2-env").await.unwrap(), "v2-env");
+                assert_eq!(store.save_approval("n", 1, "staging", "alice", "", "k", "n-env").await.unwrap(), "n-env");
+                assert_eq!(store.save_approval("m", 1, "staging", "alice", "", "k", "again").await.unwrap(), "envelope-A");
+                assert_eq!(store.save_approval("m", 1, "staging", "alice", "pr-2", "k", "run-2-env").await.unwrap(), "run-2-env");
+                assert_eq!(count(&store, "approvals").await, 6);
             }
 
             #[tokio::test]
@@ -588,7 +589,7 @@ macro_rules! store_suite {
                 }];
                 store.set_gate_decision("m", 1, "candidate", &checks).await.unwrap();
                 store.set_alias("m", "staging", 1).await.unwrap();
-                store.save_approval("m", 1, "staging", "alice", "k", "env-A").await.unwrap();
+                store.save_approval("m", 1, "staging", "alice", "", "k", "env-A").await.unwrap();
                 store.record_deployment_event("ev-1", "deployment.started", "staging", "m", 1, "").await.unwrap();
 
                 let datasets = store.list_datasets().await.unwrap();
@@ -607,7 +608,7 @@ macro_rules! store_suite {
                 assert_eq!(store.model("m").await.unwrap(), Some(model));
                 assert_eq!(store.run(&mv.run_id).await.unwrap(), Some(training));
                 assert_eq!(store.deployment_events("m").await.unwrap(), events);
-                assert_eq!(store.save_approval("m", 1, "staging", "alice", "k", "env-B").await.unwrap(), "env-A");
+                assert_eq!(store.save_approval("m", 1, "staging", "alice", "", "k", "env-B").await.unwrap(), "env-A");
                 assert_eq!(count(&store, "_sqlx_migrations").await, 1, "migrations are not applied twice");
 
                 // Numbering continues where it stopped.

@@ -457,6 +457,7 @@ async fn apply_desired(
     env: &EnvState,
     desired: &DesiredState,
     key: &str,
+    revision: u64,
     replica: &str,
 ) {
     let current = env.get(desired.model.as_str());
@@ -478,16 +479,16 @@ async fn apply_desired(
     }
     let loaded = Envelope::new(
         SOURCE,
-        &format!(
-            "{key}/{}/{}/{replica}",
-            desired.version, desired.model_sha256
-        ),
+        // One report per desired-state write: a rewrite of the same version (a new
+        // run landing on it) is reported again.
+        &format!("{key}/{revision}/{replica}"),
         ServingModelLoaded {
             environment: env.environment,
             model: desired.model.clone(),
             version: desired.version,
             model_sha256: desired.model_sha256,
             replica: replica.to_string(),
+            revision,
         },
     )
     .with_subject(desired.model.as_str())
@@ -556,7 +557,7 @@ async fn watch(
                             &span,
                             desired.traceparent.as_deref(),
                         );
-                        apply_desired(&ctx, &env, &desired, &entry.key, &replica)
+                        apply_desired(&ctx, &env, &desired, &entry.key, entry.revision, &replica)
                             .instrument(span)
                             .await;
                     }

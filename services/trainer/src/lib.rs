@@ -186,9 +186,15 @@ impl Trainer {
             version.metrics.clone().into_iter().collect();
         let model = ModelName::parse(&model_name).map_err(HandlerError::reject)?;
         let digest = Sha256Digest::parse(&version.model_sha256).map_err(HandlerError::reject)?;
+        // Keyed by run too: another run may land on this same version.
+        let run_key = e
+            .pipelinerun
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
         let out = Envelope::new(
             SOURCE,
-            &format!("{model}/{}", version.version),
+            &format!("{model}/{}/{run_key}", version.version),
             ModelTrained {
                 dataset: f.dataset.clone(),
                 model: model.clone(),

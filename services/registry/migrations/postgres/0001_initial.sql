@@ -90,10 +90,12 @@ CREATE TABLE approvals (
     version BIGINT NOT NULL,
     environment TEXT NOT NULL,
     approver TEXT NOT NULL,
+    -- What asked for the approval: the pipeline run for automation approvals.
+    request TEXT NOT NULL,
     key_id TEXT NOT NULL,
     envelope TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    PRIMARY KEY (model, version, environment, approver)
+    PRIMARY KEY (model, version, environment, approver, request)
 );
 
 CREATE TABLE deployment_events (
