@@ -193,7 +193,9 @@ impl Client {
             if started.elapsed() > timeout {
                 bail!("pipeline run {id} still {} after {timeout:?}", run["state"]);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Poll briskly while a run is young (most finish within a second).
+            let pause = if started.elapsed() < Duration::from_secs(5) { 20 } else { 200 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 }
