@@ -194,7 +194,11 @@ impl Client {
                 bail!("pipeline run {id} still {} after {timeout:?}", run["state"]);
             }
             // Poll briskly while a run is young (most finish within a second).
-            let pause = if started.elapsed() < Duration::from_secs(5) { 20 } else { 200 };
+            let pause = if started.elapsed() < Duration::from_secs(5) {
+                20
+            } else {
+                200
+            };
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
