@@ -13,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod pipeline;
+pub mod policy;
 pub mod store;
 pub mod types;
 

@@ -1,0 +1,284 @@
+//! Promotion gates as Rego policies (`policies/`, evaluated with `regorus`), not
+//! hard-coded thresholds. The input is the version's evaluation report, its
+//! champion/challenger comparison and the validation summary of its batch; the
+//! output is allow/deny with reasons and every gate checked, stored with the
+//! version. The default policy is compiled into the binary; a policy directory
+//! given in the configuration replaces it.
+//!
+//! Policies have their own Rego unit tests (`test_*` rules in `*_test` packages),
+//! run by [`PolicySet::run_tests`] and `modelbus policies test`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::types::GateCheck;
+
+/// The shipped promotion policy.
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/promotion.rego");
+/// The shipped policy's tests.
+pub const DEFAULT_POLICY_TESTS: &str = include_str!("../../../policies/promotion_test.rego");
+/// Rule queried for the decision.
+pub const ALLOW: &str = "data.modelbus.promotion.allow";
+/// Rule queried for the reasons.
+pub const DENY: &str = "data.modelbus.promotion.deny";
+/// Rule queried for every gate evaluated.
+pub const CHECKS: &str = "data.modelbus.promotion.checks";
+
+/// Why a policy could not be loaded or evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A policy file does not parse or compile; the message names file and line.
+    #[error("policy {file}: {message}")]
+    Invalid {
+        /// The policy file.
+        file: String,
+        /// regorus's message, with the line.
+        message: String,
+    },
+    /// A policy directory could not be read.
+    #[error("cannot read policies from {dir}: {message}")]
+    Read {
+        /// The directory.
+        dir: String,
+        /// Why.
+        message: String,
+    },
+    /// Evaluation failed (a runtime error in the policy, or an unexpected output shape).
+    #[error("policy evaluation: {0}")]
+    Eval(String),
+}
+
+/// A policy's decision about one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Whether promotion is allowed.
+    pub allow: bool,
+    /// Why not, one line per failed gate.
+    pub reasons: Vec<String>,
+    /// Every gate the policy evaluated.
+    pub checks: Vec<GateCheck>,
+    /// SHA-256 over the policy sources, so the decision names the policy that made it.
+    pub policy_digest: String,
+}
+
+/// Outcome of one Rego test rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOutcome {
+    /// `package.rule`.
+    pub name: String,
+    /// Whether it evaluated to true.
+    pub passed: bool,
+}
+
+/// A loaded set of policy sources.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    sources: Vec<(String, String)>,
+    tests: Vec<(String, String)>,
+}
+
+fn engine(sources: &[(String, String)]) -> Result<regorus::Engine, PolicyError> {
+    let mut e = regorus::Engine::new();
+    for (file, text) in sources {
+        e.add_policy(file.clone(), text.clone()).map_err(|err| PolicyError::Invalid {
+            file: file.clone(),
+            message: err.to_string(),
+        })?;
+    }
+    Ok(e)
+}
+
+impl PolicySet {
+    /// The shipped policy and its tests.
+    pub fn default_set() -> Self {
+        Self {
+            sources: vec![("policies/promotion.rego".into(), DEFAULT_POLICY.into())],
+            tests: vec![("policies/promotion_test.rego".into(), DEFAULT_POLICY_TESTS.into())],
+        }
+    }
+
+    /// Every `*.rego` in `dir` (files ending in `_test.rego` are tests), checked by
+    /// compiling them once.
+    pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
+        let read_err = |e: std::io::Error| PolicyError::Read {
+            dir: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(read_err)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rego"))
+            .collect();
+        files.sort();
+        let mut set = Self { sources: Vec::new(), tests: Vec::new() };
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(read_err)?;
+            let name = f.display().to_string();
+            if name.ends_with("_test.rego") {
+                set.tests.push((name, text));
+            } else {
+                set.sources.push((name, text));
+            }
+        }
+        if set.sources.is_empty() {
+            return Err(PolicyError::Read {
+                dir: dir.display().to_string(),
+                message: "no policy (*.rego other than *_test.rego) found".into(),
+            });
+        }
+        // Compile now: a broken policy is refused at start, not at decision time.
+        engine(&set.sources)?;
+        engine(&[set.sources.clone(), set.tests.clone()].concat())?;
+        Ok(set)
+    }
+
+    /// SHA-256 over the policy sources (not the tests), in order.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for (name, text) in &self.sources {
+            h.update(name.rsplit('/').next().unwrap_or(name).as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Evaluates the promotion policy on `input`.
+    pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
+        let mut e = engine(&self.sources)?;
+        let value = regorus::Value::from_json_str(&input.to_string()).map_err(|err| PolicyError::Eval(err.to_string()))?;
+        e.set_input(value);
+        let to_json = |v: regorus::Value| -> Result<serde_json::Value, PolicyError> {
+            if v == regorus::Value::Undefined {
+                return Ok(serde_json::Value::Null);
+            }
+            let s = v.to_json_str().map_err(|err| PolicyError::Eval(err.to_string()))?;
+            serde_json::from_str(&s).map_err(|err| PolicyError::Eval(err.to_string()))
+        };
+        let allow = to_json(e.eval_rule(ALLOW.into()).map_err(|err| PolicyError::Eval(err.to_string()))?)?;
+        let deny = to_json(e.eval_rule(DENY.into()).map_err(|err| PolicyError::Eval(err.to_string()))?)?;
+        let checks = to_json(e.eval_rule(CHECKS.into()).map_err(|err| PolicyError::Eval(err.to_string()))?)?;
+        let allow = allow
+            .as_bool()
+            .ok_or_else(|| PolicyError::Eval(format!("{ALLOW} must be a boolean, got {allow}")))?;
+        let mut reasons: Vec<String> = match deny {
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::Array(a) => a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
+            other => return Err(PolicyError::Eval(format!("{DENY} must be a set of strings, got {other}"))),
+        };
+        reasons.sort();
+        let mut checks: Vec<GateCheck> = match checks {
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::Array(a) => a
+                .into_iter()
+                .map(|c| serde_json::from_value(c).map_err(|err| PolicyError::Eval(format!("{CHECKS}: {err}"))))
+                .collect::<Result<_, _>>()?,
+            other => return Err(PolicyError::Eval(format!("{CHECKS} must be a set of objects, got {other}"))),
+        };
+        checks.sort_by(|a, b| a.gate.cmp(&b.gate));
+        if !allow && reasons.is_empty() {
+            reasons.push("denied by policy (no reason given)".into());
+        }
+        Ok(Decision {
+            allow,
+            reasons,
+            checks,
+            policy_digest: self.digest(),
+        })
+    }
+
+    /// Runs every `test_*` rule of the test files; a rule that is not true fails.
+    pub fn run_tests(&self) -> Result<Vec<TestOutcome>, PolicyError> {
+        let all = [self.sources.clone(), self.tests.clone()].concat();
+        let mut out = Vec::new();
+        for (file, text) in &self.tests {
+            let package = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("package "))
+                .map(|p| p.trim().to_string())
+                .ok_or_else(|| PolicyError::Invalid { file: file.clone(), message: "no package line".into() })?;
+            let mut rules: Vec<String> = text
+                .lines()
+                .filter_map(|l| {
+                    let name: String = l.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    (name.starts_with("test_") && l.starts_with(&name)).then_some(name)
+                })
+                .collect();
+            rules.dedup();
+            for rule in rules {
+                let mut e = engine(&all)?;
+                let v = e
+                    .eval_rule(format!("data.{package}.{rule}"))
+                    .map_err(|err| PolicyError::Eval(format!("{package}.{rule}: {err}")))?;
+                out.push(TestOutcome {
+                    name: format!("{package}.{rule}"),
+                    passed: v == regorus::Value::from(true),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policy_passes_its_own_tests() {
+        let outcomes = PolicySet::default_set().run_tests().unwrap();
+        assert!(outcomes.len() >= 10, "{outcomes:?}");
+        let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).collect();
+        assert!(failed.is_empty(), "failing policy tests: {failed:?}");
+    }
+
+    fn input(roc_auc: f64, ece: f64, delta: Option<f64>) -> serde_json::Value {
+        serde_json::json!({
+            "model": "m", "version": 2,
+            "gates": {"min_roc_auc": 0.8, "min_pr_auc": null},
+            "evaluation": {"roc_auc": roc_auc, "pr_auc": 0.6, "log_loss": 0.4, "brier": 0.13, "ece": ece, "slices": []},
+            "comparison": delta.map(|d| serde_json::json!({"champion_version": 1, "delta_roc_auc": d})),
+            "validation": {"success": true, "rows": 100, "warnings": []},
+        })
+    }
+
+    #[test]
+    fn decisions_carry_reasons_and_checks() {
+        let p = PolicySet::default_set();
+        let ok = p.evaluate(&input(0.85, 0.02, Some(0.0))).unwrap();
+        assert!(ok.allow, "{ok:?}");
+        assert!(ok.reasons.is_empty());
+        assert!(ok.checks.iter().any(|c| c.gate == "min_roc_auc" && c.passed));
+        let bad = p.evaluate(&input(0.79, 0.07, Some(-0.05))).unwrap();
+        assert!(!bad.allow);
+        assert_eq!(bad.reasons.len(), 3, "{:?}", bad.reasons);
+        assert!(bad.reasons.iter().any(|r| r.contains("roc_auc 0.7900 must be at least 0.8")), "{:?}", bad.reasons);
+        assert_eq!(ok.policy_digest, bad.policy_digest);
+        assert_eq!(ok.policy_digest.len(), 64);
+    }
+
+    #[test]
+    fn a_broken_policy_is_refused_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("promotion.rego"), "package modelbus.promotion\n\nallow if {\n  input.x ==\n}\n").unwrap();
+        let e = PolicySet::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("promotion.rego"), "{e}");
+        assert!(e.contains(":4") || e.contains("line 4") || e.contains(":5"), "{e}");
+    }
+
+    #[test]
+    fn a_failing_policy_test_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("promotion.rego"), DEFAULT_POLICY).unwrap();
+        std::fs::write(
+            dir.path().join("promotion_test.rego"),
+            "package modelbus.promotion_test\n\nimport rego.v1\n\nimport data.modelbus.promotion\n\ntest_wrong if {\n\tpromotion.allow with input as {}\n}\n",
+        )
+        .unwrap();
+        let outcomes = PolicySet::load_dir(dir.path()).unwrap().run_tests().unwrap();
+        assert_eq!(outcomes, vec![TestOutcome { name: "modelbus.promotion_test.test_wrong".into(), passed: false }]);
+    }
+}
