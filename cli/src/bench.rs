@@ -152,3 +152,62 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     p.stop().await?;
     Ok(())
 }
+
+/// Writes `rows` Telco-shaped rows sampled (with replacement, seeded) from the
+/// Telco file: unique customer ids, monthly charges jittered by up to ±3,
+/// total charges recomputed from tenure, everything else as sampled. The same
+/// seed gives the same bytes.
+pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64> {
+    use rand::{Rng, SeedableRng};
+    use std::io::Write;
+    let text = std::fs::read_to_string(telco).with_context(|| format!("cannot read {}", telco.display()))?;
+    let mut lines = text.lines();
+    let header = lines.next().context("empty Telco file")?.to_string();
+    let cols: Vec<&str> = header.split(',').collect();
+    let idx = |name: &str| cols.iter().position(|c| *c == name).with_context(|| format!("no column {name}"));
+    let (id, tenure, monthly, total) = (idx("customerID")?, idx("tenure")?, idx("MonthlyCharges")?, idx("TotalCharges")?);
+    let source: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    if source.is_empty() {
+        bail!("no data rows in {}", telco.display());
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    writeln!(w, "{header}")?;
+    let mut line = String::with_capacity(256);
+    for i in 0..rows {
+        let r = &source[rng.random_range(0..source.len())];
+        let t: f64 = r[tenure].parse().unwrap_or(0.0);
+        let m: f64 = (r[monthly].parse::<f64>().unwrap_or(50.0) + rng.random_range(-3.0..3.0)).clamp(18.0, 120.0);
+        line.clear();
+        for (j, field) in r.iter().enumerate() {
+            if j > 0 {
+                line.push(',');
+            }
+            if j == id {
+                let suffix = field.split('-').nth(1).unwrap_or("GEN");
+                line.push_str(&format!("{i:07}-{suffix}"));
+            } else if j == monthly {
+                line.push_str(&format!("{m:.2}"));
+            } else if j == total {
+                if t == 0.0 {
+                    line.push(' ');
+                } else {
+                    let v = t * m * rng.random_range(0.95..1.05);
+                    line.push_str(&format!("{v:.2}"));
+                }
+            } else {
+                line.push_str(field);
+            }
+        }
+        line.push('\n');
+        w.write_all(line.as_bytes())?;
+    }
+    w.flush()?;
+    Ok(std::fs::metadata(out)?.len())
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux: `clear_refs` 5),
+/// so the next [`peak_rss_mib`] measures from now.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}

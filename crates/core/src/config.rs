@@ -419,6 +419,9 @@ pub struct RegistryConfig {
     /// Private key (PKCS#8 PEM) the registry signs staging promotions with.
     /// Unset: `<state_dir>/keys/automation.pem`, generated on first start.
     pub automation_key: Option<SecretRef>,
+    /// Directory of Rego promotion policies (`*.rego`, tests in `*_test.rego`).
+    /// Unset: the policy shipped in the binary (`policies/promotion.rego`).
+    pub policies_dir: Option<PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -429,6 +432,7 @@ impl Default for RegistryConfig {
             grpc_url: None,
             http_url: None,
             automation_key: None,
+            policies_dir: None,
         }
     }
 }

@@ -6,6 +6,9 @@
 //! in here. Everything it computes is deterministic for the same inputs and seed.
 #![forbid(unsafe_code)]
 
+pub mod evaluate;
+pub mod evaluation_html;
+pub mod expr;
 pub mod features;
 pub mod featureset;
 pub mod gbdt;
