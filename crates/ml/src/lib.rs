@@ -12,6 +12,7 @@ pub mod expr;
 pub mod features;
 pub mod featureset;
 pub mod gbdt;
+pub mod ge_import;
 pub mod logistic;
 pub mod metrics;
 pub mod model;
@@ -20,6 +21,7 @@ pub mod split;
 pub mod table;
 pub mod train;
 pub mod validate;
+pub mod validation_html;
 
 /// Errors from model fitting and model loading.
 #[derive(Debug, thiserror::Error)]

@@ -50,6 +50,28 @@ impl ColumnType {
     }
 }
 
+impl ColumnType {
+    /// The column type a Great Expectations / pandas / SQL type name stands for
+    /// (case-insensitive): `int`, `int64`, `integer`... → int; `float`, `float64`,
+    /// `double`... → float; `str`, `string`, `object`, `varchar`... → string;
+    /// `bool`, `boolean` → bool.
+    pub fn from_ge_type(name: &str) -> Option<ColumnType> {
+        let n = name.trim().to_ascii_lowercase();
+        Some(match n.as_str() {
+            "int" | "int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32"
+            | "integer" | "long" | "bigint" | "smallint" | "tinyint" | "int64dtype" => {
+                ColumnType::Int
+            }
+            "float" | "float16" | "float32" | "float64" | "double" | "real" | "floating"
+            | "float64dtype" => ColumnType::Float,
+            "str" | "string" | "object" | "unicode" | "varchar" | "text" | "char" | "utf8"
+            | "stringdtype" => ColumnType::String,
+            "bool" | "boolean" | "bool_" | "booleandtype" => ColumnType::Bool,
+            _ => return None,
+        })
+    }
+}
+
 impl fmt::Display for ColumnType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -124,7 +146,61 @@ impl fmt::Display for Scalar {
     }
 }
 
-/// An expectation, named and parameterised as in Great Expectations.
+/// How much a failing expectation matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// A failure rejects the batch (the default).
+    #[default]
+    Error,
+    /// A failure is reported (`ValidationReport::warnings`) but the batch passes.
+    Warning,
+}
+
+impl Severity {
+    /// Whether this is the default severity, `error`.
+    pub fn is_error(&self) -> bool {
+        *self == Severity::Error
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// The reference distribution of `expect_column_kl_divergence_to_be_less_than`, GE's
+/// `partition_object`: either numeric bins (`bins` are the k+1 increasing edges of k
+/// bins, the last bin closed on the right) or categorical `values`, with one weight
+/// per bin or value. The weights are normalised to sum to 1 together with the
+/// optional `tail_weights` (mass below the first edge and above the last one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionObject {
+    /// Bin edges, for a numeric column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<Vec<f64>>,
+    /// Category values, for a categorical column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<Scalar>>,
+    /// One weight per bin or value.
+    pub weights: Vec<f64>,
+    /// `[below, above]` weights outside the bins (numeric only; default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_weights: Option<Vec<f64>>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An expectation, named and parameterised as in Great Expectations (1.x argument
+/// names). Every one takes `severity` (default `error`); column-map expectations
+/// take `mostly`, the share of non-null values that must pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "expectation", deny_unknown_fields)]
 pub enum Expectation {
@@ -134,8 +210,11 @@ pub enum Expectation {
         /// Column.
         column: String,
         /// Fraction of rows that must pass (GE `mostly`).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
     },
     /// Non-null values are in a set.
     #[serde(rename = "expect_column_values_to_be_in_set")]
@@ -145,8 +224,11 @@ pub enum Expectation {
         /// Allowed values.
         value_set: Vec<Scalar>,
         /// Fraction of non-null rows that must pass.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
     },
     /// Non-null numeric values are within bounds.
     #[serde(rename = "expect_column_values_to_be_between")]
@@ -154,20 +236,23 @@ pub enum Expectation {
         /// Column.
         column: String,
         /// Lower bound (inclusive unless `strict_min`).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         min_value: Option<f64>,
         /// Upper bound (inclusive unless `strict_max`).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         max_value: Option<f64>,
         /// Exclusive lower bound.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "is_false")]
         strict_min: bool,
         /// Exclusive upper bound.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "is_false")]
         strict_max: bool,
         /// Fraction of non-null rows that must pass.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
     },
     /// Non-null values are unique.
     #[serde(rename = "expect_column_values_to_be_unique")]
@@ -175,18 +260,24 @@ pub enum Expectation {
         /// Column.
         column: String,
         /// Fraction of non-null rows that must pass.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
     },
     /// The number of rows is within bounds.
     #[serde(rename = "expect_table_row_count_to_be_between")]
     RowCount {
         /// Minimum rows (inclusive).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         min_value: Option<u64>,
         /// Maximum rows (inclusive).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         max_value: Option<u64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
     },
     /// The header holds exactly (or at least) these columns. Implied by `[[columns]]`.
     #[serde(rename = "expect_table_columns_to_match_set")]
@@ -196,11 +287,280 @@ pub enum Expectation {
         /// When false, extra columns are allowed.
         #[serde(default = "yes")]
         exact_match: bool,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// Non-null values of a string column contain a match of a regular expression
+    /// (searched anywhere in the value, like GE's `re.search`; anchor with `^...$`).
+    #[serde(rename = "expect_column_values_to_match_regex")]
+    MatchRegex {
+        /// Column (string).
+        column: String,
+        /// The pattern, in Rust `regex` syntax (Python's without look-around and
+        /// back-references).
+        regex: String,
+        /// Fraction of non-null rows that must pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The length in characters (Unicode scalar values, like Python's `len`) of each
+    /// non-null value of a string column is within bounds (inclusive).
+    #[serde(rename = "expect_column_value_lengths_to_be_between")]
+    ValueLengthsBetween {
+        /// Column (string).
+        column: String,
+        /// Minimum length.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<u64>,
+        /// Maximum length.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<u64>,
+        /// Fraction of non-null rows that must pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// Every non-null cell parsed as the declared column type, which must be the GE
+    /// type named by `type_` (see [`ColumnType::from_ge_type`]).
+    #[serde(rename = "expect_column_values_to_be_of_type")]
+    OfType {
+        /// Column.
+        column: String,
+        /// GE / pandas type name: `int`, `int64`, `float`, `float64`, `str`, `string`,
+        /// `bool`, `boolean`...
+        type_: String,
+        /// Fraction of non-null rows that must pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// Every distinct non-null value is in the set (the observed value is the list of
+    /// distinct values; not every value of the set has to appear).
+    #[serde(rename = "expect_column_distinct_values_to_be_in_set")]
+    DistinctValuesInSet {
+        /// Column.
+        column: String,
+        /// Allowed values.
+        value_set: Vec<Scalar>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The number of distinct non-null values divided by the number of non-null
+    /// values is within bounds.
+    #[serde(rename = "expect_column_proportion_of_unique_values_to_be_between")]
+    ProportionOfUniqueBetween {
+        /// Column.
+        column: String,
+        /// Lower bound (inclusive unless `strict_min`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<f64>,
+        /// Upper bound (inclusive unless `strict_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f64>,
+        /// Exclusive lower bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_min: bool,
+        /// Exclusive upper bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_max: bool,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The mean of the non-null values is within bounds.
+    #[serde(rename = "expect_column_mean_to_be_between")]
+    MeanBetween {
+        /// Column (numeric).
+        column: String,
+        /// Lower bound (inclusive unless `strict_min`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<f64>,
+        /// Upper bound (inclusive unless `strict_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f64>,
+        /// Exclusive lower bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_min: bool,
+        /// Exclusive upper bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_max: bool,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The median of the non-null values is within bounds (exact up to 1,000,000
+    /// values, then approximate with a documented rank error; see `validate`).
+    #[serde(rename = "expect_column_median_to_be_between")]
+    MedianBetween {
+        /// Column (numeric).
+        column: String,
+        /// Lower bound (inclusive unless `strict_min`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<f64>,
+        /// Upper bound (inclusive unless `strict_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f64>,
+        /// Exclusive lower bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_min: bool,
+        /// Exclusive upper bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_max: bool,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The sample standard deviation (ddof = 1, like pandas) of the non-null values
+    /// is within bounds.
+    #[serde(rename = "expect_column_stdev_to_be_between")]
+    StdevBetween {
+        /// Column (numeric).
+        column: String,
+        /// Lower bound (inclusive unless `strict_min`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<f64>,
+        /// Upper bound (inclusive unless `strict_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f64>,
+        /// Exclusive lower bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_min: bool,
+        /// Exclusive upper bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_max: bool,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The smallest non-null value is within bounds.
+    #[serde(rename = "expect_column_min_to_be_between")]
+    MinBetween {
+        /// Column (numeric).
+        column: String,
+        /// Lower bound (inclusive unless `strict_min`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<f64>,
+        /// Upper bound (inclusive unless `strict_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f64>,
+        /// Exclusive lower bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_min: bool,
+        /// Exclusive upper bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_max: bool,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The largest non-null value is within bounds.
+    #[serde(rename = "expect_column_max_to_be_between")]
+    MaxBetween {
+        /// Column (numeric).
+        column: String,
+        /// Lower bound (inclusive unless `strict_min`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<f64>,
+        /// Upper bound (inclusive unless `strict_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f64>,
+        /// Exclusive lower bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_min: bool,
+        /// Exclusive upper bound.
+        #[serde(default, skip_serializing_if = "is_false")]
+        strict_max: bool,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// In every row where both are non-null, `column_A` is greater than `column_B`
+    /// (or equal, with `or_equal`). Rows where either is null are ignored (GE's
+    /// `ignore_row_if = "either_value_is_missing"`).
+    #[serde(rename = "expect_column_pair_values_a_to_be_greater_than_b")]
+    PairAGreaterThanB {
+        /// The column that must be greater (numeric).
+        #[serde(rename = "column_A")]
+        column_a: String,
+        /// The column that must be smaller (numeric).
+        #[serde(rename = "column_B")]
+        column_b: String,
+        /// Whether equal values pass.
+        #[serde(default, skip_serializing_if = "is_false")]
+        or_equal: bool,
+        /// Fraction of the compared rows that must pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The combination of values of these columns is unique across rows (rows where
+    /// every one of them is null are ignored; a null equals a null).
+    #[serde(rename = "expect_compound_columns_to_be_unique")]
+    CompoundColumnsUnique {
+        /// The columns, at least two.
+        column_list: Vec<String>,
+        /// Fraction of the considered rows that must pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mostly: Option<f64>,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
+    },
+    /// The Kullback-Leibler divergence KL(observed ‖ reference) of the column's
+    /// non-null values, over the bins or values of `partition_object`, is at most
+    /// `threshold`. See `validate` for how zero weights are handled.
+    #[serde(rename = "expect_column_kl_divergence_to_be_less_than")]
+    KlDivergenceLessThan {
+        /// Column.
+        column: String,
+        /// The reference distribution.
+        partition_object: PartitionObject,
+        /// Largest divergence accepted (in nats).
+        threshold: f64,
+        /// Whether a failure rejects the batch.
+        #[serde(default, skip_serializing_if = "Severity::is_error")]
+        severity: Severity,
     },
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Which argument of an expectation names a column (for error paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnArg {
+    /// `column`.
+    Column,
+    /// `column_A`.
+    ColumnA,
+    /// `column_B`.
+    ColumnB,
+    /// `column_list[i]`.
+    ColumnList(usize),
+}
+
+impl ColumnArg {
+    /// The argument as written in a spec, e.g. `column_list[1]`.
+    pub fn key(&self) -> String {
+        match self {
+            ColumnArg::Column => "column".into(),
+            ColumnArg::ColumnA => "column_A".into(),
+            ColumnArg::ColumnB => "column_B".into(),
+            ColumnArg::ColumnList(i) => format!("column_list[{i}]"),
+        }
+    }
 }
 
 impl Expectation {
@@ -213,39 +573,210 @@ impl Expectation {
             Expectation::Unique { .. } => "expect_column_values_to_be_unique",
             Expectation::RowCount { .. } => "expect_table_row_count_to_be_between",
             Expectation::ColumnsMatchSet { .. } => "expect_table_columns_to_match_set",
+            Expectation::MatchRegex { .. } => "expect_column_values_to_match_regex",
+            Expectation::ValueLengthsBetween { .. } => "expect_column_value_lengths_to_be_between",
+            Expectation::OfType { .. } => "expect_column_values_to_be_of_type",
+            Expectation::DistinctValuesInSet { .. } => "expect_column_distinct_values_to_be_in_set",
+            Expectation::ProportionOfUniqueBetween { .. } => {
+                "expect_column_proportion_of_unique_values_to_be_between"
+            }
+            Expectation::MeanBetween { .. } => "expect_column_mean_to_be_between",
+            Expectation::MedianBetween { .. } => "expect_column_median_to_be_between",
+            Expectation::StdevBetween { .. } => "expect_column_stdev_to_be_between",
+            Expectation::MinBetween { .. } => "expect_column_min_to_be_between",
+            Expectation::MaxBetween { .. } => "expect_column_max_to_be_between",
+            Expectation::PairAGreaterThanB { .. } => {
+                "expect_column_pair_values_a_to_be_greater_than_b"
+            }
+            Expectation::CompoundColumnsUnique { .. } => "expect_compound_columns_to_be_unique",
+            Expectation::KlDivergenceLessThan { .. } => {
+                "expect_column_kl_divergence_to_be_less_than"
+            }
         }
     }
 
-    /// The column it checks, for column expectations.
+    /// The column it checks, for single-column expectations.
     pub fn column(&self) -> Option<&str> {
         match self {
             Expectation::NotNull { column, .. }
             | Expectation::InSet { column, .. }
             | Expectation::Between { column, .. }
-            | Expectation::Unique { column, .. } => Some(column),
-            Expectation::RowCount { .. } | Expectation::ColumnsMatchSet { .. } => None,
+            | Expectation::Unique { column, .. }
+            | Expectation::MatchRegex { column, .. }
+            | Expectation::ValueLengthsBetween { column, .. }
+            | Expectation::OfType { column, .. }
+            | Expectation::DistinctValuesInSet { column, .. }
+            | Expectation::ProportionOfUniqueBetween { column, .. }
+            | Expectation::MeanBetween { column, .. }
+            | Expectation::MedianBetween { column, .. }
+            | Expectation::StdevBetween { column, .. }
+            | Expectation::MinBetween { column, .. }
+            | Expectation::MaxBetween { column, .. }
+            | Expectation::KlDivergenceLessThan { column, .. } => Some(column),
+            Expectation::RowCount { .. }
+            | Expectation::ColumnsMatchSet { .. }
+            | Expectation::PairAGreaterThanB { .. }
+            | Expectation::CompoundColumnsUnique { .. } => None,
         }
     }
 
-    /// GE `mostly` (1.0 when unset).
-    pub fn mostly(&self) -> f64 {
+    /// Every column it names, with the argument naming it.
+    pub fn columns(&self) -> Vec<(ColumnArg, &str)> {
+        match self {
+            Expectation::PairAGreaterThanB {
+                column_a, column_b, ..
+            } => vec![
+                (ColumnArg::ColumnA, column_a),
+                (ColumnArg::ColumnB, column_b),
+            ],
+            Expectation::CompoundColumnsUnique { column_list, .. } => column_list
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (ColumnArg::ColumnList(i), c.as_str()))
+                .collect(),
+            _ => self
+                .column()
+                .map(|c| vec![(ColumnArg::Column, c)])
+                .unwrap_or_default(),
+        }
+    }
+
+    /// GE `mostly`, when the expectation takes it and it is set.
+    pub fn mostly_arg(&self) -> Option<f64> {
         match self {
             Expectation::NotNull { mostly, .. }
             | Expectation::InSet { mostly, .. }
             | Expectation::Between { mostly, .. }
-            | Expectation::Unique { mostly, .. } => mostly.unwrap_or(1.0),
-            _ => 1.0,
+            | Expectation::Unique { mostly, .. }
+            | Expectation::MatchRegex { mostly, .. }
+            | Expectation::ValueLengthsBetween { mostly, .. }
+            | Expectation::OfType { mostly, .. }
+            | Expectation::PairAGreaterThanB { mostly, .. }
+            | Expectation::CompoundColumnsUnique { mostly, .. } => *mostly,
+            _ => None,
         }
     }
 
-    /// The arguments as JSON (GE's `kwargs`), for reports.
+    /// GE `mostly` (1.0 when unset or not applicable).
+    pub fn mostly(&self) -> f64 {
+        self.mostly_arg().unwrap_or(1.0)
+    }
+
+    /// Whether a failure rejects the batch or only warns.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Expectation::NotNull { severity, .. }
+            | Expectation::InSet { severity, .. }
+            | Expectation::Between { severity, .. }
+            | Expectation::Unique { severity, .. }
+            | Expectation::RowCount { severity, .. }
+            | Expectation::ColumnsMatchSet { severity, .. }
+            | Expectation::MatchRegex { severity, .. }
+            | Expectation::ValueLengthsBetween { severity, .. }
+            | Expectation::OfType { severity, .. }
+            | Expectation::DistinctValuesInSet { severity, .. }
+            | Expectation::ProportionOfUniqueBetween { severity, .. }
+            | Expectation::MeanBetween { severity, .. }
+            | Expectation::MedianBetween { severity, .. }
+            | Expectation::StdevBetween { severity, .. }
+            | Expectation::MinBetween { severity, .. }
+            | Expectation::MaxBetween { severity, .. }
+            | Expectation::PairAGreaterThanB { severity, .. }
+            | Expectation::CompoundColumnsUnique { severity, .. }
+            | Expectation::KlDivergenceLessThan { severity, .. } => *severity,
+        }
+    }
+
+    /// `(min_value, max_value)` of the expectations that take numeric bounds.
+    pub fn bounds(&self) -> Option<(Option<f64>, Option<f64>)> {
+        match self {
+            Expectation::Between {
+                min_value,
+                max_value,
+                ..
+            }
+            | Expectation::ProportionOfUniqueBetween {
+                min_value,
+                max_value,
+                ..
+            }
+            | Expectation::MeanBetween {
+                min_value,
+                max_value,
+                ..
+            }
+            | Expectation::MedianBetween {
+                min_value,
+                max_value,
+                ..
+            }
+            | Expectation::StdevBetween {
+                min_value,
+                max_value,
+                ..
+            }
+            | Expectation::MinBetween {
+                min_value,
+                max_value,
+                ..
+            }
+            | Expectation::MaxBetween {
+                min_value,
+                max_value,
+                ..
+            } => Some((*min_value, *max_value)),
+            Expectation::ValueLengthsBetween {
+                min_value,
+                max_value,
+                ..
+            }
+            | Expectation::RowCount {
+                min_value,
+                max_value,
+                ..
+            } => Some((min_value.map(|v| v as f64), max_value.map(|v| v as f64))),
+            _ => None,
+        }
+    }
+
+    /// Whether it needs numeric (int or float) columns.
+    pub fn needs_numeric(&self) -> bool {
+        match self {
+            Expectation::Between { .. }
+            | Expectation::MeanBetween { .. }
+            | Expectation::MedianBetween { .. }
+            | Expectation::StdevBetween { .. }
+            | Expectation::MinBetween { .. }
+            | Expectation::MaxBetween { .. }
+            | Expectation::PairAGreaterThanB { .. } => true,
+            Expectation::KlDivergenceLessThan {
+                partition_object, ..
+            } => partition_object.bins.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The arguments as JSON (GE's `kwargs`), for reports: unset optional arguments
+    /// and `severity` (reported separately) are left out.
     pub fn kwargs(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.remove("expectation");
+            o.remove("severity");
         }
         v
     }
+}
+
+/// Whether a literal fits a column of this type (ints fit float columns).
+pub fn scalar_fits(ty: ColumnType, v: &Scalar) -> bool {
+    matches!(
+        (ty, v),
+        (ColumnType::String, Scalar::Str(_))
+            | (ColumnType::Int, Scalar::Int(_))
+            | (ColumnType::Float, Scalar::Int(_) | Scalar::Float(_))
+            | (ColumnType::Bool, Scalar::Bool(_))
+    )
 }
 
 /// Which learner to fit.
@@ -429,16 +960,7 @@ fn valid_name(s: &str) -> bool {
 impl DatasetSpec {
     /// Parses and checks a spec. `source_name` (usually the file path) is used in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<ParsedSpec, SpecError> {
-        let spec: DatasetSpec = toml::from_str(text).map_err(|e| {
-            let reason = e.message().to_string();
-            SpecError {
-                source_name: source_name.to_string(),
-                line: line_of(text, e.span()),
-                key: key_from_message(&reason).unwrap_or_else(|| "(document)".into()),
-                reason,
-            }
-        })?;
-        spec.check().map_err(|(path, reason)| {
+        let located = |(path, reason): (Vec<PathPart>, String)| {
             let segs: Vec<Seg<'_>> = path
                 .iter()
                 .map(|p| match p {
@@ -452,7 +974,20 @@ impl DatasetSpec {
                 key: render_path(&path),
                 reason,
             }
+        };
+        let spec: DatasetSpec = toml::from_str(text).map_err(|e| {
+            if let Some(found) = unknown_severity(text) {
+                return located(found);
+            }
+            let reason = e.message().to_string();
+            SpecError {
+                source_name: source_name.to_string(),
+                line: line_of(text, e.span()),
+                key: key_from_message(&reason).unwrap_or_else(|| "(document)".into()),
+                reason,
+            }
         })?;
+        spec.check().map_err(located)?;
         Ok(ParsedSpec {
             spec,
             digest: hex::encode(Sha256::digest(text.as_bytes())),
@@ -573,78 +1108,63 @@ impl DatasetSpec {
             }
         }
         for (i, e) in self.expectations.iter().enumerate() {
-            let at = |key: &str| vec![Key("expectations".into()), Index(i), Key(key.into())];
-            if let Some(col) = e.column() {
-                let Some(c) = self.column(col) else {
-                    return Err((
-                        at("column"),
-                        format!(
-                            "{} names column {col:?}, which is not declared in [[columns]]",
-                            e.name()
-                        ),
-                    ));
-                };
-                let m = e.mostly();
-                if !(0.0..=1.0).contains(&m) {
-                    return Err((at("mostly"), format!("must be between 0 and 1, got {m}")));
-                }
-                match e {
-                    Expectation::Between {
-                        min_value,
-                        max_value,
-                        ..
-                    } => {
-                        if !c.ty.is_numeric() {
-                            return Err((
-                                at("column"),
-                                format!("{} needs a numeric column; {col:?} is {}", e.name(), c.ty),
-                            ));
-                        }
-                        if min_value.is_none() && max_value.is_none() {
-                            return Err((
-                                at("min_value"),
-                                "give min_value, max_value or both".into(),
-                            ));
-                        }
-                        if let (Some(a), Some(b)) = (min_value, max_value)
-                            && a > b
-                        {
-                            return Err((
-                                at("min_value"),
-                                format!("min_value {a} is above max_value {b}"),
-                            ));
-                        }
-                    }
-                    Expectation::InSet { value_set, .. } => {
-                        if value_set.is_empty() {
-                            return Err((at("value_set"), "must not be empty".into()));
-                        }
-                        for v in value_set {
-                            let fits = matches!(
-                                (c.ty, v),
-                                (ColumnType::String, Scalar::Str(_))
-                                    | (ColumnType::Int, Scalar::Int(_))
-                                    | (ColumnType::Float, Scalar::Int(_) | Scalar::Float(_))
-                                    | (ColumnType::Bool, Scalar::Bool(_))
-                            );
-                            if !fits {
-                                return Err((
-                                    at("value_set"),
-                                    format!(
-                                        "value {v} does not fit column {col:?} of type {}",
-                                        c.ty
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                    _ => {}
+            self.check_expectation(i, e)?;
+        }
+        Ok(())
+    }
+
+    fn check_expectation(&self, i: usize, e: &Expectation) -> Result<(), (Vec<PathPart>, String)> {
+        use PathPart::{Index, Key};
+        let at = |key: &str| vec![Key("expectations".into()), Index(i), Key(key.into())];
+        let at2 = |key: &str, sub: &str| {
+            vec![
+                Key("expectations".into()),
+                Index(i),
+                Key(key.into()),
+                Key(sub.into()),
+            ]
+        };
+        let name = e.name();
+        let mut types = Vec::new();
+        for (arg, col) in e.columns() {
+            let path = match arg {
+                ColumnArg::ColumnList(j) => vec![
+                    Key("expectations".into()),
+                    Index(i),
+                    Key("column_list".into()),
+                    Index(j),
+                ],
+                _ => at(&arg.key()),
+            };
+            let Some(c) = self.column(col) else {
+                return Err((
+                    path,
+                    format!("{name} names column {col:?}, which is not declared in [[columns]]"),
+                ));
+            };
+            if e.needs_numeric() && !c.ty.is_numeric() {
+                return Err((
+                    path,
+                    format!("{name} needs a numeric column; {col:?} is {}", c.ty),
+                ));
+            }
+            types.push(c.ty);
+        }
+        let ty = types.first().copied();
+        if let Some(m) = e.mostly_arg()
+            && !(0.0..=1.0).contains(&m)
+        {
+            return Err((at("mostly"), format!("must be between 0 and 1, got {m}")));
+        }
+        if let Some((lo, hi)) = e.bounds() {
+            for (key, v) in [("min_value", lo), ("max_value", hi)] {
+                if let Some(v) = v
+                    && v.is_nan()
+                {
+                    return Err((at(key), "must be a number, not NaN".into()));
                 }
             }
-            if let Expectation::RowCount {
-                min_value: Some(a),
-                max_value: Some(b),
-            } = e
+            if let (Some(a), Some(b)) = (lo, hi)
                 && a > b
             {
                 return Err((
@@ -652,9 +1172,209 @@ impl DatasetSpec {
                     format!("min_value {a} is above max_value {b}"),
                 ));
             }
+            let both_optional = matches!(e, Expectation::RowCount { .. });
+            if lo.is_none() && hi.is_none() && !both_optional {
+                return Err((at("min_value"), "give min_value, max_value or both".into()));
+            }
+        }
+        let string_only = |what: &str| -> Result<(), (Vec<PathPart>, String)> {
+            match ty {
+                Some(ColumnType::String) | None => Ok(()),
+                Some(t) => Err((
+                    at("column"),
+                    format!(
+                        "{name} {what}; column {:?} is {t}",
+                        e.column().unwrap_or_default()
+                    ),
+                )),
+            }
+        };
+        match e {
+            Expectation::InSet { value_set, .. }
+            | Expectation::DistinctValuesInSet { value_set, .. } => {
+                value_set_fits_at(ty, value_set, e.column().unwrap_or_default())
+                    .map_err(|r| (at("value_set"), r))?;
+            }
+            Expectation::MatchRegex { regex, .. } => {
+                string_only("needs a string column")?;
+                if let Err(err) = regex::Regex::new(regex) {
+                    let msg = err.to_string().replace('\n', " ");
+                    return Err((at("regex"), format!("does not compile: {msg}")));
+                }
+            }
+            Expectation::ValueLengthsBetween { .. } => {
+                string_only("measures the text of a string column")?;
+            }
+            Expectation::OfType { column, type_, .. } => {
+                let Some(wanted) = ColumnType::from_ge_type(type_) else {
+                    return Err((
+                        at("type_"),
+                        format!(
+                            "unknown type {type_:?}: use a GE/pandas name of an int, float, \
+                             string or bool type (int64, float64, str, bool...)"
+                        ),
+                    ));
+                };
+                if let Some(t) = ty
+                    && t != wanted
+                {
+                    return Err((
+                        at("type_"),
+                        format!(
+                            "type {type_:?} is {wanted}, but column {column:?} is declared {t}"
+                        ),
+                    ));
+                }
+            }
+            Expectation::CompoundColumnsUnique { column_list, .. } => {
+                if column_list.is_empty() {
+                    return Err((at("column_list"), "name at least one column".into()));
+                }
+                let mut seen = BTreeSet::new();
+                for (j, c) in column_list.iter().enumerate() {
+                    if !seen.insert(c) {
+                        return Err((
+                            vec![
+                                Key("expectations".into()),
+                                Index(i),
+                                Key("column_list".into()),
+                                Index(j),
+                            ],
+                            format!("column {c:?} is listed twice"),
+                        ));
+                    }
+                }
+            }
+            Expectation::KlDivergenceLessThan {
+                partition_object: p,
+                threshold,
+                ..
+            } => {
+                if !(threshold.is_finite() && *threshold >= 0.0) {
+                    return Err((
+                        at("threshold"),
+                        format!("must be a finite number >= 0, got {threshold}"),
+                    ));
+                }
+                let po = |sub: &str| at2("partition_object", sub);
+                let categories = match (&p.bins, &p.values) {
+                    (Some(_), Some(_)) => {
+                        return Err((
+                            at("partition_object"),
+                            "give either bins (numeric) or values (categorical), not both".into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err((
+                            at("partition_object"),
+                            "give bins (numeric edges) or values (categories), with weights".into(),
+                        ));
+                    }
+                    (Some(bins), None) => {
+                        if bins.len() < 2 {
+                            return Err((po("bins"), "give at least two edges (one bin)".into()));
+                        }
+                        if bins.iter().any(|b| !b.is_finite())
+                            || bins.windows(2).any(|w| w[0] >= w[1])
+                        {
+                            return Err((
+                                po("bins"),
+                                "edges must be finite and strictly increasing".into(),
+                            ));
+                        }
+                        bins.len() - 1
+                    }
+                    (None, Some(values)) => {
+                        value_set_fits_at(ty, values, e.column().unwrap_or_default())
+                            .map_err(|r| (po("values"), r))?;
+                        let mut seen = Vec::new();
+                        for v in values {
+                            if seen.contains(&v) {
+                                return Err((po("values"), format!("value {v} is listed twice")));
+                            }
+                            seen.push(v);
+                        }
+                        if p.tail_weights.is_some() {
+                            return Err((
+                                po("tail_weights"),
+                                "tail weights apply to numeric bins only".into(),
+                            ));
+                        }
+                        values.len()
+                    }
+                };
+                if p.weights.len() != categories {
+                    let what = if p.bins.is_some() {
+                        format!("{} edges make {categories} bins", categories + 1)
+                    } else {
+                        format!("{categories} values")
+                    };
+                    return Err((
+                        po("weights"),
+                        format!(
+                            "bins/values and weights lengths do not match: {what} but {} weights",
+                            p.weights.len()
+                        ),
+                    ));
+                }
+                if let Some(w) = p.weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+                    return Err((
+                        po("weights"),
+                        format!("weights must be finite and not negative, got {w}"),
+                    ));
+                }
+                let mut total: f64 = p.weights.iter().sum();
+                if let Some(t) = &p.tail_weights {
+                    if t.len() != 2 || t.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+                        return Err((
+                            po("tail_weights"),
+                            "give two finite, non-negative weights: [below, above]".into(),
+                        ));
+                    }
+                    total += t[0] + t[1];
+                }
+                if total <= 0.0 {
+                    return Err((po("weights"), "the weights sum to 0".into()));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
+}
+
+fn value_set_fits_at(ty: Option<ColumnType>, set: &[Scalar], column: &str) -> Result<(), String> {
+    let Some(t) = ty else { return Ok(()) };
+    if set.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match set.iter().find(|v| !scalar_fits(t, v)) {
+        Some(v) => Err(format!(
+            "value {v} does not fit column {column:?} of type {t}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Finds an unknown `severity` in the raw document, to name its line and key when
+/// deserialisation failed (serde's message alone would not say where).
+fn unknown_severity(text: &str) -> Option<(Vec<PathPart>, String)> {
+    let doc: toml::Table = text.parse().ok()?;
+    let list = doc.get("expectations")?.as_array()?;
+    for (i, e) in list.iter().enumerate() {
+        let Some(s) = e.get("severity") else { continue };
+        if !matches!(s.as_str(), Some("error" | "warning")) {
+            return Some((
+                vec![
+                    PathPart::Key("expectations".into()),
+                    PathPart::Index(i),
+                    PathPart::Key("severity".into()),
+                ],
+                format!("unknown severity {s}: use \"error\" or \"warning\""),
+            ));
+        }
+    }
+    None
 }
 
 #[derive(Debug, Clone)]
@@ -800,5 +1520,328 @@ nullable = true
         let b = DatasetSpec::parse(&format!("{BASE}\n# comment\n"), "a").unwrap();
         assert_eq!(a.spec, b.spec);
         assert_ne!(a.digest, b.digest);
+    }
+
+    /// BASE plus an int and a string column; expectations start on line 22.
+    fn with_expectations(expectations: &str) -> String {
+        format!(
+            "{BASE}[[columns]]\nname = \"n\"\ntype = \"int\"\n[[columns]]\nname = \"s\"\ntype = \"string\"\n{expectations}"
+        )
+    }
+
+    const EVERY_NEW: &str = r#"[[expectations]]
+expectation = "expect_column_values_to_match_regex"
+column = "s"
+regex = '^[a-z]+\d*$'
+mostly = 0.9
+[[expectations]]
+expectation = "expect_column_value_lengths_to_be_between"
+column = "s"
+min_value = 1
+max_value = 8
+severity = "warning"
+[[expectations]]
+expectation = "expect_column_values_to_be_of_type"
+column = "n"
+type_ = "int64"
+[[expectations]]
+expectation = "expect_column_values_to_be_of_type"
+column = "x"
+type_ = "float"
+[[expectations]]
+expectation = "expect_column_distinct_values_to_be_in_set"
+column = "n"
+value_set = [1, 2, 3]
+[[expectations]]
+expectation = "expect_column_proportion_of_unique_values_to_be_between"
+column = "id"
+min_value = 0.99
+[[expectations]]
+expectation = "expect_column_mean_to_be_between"
+column = "x"
+min_value = 0
+max_value = 10
+strict_max = true
+[[expectations]]
+expectation = "expect_column_median_to_be_between"
+column = "n"
+max_value = 3
+[[expectations]]
+expectation = "expect_column_stdev_to_be_between"
+column = "x"
+min_value = 0.1
+[[expectations]]
+expectation = "expect_column_min_to_be_between"
+column = "x"
+min_value = 0
+strict_min = true
+[[expectations]]
+expectation = "expect_column_max_to_be_between"
+column = "n"
+max_value = 100
+[[expectations]]
+expectation = "expect_column_pair_values_a_to_be_greater_than_b"
+column_A = "x"
+column_B = "n"
+or_equal = true
+mostly = 0.95
+[[expectations]]
+expectation = "expect_compound_columns_to_be_unique"
+column_list = ["id", "n"]
+[[expectations]]
+expectation = "expect_column_kl_divergence_to_be_less_than"
+column = "x"
+threshold = 0.1
+partition_object = { bins = [0, 1, 5, 10], weights = [0.2, 0.5, 0.3], tail_weights = [0.0, 0.0] }
+[[expectations]]
+expectation = "expect_column_kl_divergence_to_be_less_than"
+column = "s"
+threshold = 0.1
+[expectations.partition_object]
+values = ["a", "b"]
+weights = [0.5, 0.5]
+[[expectations]]
+expectation = "expect_column_values_to_be_in_set"
+column = "y"
+value_set = ["Yes", "No"]
+severity = "error"
+"#;
+
+    #[test]
+    fn every_new_expectation_parses_and_round_trips_through_toml() {
+        let p = DatasetSpec::parse(&with_expectations(EVERY_NEW), "x.toml").unwrap();
+        let e = &p.spec.expectations;
+        assert_eq!(e.len(), 16);
+        assert_eq!(e[1].severity(), Severity::Warning);
+        assert_eq!(e[0].severity(), Severity::Error);
+        assert_eq!(e[0].mostly(), 0.9);
+        assert_eq!(e[6].bounds(), Some((Some(0.0), Some(10.0))));
+        assert_eq!(
+            e[11].columns(),
+            vec![(ColumnArg::ColumnA, "x"), (ColumnArg::ColumnB, "n")]
+        );
+        assert_eq!(
+            e[11].kwargs(),
+            serde_json::json!({"column_A": "x", "column_B": "n", "or_equal": true, "mostly": 0.95})
+        );
+        assert_eq!(e[1].kwargs()["severity"], serde_json::Value::Null);
+        #[derive(Serialize)]
+        struct Wrap<'a> {
+            expectations: &'a [Expectation],
+        }
+        let text = toml::to_string(&Wrap { expectations: e }).unwrap();
+        let back = DatasetSpec::parse(&with_expectations(&text), "y.toml")
+            .unwrap_or_else(|err| panic!("{err}\n{text}"));
+        assert_eq!(&back.spec.expectations, e);
+    }
+
+    fn refused(expectations: &str) -> SpecError {
+        err(&with_expectations(expectations))
+    }
+
+    #[test]
+    fn refuses_a_regex_that_does_not_compile() {
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_values_to_match_regex\"\ncolumn = \"s\"\nregex = '(?<=a)b'\n",
+        );
+        assert_eq!(e.key, "expectations[0].regex", "{e}");
+        assert_eq!(e.line, 25, "{e}");
+        assert!(e.reason.contains("does not compile"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("x.toml:25: expectations[0].regex"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_undeclared_columns_in_every_column_argument() {
+        let pair = |a: &str, b: &str| {
+            format!(
+                "[[expectations]]\nexpectation = \"expect_column_pair_values_a_to_be_greater_than_b\"\ncolumn_A = \"{a}\"\ncolumn_B = \"{b}\"\n"
+            )
+        };
+        let e = refused(&pair("nope", "n"));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("expectations[0].column_A", 24),
+            "{e}"
+        );
+        assert!(e.reason.contains("nope"));
+        let e = refused(&pair("n", "gone"));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("expectations[0].column_B", 25),
+            "{e}"
+        );
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_compound_columns_to_be_unique\"\ncolumn_list = [\n  \"id\",\n  \"ghost\",\n]\n",
+        );
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("expectations[0].column_list[1]", 26),
+            "{e}"
+        );
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_mean_to_be_between\"\ncolumn = \"q\"\nmin_value = 1\n",
+        );
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("expectations[0].column", 24),
+            "{e}"
+        );
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_compound_columns_to_be_unique\"\ncolumn_list = [\"id\", \"id\"]\n",
+        );
+        assert!(e.reason.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn refuses_numeric_expectations_on_string_columns() {
+        for name in [
+            "expect_column_mean_to_be_between",
+            "expect_column_median_to_be_between",
+            "expect_column_stdev_to_be_between",
+            "expect_column_min_to_be_between",
+            "expect_column_max_to_be_between",
+        ] {
+            let e = refused(&format!(
+                "[[expectations]]\nexpectation = \"{name}\"\ncolumn = \"s\"\nmin_value = 1\n"
+            ));
+            assert_eq!(e.key, "expectations[0].column", "{e}");
+            assert!(e.reason.contains("numeric"), "{e}");
+        }
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_pair_values_a_to_be_greater_than_b\"\ncolumn_A = \"x\"\ncolumn_B = \"s\"\n",
+        );
+        assert_eq!(e.key, "expectations[0].column_B", "{e}");
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_kl_divergence_to_be_less_than\"\ncolumn = \"s\"\nthreshold = 0.1\npartition_object = { bins = [0, 1], weights = [1] }\n",
+        );
+        assert!(e.reason.contains("numeric"), "{e}");
+        // And text expectations on numbers.
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_values_to_match_regex\"\ncolumn = \"n\"\nregex = 'a'\n",
+        );
+        assert!(e.reason.contains("string column"), "{e}");
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_value_lengths_to_be_between\"\ncolumn = \"x\"\nmax_value = 3\n",
+        );
+        assert!(e.reason.contains("string column"), "{e}");
+    }
+
+    #[test]
+    fn refuses_min_value_above_max_value() {
+        for (name, column) in [
+            ("expect_column_mean_to_be_between", "x"),
+            ("expect_column_median_to_be_between", "n"),
+            ("expect_column_stdev_to_be_between", "x"),
+            ("expect_column_min_to_be_between", "x"),
+            ("expect_column_max_to_be_between", "x"),
+            (
+                "expect_column_proportion_of_unique_values_to_be_between",
+                "s",
+            ),
+            ("expect_column_value_lengths_to_be_between", "s"),
+            ("expect_column_values_to_be_between", "x"),
+            ("expect_table_row_count_to_be_between", "x"),
+        ] {
+            let column = if name.starts_with("expect_table") {
+                String::new()
+            } else {
+                format!("column = \"{column}\"\n")
+            };
+            let e = refused(&format!(
+                "[[expectations]]\nexpectation = \"{name}\"\n{column}min_value = 5\nmax_value = 2\n"
+            ));
+            assert_eq!(e.key, "expectations[0].min_value", "{name}: {e}");
+            assert!(e.reason.contains("above max_value"), "{name}: {e}");
+        }
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_mean_to_be_between\"\ncolumn = \"x\"\n",
+        );
+        assert!(e.reason.contains("give min_value"), "{e}");
+    }
+
+    #[test]
+    fn refuses_bad_partition_objects() {
+        let kl = |column: &str, po: &str| {
+            refused(&format!(
+                "[[expectations]]\nexpectation = \"expect_column_kl_divergence_to_be_less_than\"\ncolumn = \"{column}\"\nthreshold = 0.1\n[expectations.partition_object]\n{po}\n"
+            ))
+        };
+        let e = kl("x", "bins = [0, 1, 2]\nweights = [0.2, 0.3, 0.5]");
+        assert_eq!(e.key, "expectations[0].partition_object.weights", "{e}");
+        assert_eq!(e.line, 28, "{e}");
+        assert!(e.reason.contains("lengths do not match"), "{e}");
+        let e = kl("x", "bins = [0, 1, 2]\nweights = [0.5, -0.5]");
+        assert_eq!(e.key, "expectations[0].partition_object.weights", "{e}");
+        assert!(e.reason.contains("negative"), "{e}");
+        let e = kl("s", "values = [\"a\", \"b\"]\nweights = [1]");
+        assert!(e.reason.contains("lengths do not match"), "{e}");
+        let e = kl("s", "values = [\"a\", 1]\nweights = [1, 1]");
+        assert_eq!(e.key, "expectations[0].partition_object.values", "{e}");
+        let e = kl("x", "bins = [0, 2, 1]\nweights = [1, 1]");
+        assert_eq!(e.key, "expectations[0].partition_object.bins", "{e}");
+        let e = kl("x", "bins = [0, 1]\nvalues = [1.0]\nweights = [1]");
+        assert_eq!(e.key, "expectations[0].partition_object", "{e}");
+        let e = kl("x", "bins = [0, 1]\nweights = [0]");
+        assert!(e.reason.contains("sum to 0"), "{e}");
+        let e = kl("x", "bins = [0, 1]\nweights = [1]\ntail_weights = [0.1]");
+        assert_eq!(
+            e.key, "expectations[0].partition_object.tail_weights",
+            "{e}"
+        );
+        let e = kl("x", "bins = [0, 1]\nweights = [1]\nbogus = 1");
+        assert!(e.reason.contains("bogus"), "{e}");
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_kl_divergence_to_be_less_than\"\ncolumn = \"x\"\nthreshold = -1\npartition_object = { bins = [0, 1], weights = [1] }\n",
+        );
+        assert_eq!(e.key, "expectations[0].threshold", "{e}");
+    }
+
+    #[test]
+    fn refuses_an_unknown_severity_with_its_line() {
+        let e = refused(
+            "[[expectations]]\nexpectation = \"expect_column_values_to_not_be_null\"\ncolumn = \"x\"\nseverity = \"warning\"\n\
+             [[expectations]]\nexpectation = \"expect_column_values_to_not_be_null\"\ncolumn = \"n\"\nseverity = \"fatal\"\n",
+        );
+        assert_eq!(e.key, "expectations[1].severity", "{e}");
+        assert_eq!(e.line, 29, "{e}");
+        assert!(
+            e.reason.contains("fatal") && e.reason.contains("warning"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn of_type_must_name_the_declared_type() {
+        let of_type = |column: &str, ty: &str| {
+            DatasetSpec::parse(
+                &with_expectations(&format!(
+                    "[[expectations]]\nexpectation = \"expect_column_values_to_be_of_type\"\ncolumn = \"{column}\"\ntype_ = \"{ty}\"\n"
+                )),
+                "x.toml",
+            )
+        };
+        for (column, ty) in [
+            ("n", "int"),
+            ("n", "int64"),
+            ("n", "INTEGER"),
+            ("x", "float"),
+            ("x", "float64"),
+            ("s", "str"),
+            ("s", "string"),
+            ("s", "object"),
+        ] {
+            assert!(of_type(column, ty).is_ok(), "{column} {ty}");
+        }
+        let e = of_type("x", "str").unwrap_err();
+        assert_eq!(e.key, "expectations[0].type_", "{e}");
+        assert!(e.reason.contains("declared float"), "{e}");
+        let e = of_type("x", "decimal128").unwrap_err();
+        assert!(e.reason.contains("unknown type"), "{e}");
+        assert_eq!(ColumnType::from_ge_type("boolean"), Some(ColumnType::Bool));
+        assert_eq!(ColumnType::from_ge_type("bool"), Some(ColumnType::Bool));
     }
 }
