@@ -160,12 +160,22 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
 pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64> {
     use rand::{Rng, SeedableRng};
     use std::io::Write;
-    let text = std::fs::read_to_string(telco).with_context(|| format!("cannot read {}", telco.display()))?;
+    let text = std::fs::read_to_string(telco)
+        .with_context(|| format!("cannot read {}", telco.display()))?;
     let mut lines = text.lines();
     let header = lines.next().context("empty Telco file")?.to_string();
     let cols: Vec<&str> = header.split(',').collect();
-    let idx = |name: &str| cols.iter().position(|c| *c == name).with_context(|| format!("no column {name}"));
-    let (id, tenure, monthly, total) = (idx("customerID")?, idx("tenure")?, idx("MonthlyCharges")?, idx("TotalCharges")?);
+    let idx = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .with_context(|| format!("no column {name}"))
+    };
+    let (id, tenure, monthly, total) = (
+        idx("customerID")?,
+        idx("tenure")?,
+        idx("MonthlyCharges")?,
+        idx("TotalCharges")?,
+    );
     let source: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     if source.is_empty() {
         bail!("no data rows in {}", telco.display());
@@ -177,7 +187,8 @@ pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64>
     for i in 0..rows {
         let r = &source[rng.random_range(0..source.len())];
         let t: f64 = r[tenure].parse().unwrap_or(0.0);
-        let m: f64 = (r[monthly].parse::<f64>().unwrap_or(50.0) + rng.random_range(-3.0..3.0)).clamp(18.0, 120.0);
+        let m: f64 = (r[monthly].parse::<f64>().unwrap_or(50.0) + rng.random_range(-3.0..3.0))
+            .clamp(18.0, 120.0);
         line.clear();
         for (j, field) in r.iter().enumerate() {
             if j > 0 {

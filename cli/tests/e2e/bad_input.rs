@@ -368,8 +368,15 @@ async fn a_model_failing_its_gates_is_rejected_and_not_deployed() {
         model["aliases"].as_object().unwrap().is_empty(),
         "{model:#}"
     );
-    let gate = &model["versions"][0]["gate_checks"][0];
+    let gate = model["versions"][0]["gate_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "min_roc_auc")
+        .cloned()
+        .unwrap();
     assert_eq!(gate["passed"], false);
+    assert!(!model["versions"][0]["decision"]["policy_digest"].as_str().unwrap().is_empty());
     let r = t
         .http
         .get(format!("{}/v1/models/telco-churn", t.staging()))

@@ -278,6 +278,12 @@ pub struct FeaturesReady {
     pub seed: u64,
     /// Who submitted the batch.
     pub submitted_by: String,
+    /// Feature statistics on the training rows (JSON): the drift reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics_sha256: Option<Sha256Digest>,
+    /// Entities whose latest record went to the online store.
+    #[serde(default)]
+    pub online_entities: u64,
 }
 impl EventPayload for FeaturesReady {
     const NAME: &'static str = "features.ready";
@@ -301,6 +307,12 @@ pub struct ModelTrained {
     pub algorithm: String,
     /// Holdout metrics (`roc_auc`, `pr_auc`, `log_loss`, `brier`).
     pub metrics: BTreeMap<String, f64>,
+    /// The evaluation report (JSON): intervals, calibration, slices, champion comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_sha256: Option<Sha256Digest>,
+    /// The same report as a self-contained HTML page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_html_sha256: Option<Sha256Digest>,
 }
 impl EventPayload for ModelTrained {
     const NAME: &'static str = "model.trained";

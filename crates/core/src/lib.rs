@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod events;
 pub mod ids;
 pub mod nats_server;
+pub mod online;
 pub mod ops;
 pub mod signing;
 pub mod telemetry;

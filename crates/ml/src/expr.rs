@@ -124,7 +124,10 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
     let chars: Vec<char> = src.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |p: usize, m: String| ExprError { position: p + 1, message: m };
+    let err = |p: usize, m: String| ExprError {
+        position: p + 1,
+        message: m,
+    };
     while i < chars.len() {
         let c = chars[i];
         let start = i;
@@ -132,7 +135,8 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
             i += 1;
             continue;
         }
-        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
                 i += 1;
             }
@@ -146,7 +150,9 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
                 }
             }
             let text: String = chars[start..i].iter().collect();
-            let v = text.parse::<f64>().map_err(|_| err(start, format!("{text:?} is not a number")))?;
+            let v = text
+                .parse::<f64>()
+                .map_err(|_| err(start, format!("{text:?} is not a number")))?;
             out.push((start, Tok::Num(v)));
             continue;
         }
@@ -167,7 +173,14 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
             }
             let text: String = chars[start + 1..i].iter().collect();
             i += 1;
-            out.push((start, if c == '`' { Tok::Quoted(text) } else { Tok::Str(text) }));
+            out.push((
+                start,
+                if c == '`' {
+                    Tok::Quoted(text)
+                } else {
+                    Tok::Str(text)
+                },
+            ));
             continue;
         }
         let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
@@ -212,10 +225,16 @@ struct Parser {
 
 impl Parser {
     fn pos(&self) -> usize {
-        self.toks.get(self.at).map(|t| t.0 + 1).unwrap_or(self.end + 1)
+        self.toks
+            .get(self.at)
+            .map(|t| t.0 + 1)
+            .unwrap_or(self.end + 1)
     }
     fn err(&self, m: impl Into<String>) -> ExprError {
-        ExprError { position: self.pos(), message: m.into() }
+        ExprError {
+            position: self.pos(),
+            message: m.into(),
+        }
     }
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.at).map(|t| &t.1)
@@ -237,7 +256,11 @@ impl Parser {
         }
     }
     fn expect(&mut self, s: &str) -> Result<(), ExprError> {
-        if self.eat_sym(s) { Ok(()) } else { Err(self.err(format!("expected `{s}`"))) }
+        if self.eat_sym(s) {
+            Ok(())
+        } else {
+            Err(self.err(format!("expected `{s}`")))
+        }
     }
     fn column(&mut self, name: String) -> Node {
         let i = match self.columns.iter().position(|c| *c == name) {
@@ -274,7 +297,14 @@ impl Parser {
     }
     fn cmp(&mut self) -> Result<Node, ExprError> {
         let l = self.sum()?;
-        for (s, op) in [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("!=", Op::Ne), ("<", Op::Lt), (">", Op::Gt)] {
+        for (s, op) in [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ] {
             if self.eat_sym(s) {
                 let r = self.sum()?;
                 return Ok(Node::Bin(op, Box::new(l), Box::new(r)));
@@ -377,7 +407,10 @@ impl Parser {
                     }
                 }
                 if args.len() != arity {
-                    return Err(self.err(format!("`{name}` takes {arity} argument(s), got {}", args.len())));
+                    return Err(self.err(format!(
+                        "`{name}` takes {arity} argument(s), got {}",
+                        args.len()
+                    )));
                 }
                 Ok(Node::Call(f, args))
             }
@@ -409,12 +442,21 @@ impl Expr {
     /// Parses an expression.
     pub fn parse(src: &str) -> Result<Self, ExprError> {
         let toks = tokenize(src)?;
-        let mut p = Parser { toks, at: 0, end: src.chars().count(), columns: Vec::new() };
+        let mut p = Parser {
+            toks,
+            at: 0,
+            end: src.chars().count(),
+            columns: Vec::new(),
+        };
         let root = p.or()?;
         if p.at < p.toks.len() {
             return Err(p.err("unexpected text after the end of the expression"));
         }
-        Ok(Self { source: src.to_string(), root, columns: p.columns })
+        Ok(Self {
+            source: src.to_string(),
+            root,
+            columns: p.columns,
+        })
     }
 
     /// Columns the expression reads, in order of first use; `eval`'s `get` is
@@ -426,14 +468,26 @@ impl Expr {
     /// Checks every column exists and is used with a fitting type: numbers (int,
     /// float, bool) in arithmetic, strings only compared with `==`/`!=`.
     pub fn check(&self, type_of: &dyn Fn(&str) -> Option<ColumnType>) -> Result<(), ExprError> {
-        let pos_of = |name: &str| self.source.find(name).map(|p| self.source[..p].chars().count() + 1).unwrap_or(1);
+        let pos_of = |name: &str| {
+            self.source
+                .find(name)
+                .map(|p| self.source[..p].chars().count() + 1)
+                .unwrap_or(1)
+        };
         for c in &self.columns {
             match type_of(c) {
-                None => return Err(ExprError { position: pos_of(c), message: format!("unknown column {c:?}") }),
+                None => {
+                    return Err(ExprError {
+                        position: pos_of(c),
+                        message: format!("unknown column {c:?}"),
+                    });
+                }
                 Some(ColumnType::String) if !self.string_only_compared(&self.root, c) => {
                     return Err(ExprError {
                         position: pos_of(c),
-                        message: format!("column {c:?} is a string: it may only be compared with == or != to a quoted string"),
+                        message: format!(
+                            "column {c:?} is a string: it may only be compared with == or != to a quoted string"
+                        ),
                     });
                 }
                 _ => {}
@@ -450,8 +504,12 @@ impl Expr {
             Node::Bin(Op::Eq | Op::Ne, l, r) if is_col(l) || is_col(r) => {
                 matches!(**l, Node::Str(_)) || matches!(**r, Node::Str(_))
             }
-            Node::Bin(_, l, r) => self.string_only_compared(l, col) && self.string_only_compared(r, col),
-            Node::Neg(x) | Node::Not(x) | Node::Bucketize(x, _) => self.string_only_compared(x, col),
+            Node::Bin(_, l, r) => {
+                self.string_only_compared(l, col) && self.string_only_compared(r, col)
+            }
+            Node::Neg(x) | Node::Not(x) | Node::Bucketize(x, _) => {
+                self.string_only_compared(x, col)
+            }
             Node::Call(_, args) => args.iter().all(|a| self.string_only_compared(a, col)),
             Node::Num(_) | Node::Str(_) => true,
         }
@@ -483,7 +541,9 @@ impl Expr {
             Node::Bin(op, l, r) => {
                 if matches!(op, Op::Eq | Op::Ne) {
                     let (a, b) = match (&**l, &**r) {
-                        (Node::Str(s), other) | (other, Node::Str(s)) => (Some(s.as_str()), self.value(other, get)),
+                        (Node::Str(s), other) | (other, Node::Str(s)) => {
+                            (Some(s.as_str()), self.value(other, get))
+                        }
                         _ => (None, Value::Null),
                     };
                     if let Some(s) = a {
@@ -515,7 +575,11 @@ impl Expr {
             }
             Node::Bucketize(x, edges) => {
                 let v = self.node(x, get);
-                if v.is_nan() { f64::NAN } else { edges.iter().filter(|e| v >= **e).count() as f64 }
+                if v.is_nan() {
+                    f64::NAN
+                } else {
+                    edges.iter().filter(|e| v >= **e).count() as f64
+                }
             }
             Node::Call(f, args) => {
                 let a = |i: usize| self.node(&args[i], get);
@@ -538,7 +602,11 @@ impl Expr {
                     Func::Max => a(0).max(a(1)),
                     Func::Clip => {
                         let (x, lo, hi) = (a(0), a(1), a(2));
-                        if x.is_nan() { f64::NAN } else { x.clamp(lo.min(hi), hi.max(lo)) }
+                        if x.is_nan() {
+                            f64::NAN
+                        } else {
+                            x.clamp(lo.min(hi), hi.max(lo))
+                        }
                     }
                 }
             }
@@ -555,14 +623,22 @@ mod tests {
         let cols: Vec<Value<'static>> = e
             .columns()
             .iter()
-            .map(|c| vals.iter().find(|(n, _)| n == c).map(|(_, v)| *v).unwrap_or(Value::Null))
+            .map(|c| {
+                vals.iter()
+                    .find(|(n, _)| n == c)
+                    .map(|(_, v)| *v)
+                    .unwrap_or(Value::Null)
+            })
             .collect();
         e.eval(&|i| cols[i])
     }
 
     #[test]
     fn arithmetic_precedence_and_functions() {
-        let v = [("TotalCharges", Value::Num(100.0)), ("tenure", Value::Num(4.0))];
+        let v = [
+            ("TotalCharges", Value::Num(100.0)),
+            ("tenure", Value::Num(4.0)),
+        ];
         assert_eq!(eval("TotalCharges / (tenure + 1)", &v), 20.0);
         assert_eq!(eval("1 + 2 * 3 - -1", &[]), 8.0);
         assert_eq!(eval("clip(tenure, 0, 3)", &v), 3.0);
@@ -586,7 +662,10 @@ mod tests {
 
     #[test]
     fn strings_compare_and_quoted_names_work() {
-        let v = [("Contract", Value::Str("Two year")), ("Monthly Fee", Value::Num(3.0))];
+        let v = [
+            ("Contract", Value::Str("Two year")),
+            ("Monthly Fee", Value::Num(3.0)),
+        ];
         assert_eq!(eval("Contract == \"Two year\"", &v), 1.0);
         assert_eq!(eval("Contract != 'Two year'", &v), 0.0);
         assert_eq!(eval("`Monthly Fee` * 2 > 5 and not 0", &v), 1.0);
@@ -617,11 +696,22 @@ mod tests {
             _ => None,
         };
         assert!(Expr::parse("tenure * 2").unwrap().check(&types).is_ok());
-        assert!(Expr::parse("Contract == \"One year\"").unwrap().check(&types).is_ok());
-        let e = Expr::parse("tenure + nope").unwrap().check(&types).unwrap_err();
+        assert!(
+            Expr::parse("Contract == \"One year\"")
+                .unwrap()
+                .check(&types)
+                .is_ok()
+        );
+        let e = Expr::parse("tenure + nope")
+            .unwrap()
+            .check(&types)
+            .unwrap_err();
         assert!(e.message.contains("unknown column \"nope\""), "{e}");
         assert_eq!(e.position, 10);
-        let e = Expr::parse("Contract + 1").unwrap().check(&types).unwrap_err();
+        let e = Expr::parse("Contract + 1")
+            .unwrap()
+            .check(&types)
+            .unwrap_err();
         assert!(e.message.contains("string"), "{e}");
     }
 }

@@ -142,6 +142,8 @@ impl ModelArtifact {
                 a.format
             )));
         }
+        let mut a = a;
+        a.transform = a.transform.prepare().map_err(MlError::InvalidModel)?;
         Ok(a)
     }
 }
@@ -207,16 +209,15 @@ impl Predictor {
             Estimator::Logistic(m) => Loaded::Logistic(m.clone()),
         };
         let mut feature_inputs = Vec::new();
-        for t in &artifact.transform.columns {
+        for name in &artifact.transform.inputs {
             let i = artifact
                 .input
                 .columns
                 .iter()
-                .position(|c| c.name == t.column())
+                .position(|c| &c.name == name)
                 .ok_or_else(|| {
                     MlError::InvalidModel(format!(
-                        "transform column {:?} is not an input",
-                        t.column()
+                        "transform input {name:?} is not in the input schema"
                     ))
                 })?;
             feature_inputs.push(i);
@@ -239,6 +240,51 @@ impl Predictor {
             Loaded::Gbdt(m) => m.predict_proba(row),
             Loaded::Logistic(m) => m.predict_proba(row),
         }
+    }
+
+    /// Probabilities for rows of typed chunks (global row indices over all chunks,
+    /// ascending), reading each transform input from the chunk column
+    /// `column_index` names. Fails naming the first input the data lacks.
+    pub fn predict_chunk_rows(
+        &self,
+        chunks: &[crate::table::Chunk],
+        column_index: &dyn Fn(&str) -> Option<usize>,
+        rows: &[usize],
+    ) -> Result<Vec<f64>, MlError> {
+        let t = &self.artifact.transform;
+        let idx: Vec<usize> = t
+            .inputs
+            .iter()
+            .map(|c| {
+                column_index(c).ok_or_else(|| {
+                    MlError::InvalidData(format!(
+                        "the data has no column {c:?}, which this model reads"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut want = rows.iter().copied().peekable();
+        let mut base = 0usize;
+        let mut encoded = Vec::with_capacity(t.num_features());
+        let mut cells = Vec::with_capacity(idx.len());
+        for chunk in chunks {
+            let n = chunk.batch.num_rows();
+            while let Some(&r) = want.peek() {
+                if r >= base + n {
+                    break;
+                }
+                want.next();
+                let i = r - base;
+                cells.clear();
+                cells.extend(idx.iter().map(|&ci| crate::features::cell(chunk, ci, i)));
+                encoded.clear();
+                t.encode_row(&cells, &mut encoded);
+                out.push(self.predict_encoded(&encoded));
+            }
+            base += n;
+        }
+        Ok(out)
     }
 
     /// Validates and predicts raw records (`{column: value}` as in the CSV).
@@ -364,18 +410,21 @@ name = "y"
 type = "string"
 "#;
         let spec = DatasetSpec::parse(spec_text, "t").unwrap().spec;
-        let transform = FeatureTransform {
-            columns: vec![
-                ColumnTransform::Numeric {
-                    column: "x".into(),
-                    impute: 0.0,
-                },
-                ColumnTransform::OneHot {
-                    column: "c".into(),
-                    categories: vec!["a".into(), "b".into()],
-                },
-            ],
-        };
+        let transform = FeatureTransform::new(vec![
+            ColumnTransform::Numeric {
+                column: "x".into(),
+                impute: 0.0,
+                missing_indicator: false,
+            },
+            ColumnTransform::OneHot {
+                column: "c".into(),
+                categories: vec!["a".into(), "b".into()],
+                other: false,
+                impute: None,
+                missing_indicator: false,
+            },
+        ])
+        .unwrap();
         let artifact = ModelArtifact {
             format: FORMAT.into(),
             model_name: "d".into(),

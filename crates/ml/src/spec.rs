@@ -109,6 +109,39 @@ pub struct ColumnSpec {
     /// Feature or ignored.
     #[serde(default)]
     pub role: Role,
+    /// How nulls are filled when used as a feature (default: median for numbers,
+    /// nothing for strings, whose null encodes as all zeros).
+    #[serde(default)]
+    pub impute: Option<crate::features::Impute>,
+    /// The constant for `impute = "constant"`.
+    #[serde(default)]
+    pub fill_value: Option<crate::features::FillValue>,
+    /// Add a 0/1 feature telling whether the value was missing.
+    #[serde(default)]
+    pub missing_indicator: bool,
+    /// One-hot at most this many categories (most frequent in training); the rest
+    /// share an "other" feature. Strings only.
+    #[serde(default)]
+    pub max_categories: Option<usize>,
+}
+
+/// A feature computed from other columns (`[[features]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedFeatureSpec {
+    /// Feature name (must not clash with a column).
+    pub name: String,
+    /// Expression over the row, e.g. `TotalCharges / (tenure + 1)`; see `expr`.
+    pub expr: String,
+    /// How nulls (and undefined results) are filled; default median.
+    #[serde(default)]
+    pub impute: Option<crate::features::Impute>,
+    /// The constant for `impute = "constant"`.
+    #[serde(default)]
+    pub fill_value: Option<f64>,
+    /// Add a 0/1 missing indicator.
+    #[serde(default)]
+    pub missing_indicator: bool,
 }
 
 /// The prediction target.
@@ -821,6 +854,112 @@ pub struct ModelSpec {
     /// Logistic regression parameters.
     #[serde(default)]
     pub logistic: LogisticParams,
+    /// Several learners to choose from; the best on validation wins (empty: just
+    /// `algorithm` with the parameters above).
+    #[serde(default)]
+    pub candidates: Vec<CandidateSpec>,
+    /// Choose among candidates by k-fold stratified cross-validation on the
+    /// training split (unset: one inner validation split).
+    #[serde(default)]
+    pub cv_folds: Option<usize>,
+}
+
+/// One learner to try.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateSpec {
+    /// A name for reports (default: the algorithm).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Learner.
+    pub algorithm: Algorithm,
+    /// LightGBM parameters.
+    #[serde(default)]
+    pub gbdt: GbdtParams,
+    /// Logistic regression parameters.
+    #[serde(default)]
+    pub logistic: LogisticParams,
+}
+
+impl CandidateSpec {
+    /// Name shown in reports.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.algorithm.to_string())
+    }
+}
+
+impl ModelSpec {
+    /// The learners to try: the listed candidates, or the single configured one.
+    pub fn candidates(&self) -> Vec<CandidateSpec> {
+        if self.candidates.is_empty() {
+            vec![CandidateSpec {
+                name: None,
+                algorithm: self.algorithm,
+                gbdt: self.gbdt.clone(),
+                logistic: self.logistic.clone(),
+            }]
+        } else {
+            self.candidates.clone()
+        }
+    }
+}
+
+/// How versions are evaluated (`[evaluation]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSpec {
+    /// Columns whose values define slices with their own metrics (e.g. `["Contract"]`).
+    #[serde(default)]
+    pub slices: Vec<String>,
+    /// How the decision threshold is chosen.
+    #[serde(default)]
+    pub threshold: crate::evaluate::ThresholdRule,
+    /// Bootstrap resamples for the ROC AUC interval.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap_samples: usize,
+    /// Confidence level of the interval.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// Bins of the reliability table.
+    #[serde(default = "default_bins")]
+    pub calibration_bins: usize,
+}
+
+fn default_bootstrap() -> usize {
+    1000
+}
+fn default_confidence() -> f64 {
+    0.95
+}
+fn default_bins() -> usize {
+    10
+}
+
+impl Default for EvaluationSpec {
+    fn default() -> Self {
+        Self {
+            slices: Vec::new(),
+            threshold: crate::evaluate::ThresholdRule::default(),
+            bootstrap_samples: default_bootstrap(),
+            confidence: default_confidence(),
+            calibration_bins: default_bins(),
+        }
+    }
+}
+
+impl EvaluationSpec {
+    /// The evaluation settings, seeded.
+    pub fn config(&self, seed: u64) -> crate::evaluate::EvaluationConfig {
+        crate::evaluate::EvaluationConfig {
+            bootstrap_samples: self.bootstrap_samples,
+            confidence: self.confidence,
+            calibration_bins: self.calibration_bins,
+            threshold: self.threshold.clone(),
+            seed,
+        }
+    }
 }
 
 fn default_holdout() -> f64 {
@@ -839,6 +978,8 @@ impl Default for ModelSpec {
             seed: default_seed(),
             gbdt: GbdtParams::default(),
             logistic: LogisticParams::default(),
+            candidates: Vec::new(),
+            cv_folds: None,
         }
     }
 }
@@ -859,6 +1000,16 @@ pub struct GatesSpec {
     /// Maximum Brier score.
     #[serde(default)]
     pub max_brier: Option<f64>,
+    /// Largest ROC AUC drop allowed against the current champion (policy default 0.01).
+    #[serde(default)]
+    pub max_roc_auc_drop: Option<f64>,
+    /// Largest expected calibration error (policy default 0.05).
+    #[serde(default)]
+    pub max_ece: Option<f64>,
+    /// Minimum ROC AUC per slice column (every value of the column is a slice),
+    /// e.g. `slices = { Contract = 0.6 }`; the column must be in `[evaluation] slices`.
+    #[serde(default)]
+    pub slices: std::collections::BTreeMap<String, f64>,
 }
 
 fn default_nulls() -> Vec<String> {
@@ -895,6 +1046,12 @@ pub struct DatasetSpec {
     /// Promotion gates.
     #[serde(default)]
     pub gates: GatesSpec,
+    /// Derived features.
+    #[serde(default)]
+    pub features: Vec<DerivedFeatureSpec>,
+    /// Evaluation settings.
+    #[serde(default)]
+    pub evaluation: EvaluationSpec,
 }
 
 /// A parsed spec with the digest of its source text (its version identity).
@@ -1109,6 +1266,182 @@ impl DatasetSpec {
         }
         for (i, e) in self.expectations.iter().enumerate() {
             self.check_expectation(i, e)?;
+        }
+        self.check_features()?;
+        self.check_model_and_evaluation()
+    }
+
+    fn check_features(&self) -> Result<(), (Vec<PathPart>, String)> {
+        use crate::features::{FillValue, Impute};
+        use PathPart::{Index, Key};
+        for (i, c) in self.columns.iter().enumerate() {
+            let at = |key: &str| vec![Key("columns".into()), Index(i), Key(key.into())];
+            if let Some(m) = c.max_categories {
+                if c.ty != ColumnType::String {
+                    return Err((
+                        at("max_categories"),
+                        format!(
+                            "only string columns are one-hot encoded; {:?} is {}",
+                            c.name, c.ty
+                        ),
+                    ));
+                }
+                if m == 0 {
+                    return Err((at("max_categories"), "must be at least 1".into()));
+                }
+            }
+            match (c.impute, &c.fill_value) {
+                (Some(Impute::Constant), None) => {
+                    return Err((
+                        at("impute"),
+                        "impute = \"constant\" needs a fill_value".into(),
+                    ));
+                }
+                (Some(Impute::Median | Impute::Mean), _) if c.ty == ColumnType::String => {
+                    return Err((
+                        at("impute"),
+                        format!(
+                            "{:?} is a string column: use \"most_frequent\" or \"constant\"",
+                            c.name
+                        ),
+                    ));
+                }
+                (_, Some(FillValue::Text(_))) if c.ty != ColumnType::String => {
+                    return Err((
+                        at("fill_value"),
+                        format!(
+                            "{:?} is a {} column: fill_value must be a number",
+                            c.name, c.ty
+                        ),
+                    ));
+                }
+                (Some(Impute::Constant), Some(_)) | (_, None) | (Some(_), Some(_)) => {}
+                (None, Some(_)) => {
+                    return Err((
+                        at("fill_value"),
+                        "fill_value is used only with impute = \"constant\"".into(),
+                    ));
+                }
+            }
+        }
+        let mut names: BTreeSet<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        for (i, f) in self.features.iter().enumerate() {
+            let at = |key: &str| vec![Key("features".into()), Index(i), Key(key.into())];
+            if !valid_name(&f.name) {
+                return Err((
+                    at("name"),
+                    "must be 1-63 letters, digits, '-' or '_'".into(),
+                ));
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err((
+                    at("name"),
+                    format!("{:?} is already a column or a feature", f.name),
+                ));
+            }
+            let expr = crate::expr::Expr::parse(&f.expr)
+                .map_err(|e| (at("expr"), format!("{:?}: {e}", f.expr)))?;
+            expr.check(&|c| self.column(c).map(|c| c.ty))
+                .map_err(|e| (at("expr"), format!("{:?}: {e}", f.expr)))?;
+            if let Some(c) = expr.columns().iter().find(|c| **c == self.target.column) {
+                return Err((
+                    at("expr"),
+                    format!("{c:?} is the target: a feature must not read it"),
+                ));
+            }
+            match (f.impute, f.fill_value) {
+                (Some(Impute::Constant), None) => {
+                    return Err((
+                        at("impute"),
+                        "impute = \"constant\" needs a fill_value".into(),
+                    ));
+                }
+                (None | Some(Impute::Median | Impute::Mean | Impute::MostFrequent), Some(_)) => {
+                    return Err((
+                        at("fill_value"),
+                        "fill_value is used only with impute = \"constant\"".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_model_and_evaluation(&self) -> Result<(), (Vec<PathPart>, String)> {
+        use PathPart::{Index, Key};
+        let m = |key: &str| vec![Key("model".into()), Key(key.into())];
+        if let Some(k) = self.model.cv_folds
+            && !(2..=20).contains(&k)
+        {
+            return Err((m("cv_folds"), format!("must be between 2 and 20, got {k}")));
+        }
+        if let Err(e) = self.model.gbdt.validate() {
+            return Err((m("gbdt"), e.to_string()));
+        }
+        for (i, c) in self.model.candidates.iter().enumerate() {
+            if let Err(e) = c.gbdt.validate() {
+                return Err((
+                    vec![
+                        Key("model".into()),
+                        Key("candidates".into()),
+                        Index(i),
+                        Key("gbdt".into()),
+                    ],
+                    e.to_string(),
+                ));
+            }
+        }
+        let ev = |key: &str| vec![Key("evaluation".into()), Key(key.into())];
+        let mut seen = BTreeSet::new();
+        for c in &self.evaluation.slices {
+            let Some(col) = self.column(c) else {
+                return Err((
+                    ev("slices"),
+                    format!("slice column {c:?} is not declared in [[columns]]"),
+                ));
+            };
+            if col.ty == ColumnType::Float {
+                return Err((
+                    ev("slices"),
+                    format!(
+                        "slice column {c:?} is a float column: slice by a category, an int or a bool"
+                    ),
+                ));
+            }
+            if !seen.insert(c) {
+                return Err((ev("slices"), format!("slice column {c:?} is listed twice")));
+            }
+        }
+        if let Err(e) = self.evaluation.config(self.model.seed).validate() {
+            return Err((vec![Key("evaluation".into())], e));
+        }
+        for (c, v) in &self.gates.slices {
+            if !self.evaluation.slices.contains(c) {
+                return Err((
+                    vec![Key("gates".into()), Key("slices".into()), Key(c.clone())],
+                    format!("{c:?} is not a slice column: add it to [evaluation] slices"),
+                ));
+            }
+            if !(0.0..=1.0).contains(v) {
+                return Err((
+                    vec![Key("gates".into()), Key("slices".into()), Key(c.clone())],
+                    format!("must be between 0 and 1, got {v}"),
+                ));
+            }
+        }
+        for (name, v) in [
+            ("max_roc_auc_drop", self.gates.max_roc_auc_drop),
+            ("max_ece", self.gates.max_ece),
+        ] {
+            if let Some(v) = v
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err((
+                    vec![Key("gates".into()), Key(name.into())],
+                    format!("must be between 0 and 1, got {v}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -9,13 +9,29 @@ use crate::features::FeatureTransform;
 use crate::featureset::{FeatureSet, HOLDOUT, TRAIN};
 use crate::gbdt::{GbdtModel, train_gbdt};
 use crate::logistic::fit_logistic;
+use crate::metrics::roc_auc;
 use crate::metrics::{BinaryMetrics, binary_metrics};
 use crate::model::{Estimator, FORMAT, InputSchema, ModelArtifact};
-use crate::spec::{Algorithm, DatasetSpec};
-use crate::split::stratified_holdout;
+use crate::spec::{Algorithm, CandidateSpec, DatasetSpec};
+use crate::split::{stratified_holdout, stratified_kfold};
 
 /// Share of the training split set aside for LightGBM's early stopping.
 pub const EARLY_STOPPING_FRACTION: f64 = 0.1;
+
+/// How one candidate scored during selection.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CandidateScore {
+    /// Candidate name.
+    pub name: String,
+    /// Learner.
+    pub algorithm: Algorithm,
+    /// Mean validation ROC AUC (over folds with cross-validation).
+    pub validation_roc_auc: f64,
+    /// Per-fold ROC AUC (one value without cross-validation).
+    pub fold_roc_auc: Vec<f64>,
+    /// Seconds spent fitting during selection.
+    pub fit_seconds: f64,
+}
 
 /// What training produced.
 #[derive(Debug, Clone)]
@@ -28,7 +44,140 @@ pub struct Trained {
     pub params: BTreeMap<String, String>,
     /// Gain importance per feature (LightGBM) or |coefficient| (logistic).
     pub importance: Vec<(String, f64)>,
+    /// Every candidate and its validation score; the first-ranked one won.
+    pub selection: Vec<CandidateScore>,
+    /// Predicted probabilities on the holdout rows, in feature-set order.
+    pub holdout_predictions: Vec<f64>,
+    /// Labels of the holdout rows.
+    pub holdout_labels: Vec<f64>,
+    /// Seconds the final fit took.
+    pub fit_seconds: f64,
 }
+
+/// A fitted estimator with its importance.
+struct Fitted {
+    estimator: Estimator,
+    importance: Vec<f64>,
+    trees: Option<usize>,
+}
+
+impl Fitted {
+    fn predict(&self, x: &[f64], k: usize) -> Result<Vec<f64>, MlError> {
+        Ok(match &self.estimator {
+            Estimator::Gbdt { model } => {
+                let m = GbdtModel::parse(model)?;
+                x.chunks(k).map(|row| m.predict_proba(row)).collect()
+            }
+            Estimator::Logistic(m) => m.predict_proba_batch(x, k),
+        })
+    }
+}
+
+fn take(x: &[f64], y: &[f64], k: usize, idx: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let mut xo = Vec::with_capacity(idx.len() * k);
+    let mut yo = Vec::with_capacity(idx.len());
+    for &i in idx {
+        xo.extend_from_slice(&x[i * k..(i + 1) * k]);
+        yo.push(y[i]);
+    }
+    (xo, yo)
+}
+
+/// Fits one candidate on (x, y). LightGBM sets aside a stratified share of the
+/// rows for early stopping.
+fn fit(
+    candidate: &CandidateSpec,
+    x: &[f64],
+    y: &[f64],
+    names: &[String],
+    seed: u64,
+) -> Result<Fitted, MlError> {
+    let k = names.len();
+    match candidate.algorithm {
+        Algorithm::Gbdt => {
+            let (fit_idx, es_idx) = stratified_holdout(y, EARLY_STOPPING_FRACTION, seed);
+            let (xf, yf) = take(x, y, k, &fit_idx);
+            let (xe, ye) = take(x, y, k, &es_idx);
+            let text = train_gbdt(
+                &xf,
+                k,
+                &yf,
+                &lightgbm_names(names),
+                Some((&xe, &ye)),
+                &candidate.gbdt,
+                seed,
+            )?;
+            let model = GbdtModel::parse(&text)?;
+            Ok(Fitted {
+                importance: model.feature_importance_gain(),
+                trees: Some(model.num_trees()),
+                estimator: Estimator::Gbdt { model: text },
+            })
+        }
+        Algorithm::Logistic => {
+            let model = fit_logistic(x, k, y, &candidate.logistic)?;
+            Ok(Fitted {
+                importance: model.coef.iter().map(|c| c.abs()).collect(),
+                trees: None,
+                estimator: Estimator::Logistic(model),
+            })
+        }
+    }
+}
+
+/// Scores every candidate on the training rows: k-fold stratified CV when
+/// `cv_folds` is set, else one stratified validation split. Returns the scores,
+/// best first (ties keep the spec's order).
+pub fn select(
+    candidates: &[CandidateSpec],
+    cv_folds: Option<usize>,
+    x: &[f64],
+    y: &[f64],
+    names: &[String],
+    seed: u64,
+) -> Result<Vec<CandidateScore>, MlError> {
+    let k = names.len();
+    let folds: Vec<(Vec<usize>, Vec<usize>)> = match cv_folds {
+        Some(f) => {
+            let held = stratified_kfold(y, f, seed);
+            held.iter()
+                .map(|h| {
+                    let hs: std::collections::BTreeSet<usize> = h.iter().copied().collect();
+                    (
+                        (0..y.len()).filter(|i| !hs.contains(i)).collect(),
+                        h.clone(),
+                    )
+                })
+                .collect()
+        }
+        None => vec![stratified_holdout(y, VALIDATION_FRACTION, seed)],
+    };
+    let mut scores = Vec::new();
+    for c in candidates {
+        let mut aucs = Vec::new();
+        let started = std::time::Instant::now();
+        for (train_idx, valid_idx) in &folds {
+            let (xt, yt) = take(x, y, k, train_idx);
+            let (xv, yv) = take(x, y, k, valid_idx);
+            let f = fit(c, &xt, &yt, names, seed)?;
+            aucs.push(roc_auc(&yv, &f.predict(&xv, k)?));
+        }
+        let mean = aucs.iter().sum::<f64>() / aucs.len().max(1) as f64;
+        scores.push(CandidateScore {
+            name: c.label(),
+            algorithm: c.algorithm,
+            validation_roc_auc: mean,
+            fold_roc_auc: aucs,
+            fit_seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    // Stable sort: equal scores keep the spec's order.
+    scores.sort_by(|a, b| b.validation_roc_auc.total_cmp(&a.validation_roc_auc));
+    Ok(scores)
+}
+
+/// Share of the training rows used to score candidates without cross-validation.
+pub const VALIDATION_FRACTION: f64 = 0.2;
 
 /// LightGBM-safe feature names: anything but letters, digits, `_`, `-`, `.`, `=`
 /// becomes `_`, and duplicates get a numeric suffix.
@@ -58,8 +207,10 @@ pub fn lightgbm_names(names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Trains and evaluates. `negative_label` is the label returned for a negative
-/// prediction (the most frequent non-positive target value).
+/// Trains and evaluates: chooses among the spec's candidates on the training
+/// split, refits the winner on the whole training split and evaluates it on the
+/// holdout. `negative_label` names a negative prediction. The artifact's decision
+/// threshold is the one the spec's threshold rule picks on the holdout.
 pub fn train(
     spec: &DatasetSpec,
     transform: &FeatureTransform,
@@ -78,8 +229,30 @@ pub fn train(
         return Err(MlError::InvalidData("the holdout split is empty".into()));
     }
     let seed = spec.model.seed;
+    let candidates = spec.model.candidates();
+    let selection = if candidates.len() > 1 || spec.model.cv_folds.is_some() {
+        select(
+            &candidates,
+            spec.model.cv_folds,
+            &x_train,
+            &y_train,
+            &fs.names,
+            seed,
+        )?
+    } else {
+        Vec::new()
+    };
+    let winner = match selection.first() {
+        Some(best) => candidates
+            .iter()
+            .find(|c| c.label() == best.name)
+            .cloned()
+            .unwrap_or_else(|| candidates[0].clone()),
+        None => candidates[0].clone(),
+    };
     let mut params = BTreeMap::new();
-    params.insert("algorithm".to_string(), spec.model.algorithm.to_string());
+    params.insert("algorithm".to_string(), winner.algorithm.to_string());
+    params.insert("candidate".to_string(), winner.label());
     params.insert("seed".to_string(), seed.to_string());
     params.insert(
         "holdout_fraction".to_string(),
@@ -87,10 +260,18 @@ pub fn train(
     );
     params.insert("train_rows".to_string(), y_train.len().to_string());
     params.insert("holdout_rows".to_string(), y_hold.len().to_string());
-    let (estimator, importance, p_hold) = match spec.model.algorithm {
+    if let Some(f) = spec.model.cv_folds {
+        params.insert("cv_folds".to_string(), f.to_string());
+    }
+    for s in &selection {
+        params.insert(
+            format!("selection.{}.validation_roc_auc", s.name),
+            format!("{:.6}", s.validation_roc_auc),
+        );
+    }
+    match winner.algorithm {
         Algorithm::Gbdt => {
-            let g = &spec.model.gbdt;
-            for (key, v) in serde_json::to_value(g)
+            for (key, v) in serde_json::to_value(&winner.gbdt)
                 .unwrap_or_default()
                 .as_object()
                 .into_iter()
@@ -98,68 +279,53 @@ pub fn train(
             {
                 params.insert(format!("gbdt.{key}"), v.to_string());
             }
-            // Inner validation split of the training rows, for early stopping only.
-            let (fit_idx, es_idx) = stratified_holdout(&y_train, EARLY_STOPPING_FRACTION, seed);
-            let take = |idx: &[usize]| -> (Vec<f64>, Vec<f64>) {
-                let mut x = Vec::with_capacity(idx.len() * k);
-                let mut y = Vec::with_capacity(idx.len());
-                for &i in idx {
-                    x.extend_from_slice(&x_train[i * k..(i + 1) * k]);
-                    y.push(y_train[i]);
-                }
-                (x, y)
-            };
-            let (xf, yf) = take(&fit_idx);
-            let (xe, ye) = take(&es_idx);
-            let names = lightgbm_names(&fs.names);
-            let text = train_gbdt(&xf, k, &yf, &names, Some((&xe, &ye)), g, seed)?;
-            let model = GbdtModel::parse(&text)?;
-            params.insert("gbdt.trees".to_string(), model.num_trees().to_string());
-            let p: Vec<f64> = (0..y_hold.len())
-                .map(|i| model.predict_proba(&x_hold[i * k..(i + 1) * k]))
-                .collect();
-            let imp = fs
-                .names
-                .iter()
-                .cloned()
-                .zip(model.feature_importance_gain())
-                .collect();
-            (Estimator::Gbdt { model: text }, imp, p)
         }
         Algorithm::Logistic => {
-            let lp = &spec.model.logistic;
-            params.insert("logistic.l2".to_string(), lp.l2.to_string());
-            params.insert("logistic.max_iter".to_string(), lp.max_iter.to_string());
-            let model = fit_logistic(&x_train, k, &y_train, lp)?;
-            let p = model.predict_proba_batch(&x_hold, k);
-            let imp = fs
-                .names
-                .iter()
-                .cloned()
-                .zip(model.coef.iter().map(|c| c.abs()))
-                .collect();
-            (Estimator::Logistic(model), imp, p)
+            params.insert("logistic.l2".to_string(), winner.logistic.l2.to_string());
+            params.insert(
+                "logistic.max_iter".to_string(),
+                winner.logistic.max_iter.to_string(),
+            );
         }
-    };
+    }
+    let started = std::time::Instant::now();
+    let fitted = fit(&winner, &x_train, &y_train, &fs.names, seed)?;
+    let fit_seconds = started.elapsed().as_secs_f64();
+    if let Some(t) = fitted.trees {
+        params.insert("gbdt.trees".to_string(), t.to_string());
+    }
+    let p_hold = fitted.predict(&x_hold, k)?;
     let metrics = binary_metrics(&y_hold, &p_hold);
+    let threshold =
+        crate::evaluate::choose_threshold(&y_hold, &p_hold, &spec.evaluation.threshold).threshold;
+    let importance = fs
+        .names
+        .iter()
+        .cloned()
+        .zip(fitted.importance.iter().copied())
+        .collect();
     let artifact = ModelArtifact {
         format: FORMAT.to_string(),
         model_name: spec.model_name().to_string(),
         dataset: spec.name.clone(),
-        algorithm: spec.model.algorithm,
+        algorithm: winner.algorithm,
         positive_label: spec.target.positive.clone(),
         negative_label: negative_label.to_string(),
-        threshold: 0.5,
+        threshold,
         input: InputSchema::from_spec(spec),
         transform: transform.clone(),
         feature_names: fs.names.clone(),
-        estimator,
+        estimator: fitted.estimator,
     };
     Ok(Trained {
         artifact,
         metrics,
         params,
         importance,
+        selection,
+        holdout_predictions: p_hold,
+        holdout_labels: y_hold,
+        fit_seconds,
     })
 }
 
@@ -207,8 +373,10 @@ mod tests {
         }
         let (train_idx, hold_idx) =
             stratified_holdout(&label, spec.model.holdout_fraction, spec.model.seed);
-        let transform = FeatureTransform::fit(&spec, &chunks, &train_idx);
-        let x = transform.transform_chunks(&spec, &chunks);
+        let index = |n: &str| spec.columns.iter().position(|c| c.name == n);
+        let plan = crate::features::FeaturePlan::from_spec(&spec);
+        let transform = FeatureTransform::fit(&plan, &chunks, &index, &train_idx).unwrap();
+        let x = transform.transform_chunks(&chunks, &index);
         let mut split = vec![TRAIN; label.len()];
         for i in hold_idx {
             split[i] = HOLDOUT;

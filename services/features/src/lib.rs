@@ -5,17 +5,21 @@
 //! serving apply exactly what was fitted here.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use modelbus_core::Context;
 use modelbus_core::artifact::ArtifactError;
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::{BatchValidated, Envelope, FeaturesReady};
-use modelbus_ml::features::{Cell, FeatureTransform, FittedFeatures, cell};
+use modelbus_core::online::{ONLINE_BUCKET, OnlineRecord, entity_key};
+use modelbus_ml::features::{
+    Cell, FeaturePlan, FeatureStatistics, FeatureTransform, FittedFeatures, cell,
+};
 use modelbus_ml::featureset::{FeatureSet, HOLDOUT, TRAIN};
 use modelbus_ml::spec::{ColumnType, DatasetSpec};
 use modelbus_ml::split::stratified_holdout;
+use modelbus_ml::table::Chunk;
 use modelbus_ml::table::{parse_bool, read_all};
 use modelbus_proto::registry::v1 as pb;
 use tokio::net::TcpListener;
@@ -39,6 +43,10 @@ pub struct Built {
     pub feature_set: FeatureSet,
     /// Transform and labels.
     pub fitted: FittedFeatures,
+    /// Statistics of every feature on the training rows (the drift reference).
+    pub statistics: FeatureStatistics,
+    /// The typed rows, for the online store.
+    pub chunks: Vec<Chunk>,
 }
 
 /// Builds the feature set of a batch (CPU-bound; call from a blocking thread).
@@ -108,8 +116,10 @@ pub fn build(spec: &DatasetSpec, input: impl std::io::Read) -> Result<Built, Str
     if hold_pos == 0 || hold_pos == hold.len() {
         return Err("the holdout split has a single class: submit more rows".into());
     }
-    let transform = FeatureTransform::fit(spec, &chunks, &train);
-    let x = transform.transform_chunks(spec, &chunks);
+    let index = |n: &str| spec.columns.iter().position(|c| c.name == n);
+    let transform = FeatureTransform::fit(&FeaturePlan::from_spec(spec), &chunks, &index, &train)?;
+    let x = transform.transform_chunks(&chunks, &index);
+    let statistics = FeatureStatistics::compute(&transform, &chunks, &index, &train);
     let mut split = vec![TRAIN; labels.len()];
     for i in hold {
         split[i] = HOLDOUT;
@@ -135,6 +145,8 @@ pub fn build(spec: &DatasetSpec, input: impl std::io::Read) -> Result<Built, Str
             split,
             x,
         },
+        statistics,
+        chunks,
         fitted: FittedFeatures {
             transform,
             positive_label: positive.clone(),
@@ -151,6 +163,84 @@ struct Features {
 }
 
 impl Features {
+    /// Writes the latest record of every entity of the batch to the online store
+    /// (later rows of the batch win); returns how many entities were written.
+    async fn materialise(
+        &self,
+        spec: &DatasetSpec,
+        chunks: &[Chunk],
+        batch: &str,
+    ) -> Result<u64, HandlerError> {
+        use futures::StreamExt;
+        let kv = self
+            .ctx
+            .bus
+            .kv(ONLINE_BUCKET, 1)
+            .await
+            .map_err(HandlerError::retry)?;
+        let Some(ei) = spec
+            .columns
+            .iter()
+            .position(|c| c.name == spec.entity_column)
+        else {
+            return Ok(0);
+        };
+        let columns: Vec<(usize, &str)> = spec
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.name != spec.target.column)
+            .map(|(i, c)| (i, c.name.as_str()))
+            .collect();
+        // Latest row per entity.
+        let mut latest: HashMap<String, (usize, usize)> = HashMap::new();
+        for (k, chunk) in chunks.iter().enumerate() {
+            for i in 0..chunk.batch.num_rows() {
+                let id = match cell(chunk, ei, i) {
+                    Cell::Text(s) => s.to_string(),
+                    Cell::Num(v) => format!("{v}"),
+                    Cell::Bool(b) => b.to_string(),
+                    Cell::Null => continue,
+                };
+                latest.insert(id, (k, i));
+            }
+        }
+        let mut puts = Vec::with_capacity(latest.len());
+        for (id, (k, i)) in latest {
+            let mut record = serde_json::Map::new();
+            for (ci, name) in &columns {
+                let v = match cell(&chunks[k], *ci, i) {
+                    Cell::Text(s) => serde_json::Value::String(s.to_string()),
+                    Cell::Num(x) => serde_json::json!(x),
+                    Cell::Bool(b) => serde_json::Value::Bool(b),
+                    Cell::Null => serde_json::Value::Null,
+                };
+                record.insert((*name).to_string(), v);
+            }
+            let key = entity_key(&spec.name, &id);
+            let value = serde_json::to_vec(&OnlineRecord {
+                entity: id,
+                record,
+                batch_sha256: batch.to_string(),
+            })
+            .map_err(HandlerError::retry)?;
+            puts.push((key, value));
+        }
+        let n = puts.len() as u64;
+        let results: Vec<Result<u64, _>> = futures::stream::iter(puts)
+            .map(|(key, value)| {
+                let kv = kv.clone();
+                async move { kv.put(key, value.into()).await }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+            return Err(HandlerError::retry(format!("online store: {e}")));
+        }
+        Ok(n)
+    }
+
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
         let e = d.decode::<BatchValidated>()?;
         let v = &e.data;
@@ -183,6 +273,7 @@ impl Features {
             })?;
         let seed = spec.model.seed;
         let started = std::time::Instant::now();
+        let spec_for_online = spec.clone();
         let built = tokio::task::spawn_blocking(move || build(&spec, reader))
             .await
             .map_err(|e| HandlerError::Retry(format!("features task: {e}")))?
@@ -206,6 +297,19 @@ impl Features {
             .put(fitted.into())
             .await
             .map_err(HandlerError::retry)?;
+        let stats = serde_json::to_vec(&built.statistics).map_err(HandlerError::retry)?;
+        let stats = self
+            .ctx
+            .store
+            .put(stats.into())
+            .await
+            .map_err(HandlerError::retry)?;
+        let online_started = std::time::Instant::now();
+        let online_entities = self
+            .materialise(&spec_for_online, &built.chunks, &v.batch_sha256.to_hex())
+            .await?;
+        metrics::histogram!("modelbus_features_online_seconds")
+            .record(online_started.elapsed().as_secs_f64());
         let (train_rows, holdout_rows) =
             built
                 .feature_set
@@ -229,6 +333,8 @@ impl Features {
                 num_features: built.feature_set.names.len() as u32,
                 seed,
                 submitted_by: v.submitted_by.clone(),
+                statistics_sha256: Some(stats.sha256),
+                online_entities,
             },
         )
         .with_subject(v.dataset.as_str())

@@ -25,6 +25,14 @@ pub fn router(registry: Registry) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(get_model))
         .route("/v1/models/{name}/versions/{version}", get(get_version))
+        .route(
+            "/v1/models/{name}/versions/{version}/evaluation",
+            get(evaluation_json),
+        )
+        .route(
+            "/v1/models/{name}/versions/{version}/evaluation.html",
+            get(evaluation_html),
+        )
         .route("/v1/models/{name}/deployments", get(deployments))
         .route("/v1/reports/{sha256}", get(report))
         .with_state(registry)
@@ -154,6 +162,44 @@ async fn get_version(
         RegistryError::InvalidArgument(format!("version {version:?} is not a positive integer"))
     })?;
     Ok(Json(r.model_version(&name, v).await?))
+}
+
+fn parse_version(version: &str) -> Result<u32, RegistryError> {
+    version.parse().map_err(|_| {
+        RegistryError::InvalidArgument(format!("version {version:?} is not a positive integer"))
+    })
+}
+
+#[tracing::instrument(skip_all, fields(model = %name, version))]
+async fn evaluation_json(
+    State(r): State<Registry>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let v = r.model_version(&name, parse_version(&version)?).await?;
+    if v.evaluation_sha256.is_empty() {
+        return Err(RegistryError::NotFound(format!(
+            "{name} v{version} has no evaluation report"
+        )));
+    }
+    Ok(Json(r.report(&v.evaluation_sha256).await?))
+}
+
+#[tracing::instrument(skip_all, fields(model = %name, version))]
+async fn evaluation_html(
+    State(r): State<Registry>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<impl IntoResponse, RegistryError> {
+    let v = r.model_version(&name, parse_version(&version)?).await?;
+    if v.evaluation_html_sha256.is_empty() {
+        return Err(RegistryError::NotFound(format!(
+            "{name} v{version} has no evaluation report"
+        )));
+    }
+    let html = r.artifact_text(&v.evaluation_html_sha256).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(model = %name))]

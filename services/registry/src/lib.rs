@@ -40,6 +40,8 @@ pub struct Registry {
     automation: Arc<KeyPair>,
     /// Artifact store (validation reports).
     artifacts: modelbus_core::artifact::ArtifactStore,
+    /// Promotion policies.
+    policies: Arc<policy::PolicySet>,
 }
 
 impl Registry {
@@ -48,11 +50,13 @@ impl Registry {
         store: Store,
         automation: KeyPair,
         artifacts: modelbus_core::artifact::ArtifactStore,
+        policies: policy::PolicySet,
     ) -> Self {
         Self {
             store,
             automation: Arc::new(automation),
             artifacts,
+            policies: Arc::new(policies),
         }
     }
 
@@ -204,6 +208,20 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(format!("no run {id:?}")))
     }
 
+    /// A text artifact (an HTML report).
+    pub async fn artifact_text(&self, sha256: &str) -> Result<String, RegistryError> {
+        let d = modelbus_core::ids::Sha256Digest::parse(sha256)
+            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        let bytes = self.artifacts.get(&d).await.map_err(|e| match e {
+            modelbus_core::artifact::ArtifactError::NotFound(_) => {
+                RegistryError::NotFound(e.to_string())
+            }
+            other => RegistryError::Internal(other.to_string()),
+        })?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| RegistryError::Internal(format!("artifact {d} is not UTF-8 text")))
+    }
+
     /// The validation report of a batch, from the artifact store.
     pub async fn report(&self, report_sha256: &str) -> Result<serde_json::Value, RegistryError> {
         let d = modelbus_core::ids::Sha256Digest::parse(report_sha256)
@@ -234,7 +252,14 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError
     tracing::info!(database = %db_url.masked(), "opening registry database");
     let store = Store::connect(db_url.expose()).await?;
     let key = load_automation_key(&ctx.config)?;
-    let registry = Registry::new(store, key, ctx.store.clone());
+    let policies = match &ctx.config.registry.policies_dir {
+        Some(dir) => {
+            policy::PolicySet::load_dir(dir).map_err(|e| RegistryError::Internal(e.to_string()))?
+        }
+        None => policy::PolicySet::default_set(),
+    };
+    tracing::info!(policy = %policies.digest(), "promotion policy loaded");
+    let registry = Registry::new(store, key, ctx.store.clone(), policies);
 
     let http_router =
         http::router(registry.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));

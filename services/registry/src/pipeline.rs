@@ -3,16 +3,13 @@
 //! staging promotions with its automation key, and sets aliases once a deployment
 //! completed. Dead letters mark their run failed.
 
-use std::collections::BTreeMap;
-
 use modelbus_core::Context;
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::*;
 use modelbus_core::ids::Environment;
 use modelbus_core::signing::{ApprovalPredicate, DsseEnvelope, Statement, new_nonce};
-use modelbus_ml::spec::{DatasetSpec, GatesSpec};
+use modelbus_ml::spec::DatasetSpec;
 
-use crate::types::GateCheck;
 use crate::{AUTOMATION_APPROVER, Registry, RegistryError};
 
 /// Source attribute of events the registry publishes.
@@ -29,37 +26,51 @@ fn retry(e: RegistryError) -> HandlerError {
     }
 }
 
-/// Checks holdout metrics against the spec's gates.
-pub fn evaluate_gates(gates: &GatesSpec, metrics: &BTreeMap<String, f64>) -> Vec<GateCheck> {
-    let mut checks = Vec::new();
-    let mut min = |gate: &str, metric: &str, bound: Option<f64>| {
-        if let Some(b) = bound {
-            let v = metrics.get(metric).copied().unwrap_or(f64::NAN);
-            checks.push(GateCheck {
-                gate: gate.to_string(),
-                passed: v >= b,
-                detail: format!("{metric} {v:.4} must be at least {b}"),
-            });
-        }
-    };
-    min("min_roc_auc", "roc_auc", gates.min_roc_auc);
-    min("min_pr_auc", "pr_auc", gates.min_pr_auc);
-    let mut max = |gate: &str, metric: &str, bound: Option<f64>| {
-        if let Some(b) = bound {
-            let v = metrics.get(metric).copied().unwrap_or(f64::NAN);
-            checks.push(GateCheck {
-                gate: gate.to_string(),
-                passed: v <= b,
-                detail: format!("{metric} {v:.4} must be at most {b}"),
-            });
-        }
-    };
-    max("max_log_loss", "log_loss", gates.max_log_loss);
-    max("max_brier", "brier", gates.max_brier);
-    checks
-}
-
 impl Registry {
+    /// The promotion policy's input for a version: the spec's gates, the version's
+    /// evaluation report (with the champion comparison) and the validation summary
+    /// of the batch it was trained on.
+    async fn policy_input(
+        &self,
+        spec: &DatasetSpec,
+        version: &crate::types::ModelVersion,
+    ) -> Result<serde_json::Value, HandlerError> {
+        let mut evaluation = serde_json::json!(version.metrics);
+        let mut comparison = serde_json::Value::Null;
+        if !version.evaluation_sha256.is_empty() {
+            let report = self
+                .report(&version.evaluation_sha256)
+                .await
+                .map_err(retry)?;
+            evaluation = report["evaluation"].clone();
+            comparison = report["comparison"].clone();
+        }
+        let validation = if version.lineage.report_sha256.is_empty() {
+            serde_json::Value::Null
+        } else {
+            let r = self
+                .report(&version.lineage.report_sha256)
+                .await
+                .map_err(retry)?;
+            let warnings: Vec<serde_json::Value> = r["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|x| x["success"] == false && x["severity"] == "warning")
+                .map(|x| x["expectation"].clone())
+                .collect();
+            serde_json::json!({ "success": r["success"], "rows": r["rows"], "warnings": warnings })
+        };
+        Ok(serde_json::json!({
+            "model": version.model,
+            "version": version.version,
+            "gates": spec.gates,
+            "evaluation": evaluation,
+            "comparison": comparison,
+            "validation": validation,
+        }))
+    }
+
     /// Handles one event from the bus.
     pub async fn handle(&self, ctx: &Context, d: &Delivery) -> Result<(), HandlerError> {
         let Some(ty) = d.event_type() else {
@@ -255,6 +266,18 @@ impl Registry {
                     m.model, m.version
                 ))
             })?;
+        if let (Some(json), Some(html)) = (&m.evaluation_sha256, &m.evaluation_html_sha256)
+            && version.evaluation_sha256.is_empty()
+        {
+            self.store
+                .set_evaluation(m.model.as_str(), m.version, &json.to_hex(), &html.to_hex())
+                .await
+                .map_err(retry)?;
+        }
+        let version = self
+            .model_version(m.model.as_str(), m.version)
+            .await
+            .map_err(retry)?;
         if version.model_sha256 != m.model_sha256.to_hex() {
             return Err(HandlerError::Reject(format!(
                 "model.trained says {} v{} is {}, the registry has {}",
@@ -292,17 +315,32 @@ impl Registry {
             .map_err(|err| HandlerError::Reject(err.to_string()))?
             .spec;
         let checks = if version.status == "pending" {
-            let checks = evaluate_gates(&spec.gates, &version.metrics);
-            let status = if checks.iter().all(|c| c.passed) {
+            let input = self.policy_input(&spec, &version).await?;
+            let decision = self
+                .policies
+                .evaluate(&input)
+                .map_err(|e| HandlerError::Reject(e.to_string()))?;
+            let status = if decision.allow {
                 "candidate"
             } else {
                 "rejected"
             };
+            let record = crate::types::PolicyDecision {
+                allow: decision.allow,
+                reasons: decision.reasons.clone(),
+                policy_digest: decision.policy_digest.clone(),
+            };
             self.store
-                .set_gate_decision(m.model.as_str(), m.version, status, &checks)
+                .set_gate_decision(
+                    m.model.as_str(),
+                    m.version,
+                    status,
+                    &decision.checks,
+                    Some(&record),
+                )
                 .await
                 .map_err(retry)?;
-            checks
+            decision.checks
         } else {
             version.gate_checks.clone()
         };
@@ -323,11 +361,17 @@ impl Registry {
         // model digest from other bytes) must still get its own events.
         let key = format!("{}/{}/{}", m.model, m.version, run.as_deref().unwrap_or(""));
         if decided.status == "rejected" {
-            let reasons: Vec<String> = checks
-                .iter()
-                .filter(|c| !c.passed)
-                .map(|c| format!("gate {} failed: {}", c.gate, c.detail))
-                .collect();
+            let reasons: Vec<String> = decided
+                .decision
+                .as_ref()
+                .map(|d| d.reasons.clone())
+                .unwrap_or_else(|| {
+                    checks
+                        .iter()
+                        .filter(|c| !c.passed)
+                        .map(|c| format!("gate {} failed: {}", c.gate, c.detail))
+                        .collect()
+                });
             if let Some(run) = &run {
                 self.store
                     .set_stage(run, "gates", "failed", &reasons.join("; "))
@@ -510,29 +554,4 @@ pub async fn run_consumers(
         .map_err(|e| RegistryError::Internal(e.to_string()));
     dlq.abort();
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gates_compare_metrics_to_bounds() {
-        let gates = GatesSpec {
-            min_roc_auc: Some(0.8),
-            max_log_loss: Some(0.5),
-            ..Default::default()
-        };
-        let mut m = BTreeMap::new();
-        m.insert("roc_auc".to_string(), 0.85);
-        m.insert("log_loss".to_string(), 0.6);
-        let c = evaluate_gates(&gates, &m);
-        assert_eq!(c.len(), 2);
-        assert!(c[0].passed);
-        assert!(!c[1].passed);
-        assert!(c[1].detail.contains("0.6000"));
-        // A missing metric fails its gate rather than passing silently.
-        let c = evaluate_gates(&gates, &BTreeMap::new());
-        assert!(c.iter().all(|c| !c.passed));
-    }
 }

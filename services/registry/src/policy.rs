@@ -82,10 +82,11 @@ pub struct PolicySet {
 fn engine(sources: &[(String, String)]) -> Result<regorus::Engine, PolicyError> {
     let mut e = regorus::Engine::new();
     for (file, text) in sources {
-        e.add_policy(file.clone(), text.clone()).map_err(|err| PolicyError::Invalid {
-            file: file.clone(),
-            message: err.to_string(),
-        })?;
+        e.add_policy(file.clone(), text.clone())
+            .map_err(|err| PolicyError::Invalid {
+                file: file.clone(),
+                message: err.to_string(),
+            })?;
     }
     Ok(e)
 }
@@ -95,7 +96,10 @@ impl PolicySet {
     pub fn default_set() -> Self {
         Self {
             sources: vec![("policies/promotion.rego".into(), DEFAULT_POLICY.into())],
-            tests: vec![("policies/promotion_test.rego".into(), DEFAULT_POLICY_TESTS.into())],
+            tests: vec![(
+                "policies/promotion_test.rego".into(),
+                DEFAULT_POLICY_TESTS.into(),
+            )],
         }
     }
 
@@ -112,7 +116,10 @@ impl PolicySet {
             .filter(|p| p.extension().is_some_and(|x| x == "rego"))
             .collect();
         files.sort();
-        let mut set = Self { sources: Vec::new(), tests: Vec::new() };
+        let mut set = Self {
+            sources: Vec::new(),
+            tests: Vec::new(),
+        };
         for f in files {
             let text = std::fs::read_to_string(&f).map_err(read_err)?;
             let name = f.display().to_string();
@@ -149,34 +156,64 @@ impl PolicySet {
     /// Evaluates the promotion policy on `input`.
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
         let mut e = engine(&self.sources)?;
-        let value = regorus::Value::from_json_str(&input.to_string()).map_err(|err| PolicyError::Eval(err.to_string()))?;
+        let value = regorus::Value::from_json_str(&input.to_string())
+            .map_err(|err| PolicyError::Eval(err.to_string()))?;
         e.set_input(value);
         let to_json = |v: regorus::Value| -> Result<serde_json::Value, PolicyError> {
             if v == regorus::Value::Undefined {
                 return Ok(serde_json::Value::Null);
             }
-            let s = v.to_json_str().map_err(|err| PolicyError::Eval(err.to_string()))?;
+            let s = v
+                .to_json_str()
+                .map_err(|err| PolicyError::Eval(err.to_string()))?;
             serde_json::from_str(&s).map_err(|err| PolicyError::Eval(err.to_string()))
         };
-        let allow = to_json(e.eval_rule(ALLOW.into()).map_err(|err| PolicyError::Eval(err.to_string()))?)?;
-        let deny = to_json(e.eval_rule(DENY.into()).map_err(|err| PolicyError::Eval(err.to_string()))?)?;
-        let checks = to_json(e.eval_rule(CHECKS.into()).map_err(|err| PolicyError::Eval(err.to_string()))?)?;
+        let allow = to_json(
+            e.eval_rule(ALLOW.into())
+                .map_err(|err| PolicyError::Eval(err.to_string()))?,
+        )?;
+        let deny = to_json(
+            e.eval_rule(DENY.into())
+                .map_err(|err| PolicyError::Eval(err.to_string()))?,
+        )?;
+        let checks = to_json(
+            e.eval_rule(CHECKS.into())
+                .map_err(|err| PolicyError::Eval(err.to_string()))?,
+        )?;
         let allow = allow
             .as_bool()
             .ok_or_else(|| PolicyError::Eval(format!("{ALLOW} must be a boolean, got {allow}")))?;
         let mut reasons: Vec<String> = match deny {
             serde_json::Value::Null => Vec::new(),
-            serde_json::Value::Array(a) => a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
-            other => return Err(PolicyError::Eval(format!("{DENY} must be a set of strings, got {other}"))),
+            serde_json::Value::Array(a) => a
+                .into_iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect(),
+            other => {
+                return Err(PolicyError::Eval(format!(
+                    "{DENY} must be a set of strings, got {other}"
+                )));
+            }
         };
         reasons.sort();
         let mut checks: Vec<GateCheck> = match checks {
             serde_json::Value::Null => Vec::new(),
             serde_json::Value::Array(a) => a
                 .into_iter()
-                .map(|c| serde_json::from_value(c).map_err(|err| PolicyError::Eval(format!("{CHECKS}: {err}"))))
+                .map(|c| {
+                    serde_json::from_value(c)
+                        .map_err(|err| PolicyError::Eval(format!("{CHECKS}: {err}")))
+                })
                 .collect::<Result<_, _>>()?,
-            other => return Err(PolicyError::Eval(format!("{CHECKS} must be a set of objects, got {other}"))),
+            other => {
+                return Err(PolicyError::Eval(format!(
+                    "{CHECKS} must be a set of objects, got {other}"
+                )));
+            }
         };
         checks.sort_by(|a, b| a.gate.cmp(&b.gate));
         if !allow && reasons.is_empty() {
@@ -199,11 +236,17 @@ impl PolicySet {
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("package "))
                 .map(|p| p.trim().to_string())
-                .ok_or_else(|| PolicyError::Invalid { file: file.clone(), message: "no package line".into() })?;
+                .ok_or_else(|| PolicyError::Invalid {
+                    file: file.clone(),
+                    message: "no package line".into(),
+                })?;
             let mut rules: Vec<String> = text
                 .lines()
                 .filter_map(|l| {
-                    let name: String = l.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    let name: String = l
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
                     (name.starts_with("test_") && l.starts_with(&name)).then_some(name)
                 })
                 .collect();
@@ -251,11 +294,21 @@ mod tests {
         let ok = p.evaluate(&input(0.85, 0.02, Some(0.0))).unwrap();
         assert!(ok.allow, "{ok:?}");
         assert!(ok.reasons.is_empty());
-        assert!(ok.checks.iter().any(|c| c.gate == "min_roc_auc" && c.passed));
+        assert!(
+            ok.checks
+                .iter()
+                .any(|c| c.gate == "min_roc_auc" && c.passed)
+        );
         let bad = p.evaluate(&input(0.79, 0.07, Some(-0.05))).unwrap();
         assert!(!bad.allow);
         assert_eq!(bad.reasons.len(), 3, "{:?}", bad.reasons);
-        assert!(bad.reasons.iter().any(|r| r.contains("roc_auc 0.7900 must be at least 0.8")), "{:?}", bad.reasons);
+        assert!(
+            bad.reasons
+                .iter()
+                .any(|r| r.contains("roc_auc 0.7900 must be at least 0.8")),
+            "{:?}",
+            bad.reasons
+        );
         assert_eq!(ok.policy_digest, bad.policy_digest);
         assert_eq!(ok.policy_digest.len(), 64);
     }
@@ -263,10 +316,17 @@ mod tests {
     #[test]
     fn a_broken_policy_is_refused_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("promotion.rego"), "package modelbus.promotion\n\nallow if {\n  input.x ==\n}\n").unwrap();
+        std::fs::write(
+            dir.path().join("promotion.rego"),
+            "package modelbus.promotion\n\nallow if {\n  input.x ==\n}\n",
+        )
+        .unwrap();
         let e = PolicySet::load_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("promotion.rego"), "{e}");
-        assert!(e.contains(":4") || e.contains("line 4") || e.contains(":5"), "{e}");
+        assert!(
+            e.contains(":4") || e.contains("line 4") || e.contains(":5"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -278,7 +338,16 @@ mod tests {
             "package modelbus.promotion_test\n\nimport rego.v1\n\nimport data.modelbus.promotion\n\ntest_wrong if {\n\tpromotion.allow with input as {}\n}\n",
         )
         .unwrap();
-        let outcomes = PolicySet::load_dir(dir.path()).unwrap().run_tests().unwrap();
-        assert_eq!(outcomes, vec![TestOutcome { name: "modelbus.promotion_test.test_wrong".into(), passed: false }]);
+        let outcomes = PolicySet::load_dir(dir.path())
+            .unwrap()
+            .run_tests()
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![TestOutcome {
+                name: "modelbus.promotion_test.test_wrong".into(),
+                passed: false
+            }]
+        );
     }
 }

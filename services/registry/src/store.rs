@@ -525,8 +525,9 @@ impl Store {
             .await?
             .try_get("v")?;
             let inserted = sqlx::query(
-                "INSERT INTO model_versions (model, version, model_sha256, status, algorithm, metrics, lineage, run_id, author, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $9) ON CONFLICT DO NOTHING",
+                "INSERT INTO model_versions (model, version, model_sha256, status, algorithm, metrics, lineage, run_id, author, \
+                 evaluation_sha256, evaluation_html_sha256, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $10, $11, $9, $9) ON CONFLICT DO NOTHING",
             )
             .bind(&v.model)
             .bind(next)
@@ -537,6 +538,8 @@ impl Store {
             .bind(&run_id)
             .bind(&v.author)
             .bind(&ts)
+            .bind(&v.evaluation_sha256)
+            .bind(&v.evaluation_html_sha256)
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -583,6 +586,9 @@ impl Store {
             gate_checks: parse_json::<Vec<GateCheck>>(&r.try_get::<String, _>("gate_checks")?),
             aliases,
             created_at: r.try_get("created_at")?,
+            evaluation_sha256: r.try_get("evaluation_sha256")?,
+            evaluation_html_sha256: r.try_get("evaluation_html_sha256")?,
+            decision: serde_json::from_str(&r.try_get::<String, _>("decision")?).ok(),
         })
     }
 
@@ -699,13 +705,38 @@ impl Store {
         version: u32,
         status: &str,
         checks: &[GateCheck],
+        decision: Option<&crate::types::PolicyDecision>,
     ) -> Result<(), RegistryError> {
         sqlx::query(
-            "UPDATE model_versions SET status = $1, gate_checks = $2, updated_at = $3 \
+            "UPDATE model_versions SET status = $1, gate_checks = $2, decision = $6, updated_at = $3 \
              WHERE model = $4 AND version = $5 AND status = 'pending'",
         )
         .bind(status)
         .bind(json(&checks))
+        .bind(now())
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(decision.map(json).unwrap_or_else(|| "{}".into()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a version's evaluation report (JSON and HTML artifacts); the first
+    /// recorded stays.
+    pub async fn set_evaluation(
+        &self,
+        model: &str,
+        version: u32,
+        json_sha256: &str,
+        html_sha256: &str,
+    ) -> Result<(), RegistryError> {
+        sqlx::query(
+            "UPDATE model_versions SET evaluation_sha256 = $1, evaluation_html_sha256 = $2, updated_at = $3 \
+             WHERE model = $4 AND version = $5 AND evaluation_sha256 = ''",
+        )
+        .bind(json_sha256)
+        .bind(html_sha256)
         .bind(now())
         .bind(model)
         .bind(i64::from(version))

@@ -182,6 +182,26 @@ pub struct ModelVersion {
     pub aliases: Vec<String>,
     /// Created.
     pub created_at: String,
+    /// Evaluation report (JSON) artifact.
+    #[serde(default)]
+    pub evaluation_sha256: String,
+    /// Evaluation report (HTML) artifact.
+    #[serde(default)]
+    pub evaluation_html_sha256: String,
+    /// The promotion policy's decision, once made.
+    #[serde(default)]
+    pub decision: Option<PolicyDecision>,
+}
+
+/// What the promotion policy decided about a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyDecision {
+    /// Whether promotion was allowed.
+    pub allow: bool,
+    /// Why not.
+    pub reasons: Vec<String>,
+    /// SHA-256 of the policy sources that decided.
+    pub policy_digest: String,
 }
 
 /// A registered model with its versions and aliases.
@@ -220,6 +240,12 @@ pub struct NewModelVersion {
     pub artifacts: Vec<NamedArtifact>,
     /// Who submitted the batch.
     pub author: String,
+    /// Evaluation report (JSON) artifact.
+    #[serde(default)]
+    pub evaluation_sha256: String,
+    /// Evaluation report (HTML) artifact.
+    #[serde(default)]
+    pub evaluation_html_sha256: String,
 }
 
 // ---- conversions to and from protobuf ----
@@ -334,6 +360,14 @@ impl From<ModelVersion> for pb::ModelVersion {
                 .collect(),
             aliases: v.aliases,
             created_at: v.created_at,
+            evaluation_sha256: v.evaluation_sha256,
+            evaluation_html_sha256: v.evaluation_html_sha256,
+            decision_reasons: v
+                .decision
+                .as_ref()
+                .map(|d| d.reasons.clone())
+                .unwrap_or_default(),
+            policy_digest: v.decision.map(|d| d.policy_digest).unwrap_or_default(),
         }
     }
 }
@@ -390,6 +424,8 @@ impl From<pb::RegisterModelVersionRequest> for NewModelVersion {
                 })
                 .collect(),
             author: r.author,
+            evaluation_sha256: r.evaluation_sha256,
+            evaluation_html_sha256: r.evaluation_html_sha256,
         }
     }
 }

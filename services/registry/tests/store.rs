@@ -109,6 +109,8 @@ fn new_version(model: &str, model_digest: &str, n: u64) -> NewModelVersion {
             },
         ],
         author: "alice".to_string(),
+        evaluation_sha256: digest(6000 + n),
+        evaluation_html_sha256: digest(7000 + n),
     }
 }
 
@@ -469,12 +471,12 @@ macro_rules! store_suite {
                     detail: "auc 0.61 < 0.80".to_string(),
                 }];
 
-                store.set_gate_decision("m", 1, "candidate", &passed).await.unwrap();
+                store.set_gate_decision("m", 1, "candidate", &passed, None).await.unwrap();
                 let v1 = store.model_version("m", 1).await.unwrap().unwrap();
                 assert_eq!(v1.status, "candidate");
                 assert_eq!(v1.gate_checks, passed);
 
-                store.set_gate_decision("m", 1, "rejected", &failed).await.unwrap();
+                store.set_gate_decision("m", 1, "rejected", &failed, None).await.unwrap();
                 let v1 = store.model_version("m", 1).await.unwrap().unwrap();
                 assert_eq!(v1.status, "candidate", "the first decision sticks");
                 assert_eq!(v1.gate_checks, passed);
@@ -482,7 +484,7 @@ macro_rules! store_suite {
                 let v2 = store.model_version("m", 2).await.unwrap().unwrap();
                 assert_eq!(v2.status, "pending", "other versions are untouched");
                 assert!(v2.gate_checks.is_empty());
-                store.set_gate_decision("m", 2, "rejected", &failed).await.unwrap();
+                store.set_gate_decision("m", 2, "rejected", &failed, None).await.unwrap();
                 let v2 = store.model_version("m", 2).await.unwrap().unwrap();
                 assert_eq!(v2.status, "rejected");
                 assert_eq!(v2.gate_checks, failed);
@@ -587,7 +589,7 @@ macro_rules! store_suite {
                     passed: true,
                     detail: "ok".to_string(),
                 }];
-                store.set_gate_decision("m", 1, "candidate", &checks).await.unwrap();
+                store.set_gate_decision("m", 1, "candidate", &checks, None).await.unwrap();
                 store.set_alias("m", "staging", 1).await.unwrap();
                 store.save_approval("m", 1, "staging", "alice", "", "k", "env-A").await.unwrap();
                 store.record_deployment_event("ev-1", "deployment.started", "staging", "m", 1, "").await.unwrap();

@@ -14,9 +14,12 @@ use modelbus_core::artifact::ArtifactError;
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::{Envelope, FeaturesReady, ModelTrained};
 use modelbus_core::ids::{ModelName, Sha256Digest};
-use modelbus_ml::features::FittedFeatures;
-use modelbus_ml::featureset::FeatureSet;
+use modelbus_ml::evaluate::{Comparison, Evaluation, EvaluationReport, Slice, compare, evaluate};
+use modelbus_ml::features::{Cell, FittedFeatures, cell};
+use modelbus_ml::featureset::{FeatureSet, HOLDOUT};
+use modelbus_ml::model::{ModelArtifact, Predictor};
 use modelbus_ml::spec::DatasetSpec;
+use modelbus_ml::table::read_all;
 use modelbus_proto::registry::v1 as pb;
 use tokio::net::TcpListener;
 
@@ -57,7 +60,57 @@ fn store_err(e: ArtifactError) -> HandlerError {
     }
 }
 
+/// The current champion: the version serving production, else staging.
+struct Champion {
+    version: u32,
+    predictor: Predictor,
+}
+
+/// What the blocking part of training hands back.
+struct Outcome {
+    trained: modelbus_ml::train::Trained,
+    evaluation: Evaluation,
+    comparison: Option<Comparison>,
+    seconds: f64,
+}
+
 impl Trainer {
+    /// Loads the champion of `model`, if there is one.
+    async fn champion(&self, model: &str) -> Result<Option<Champion>, HandlerError> {
+        let m = match self
+            .registry
+            .clone()
+            .get_model(pb::GetModelRequest {
+                name: model.to_string(),
+            })
+            .await
+        {
+            Ok(m) => m.into_inner(),
+            Err(st) if st.code() == tonic::Code::NotFound => return Ok(None),
+            Err(st) => return Err(registry_err(st)),
+        };
+        let Some(version) = m
+            .aliases
+            .get("production")
+            .or_else(|| m.aliases.get("staging"))
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let Some(v) = m.versions.iter().find(|v| v.version == version) else {
+            return Ok(None);
+        };
+        let digest = Sha256Digest::parse(&v.model_sha256).map_err(HandlerError::reject)?;
+        let bytes = self.ctx.store.get(&digest).await.map_err(store_err)?;
+        match ModelArtifact::from_bytes(&bytes).and_then(Predictor::new) {
+            Ok(predictor) => Ok(Some(Champion { version, predictor })),
+            Err(err) => {
+                tracing::warn!(%err, version, "champion cannot be loaded; no comparison");
+                Ok(None)
+            }
+        }
+    }
+
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
         let e = d.decode::<FeaturesReady>()?;
         let f = &e.data;
@@ -85,26 +138,119 @@ impl Trainer {
             .get(&f.transform_sha256)
             .await
             .map_err(store_err)?;
-        let fitted: FittedFeatures = serde_json::from_slice(&fitted_bytes).map_err(|err| {
+        let mut fitted: FittedFeatures = serde_json::from_slice(&fitted_bytes).map_err(|err| {
             HandlerError::Reject(format!("transform {}: {err}", f.transform_sha256))
         })?;
-        let started = std::time::Instant::now();
-        let spec_for_task = spec.clone();
-        let trained = tokio::task::spawn_blocking(move || {
-            let fs = FeatureSet::from_parquet(fs_bytes).map_err(|e| e.to_string())?;
-            modelbus_ml::train::train(
-                &spec_for_task,
-                &fitted.transform,
-                &fs,
-                &fitted.negative_label,
+        fitted.transform = fitted.transform.prepare().map_err(HandlerError::Reject)?;
+        let model_name = spec.model_name().to_string();
+        let champion = self.champion(&model_name).await?;
+        // The raw rows give the slices and let the champion encode with its own transform.
+        let raw = if champion.is_some() || !spec.evaluation.slices.is_empty() {
+            Some(
+                self.ctx
+                    .store
+                    .open_read(&f.batch_sha256)
+                    .await
+                    .map_err(store_err)?,
             )
-            .map_err(|e| e.to_string())
+        } else {
+            None
+        };
+        let spec_for_task = spec.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<Outcome, String> {
+            let spec = spec_for_task;
+            let fs = FeatureSet::from_parquet(fs_bytes).map_err(|e| e.to_string())?;
+            let started = std::time::Instant::now();
+            let trained =
+                modelbus_ml::train::train(&spec, &fitted.transform, &fs, &fitted.negative_label)
+                    .map_err(|e| e.to_string())?;
+            let seconds = started.elapsed().as_secs_f64();
+            let holdout_rows: Vec<usize> = fs
+                .split
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s == HOLDOUT)
+                .map(|(i, _)| i)
+                .collect();
+            let chunks = match raw {
+                Some(r) => read_all(r, std::sync::Arc::new(spec.clone()), 65_536)
+                    .map_err(|e| e.to_string())?,
+                None => Vec::new(),
+            };
+            let index = |n: &str| spec.columns.iter().position(|c| c.name == n);
+            let slice_values: Vec<(String, Vec<String>)> = spec
+                .evaluation
+                .slices
+                .iter()
+                .map(|col| {
+                    let ci = index(col);
+                    let mut values = Vec::with_capacity(holdout_rows.len());
+                    let mut want = holdout_rows.iter().peekable();
+                    let mut base = 0usize;
+                    for chunk in &chunks {
+                        let n = chunk.batch.num_rows();
+                        while let Some(&&r) = want.peek() {
+                            if r >= base + n {
+                                break;
+                            }
+                            want.next();
+                            values.push(match ci.map(|ci| cell(chunk, ci, r - base)) {
+                                Some(Cell::Text(s)) => s.to_string(),
+                                Some(Cell::Num(v)) => format!("{v}"),
+                                Some(Cell::Bool(b)) => b.to_string(),
+                                _ => "(null)".to_string(),
+                            });
+                        }
+                        base += n;
+                    }
+                    (col.clone(), values)
+                })
+                .collect();
+            let slices: Vec<Slice<'_>> = slice_values
+                .iter()
+                .map(|(c, v)| Slice {
+                    column: c,
+                    values: v,
+                })
+                .collect();
+            let config = spec.evaluation.config(spec.model.seed);
+            let y = &trained.holdout_labels;
+            let p = &trained.holdout_predictions;
+            let evaluation = evaluate(y, p, &slices, &trained.importance, &config);
+            let comparison = match &champion {
+                Some(c) => match c
+                    .predictor
+                    .predict_chunk_rows(&chunks, &index, &holdout_rows)
+                {
+                    Ok(pc) => Some(compare(
+                        y,
+                        p,
+                        &pc,
+                        &spec.model_name().to_string(),
+                        c.version,
+                        &slices,
+                        &config,
+                    )),
+                    Err(err) => {
+                        tracing::warn!(%err, "the champion cannot score this batch; no comparison");
+                        None
+                    }
+                },
+                None => None,
+            };
+            Ok(Outcome {
+                trained,
+                evaluation,
+                comparison,
+                seconds,
+            })
         })
         .await
         .map_err(|e| HandlerError::Retry(format!("training task: {e}")))?
         .map_err(HandlerError::Reject)?;
-        let seconds = started.elapsed().as_secs_f64();
-        metrics::histogram!("modelbus_trainer_fit_seconds", "algorithm" => spec.model.algorithm.to_string()).record(seconds);
+        let trained = &outcome.trained;
+        let seconds = outcome.seconds;
+        metrics::histogram!("modelbus_trainer_fit_seconds", "algorithm" => trained.artifact.algorithm.to_string()).record(seconds);
         let artifact = self
             .ctx
             .store
@@ -122,28 +268,58 @@ impl Trainer {
                 .unwrap_or_default(),
             None => String::new(),
         };
+        let ev = &outcome.evaluation;
         let mut metrics_map: std::collections::HashMap<String, f64> =
             std::collections::HashMap::new();
         metrics_map.insert("roc_auc".into(), trained.metrics.roc_auc);
+        metrics_map.insert("roc_auc_low".into(), ev.roc_auc_interval.low);
+        metrics_map.insert("roc_auc_high".into(), ev.roc_auc_interval.high);
         metrics_map.insert("pr_auc".into(), trained.metrics.pr_auc);
         metrics_map.insert("log_loss".into(), trained.metrics.log_loss);
         metrics_map.insert("brier".into(), trained.metrics.brier);
+        metrics_map.insert("ece".into(), ev.ece);
+        metrics_map.insert("threshold".into(), ev.confusion.threshold);
+        metrics_map.insert("f1".into(), ev.confusion.f1);
         metrics_map.insert("holdout_rows".into(), trained.metrics.n as f64);
         metrics_map.insert("holdout_positives".into(), trained.metrics.positives as f64);
         metrics_map.insert("fit_seconds".into(), seconds);
+        if let Some(c) = &outcome.comparison {
+            metrics_map.insert("champion_version".into(), f64::from(c.champion_version));
+            metrics_map.insert("delta_roc_auc".into(), c.delta_roc_auc);
+        }
+        metrics_map.retain(|_, v| v.is_finite());
         let mut params: std::collections::HashMap<String, String> =
             trained.params.clone().into_iter().collect();
         for (name, gain) in trained.importance.iter().take(200) {
             params.insert(format!("importance.{name}"), format!("{gain:.6}"));
         }
-        let model_name = spec.model_name().to_string();
+        let mut artifacts = vec![
+            pb::Artifact {
+                name: "model".into(),
+                sha256: artifact.sha256.to_hex(),
+            },
+            pb::Artifact {
+                name: "feature_set".into(),
+                sha256: f.feature_set_sha256.to_hex(),
+            },
+            pb::Artifact {
+                name: "transform".into(),
+                sha256: f.transform_sha256.to_hex(),
+            },
+        ];
+        if let Some(st) = &f.statistics_sha256 {
+            artifacts.push(pb::Artifact {
+                name: "feature_statistics".into(),
+                sha256: st.to_hex(),
+            });
+        }
         let registered = registry
             .register_model_version(pb::RegisterModelVersionRequest {
                 model: model_name.clone(),
                 dataset: spec.name.clone(),
                 model_sha256: artifact.sha256.to_hex(),
-                algorithm: spec.model.algorithm.to_string(),
-                metrics: metrics_map.clone(),
+                algorithm: trained.artifact.algorithm.to_string(),
+                metrics: metrics_map,
                 params,
                 lineage: Some(pb::Lineage {
                     pipeline_run: e
@@ -159,21 +335,10 @@ impl Trainer {
                     code_revision: self.ctx.config.code_revision(),
                     seed: f.seed,
                 }),
-                artifacts: vec![
-                    pb::Artifact {
-                        name: "model".into(),
-                        sha256: artifact.sha256.to_hex(),
-                    },
-                    pb::Artifact {
-                        name: "feature_set".into(),
-                        sha256: f.feature_set_sha256.to_hex(),
-                    },
-                    pb::Artifact {
-                        name: "transform".into(),
-                        sha256: f.transform_sha256.to_hex(),
-                    },
-                ],
+                artifacts,
                 author: f.submitted_by.clone(),
+                evaluation_sha256: String::new(),
+                evaluation_html_sha256: String::new(),
             })
             .await
             .map_err(registry_err)?
@@ -181,6 +346,33 @@ impl Trainer {
         let version = registered
             .version
             .ok_or_else(|| HandlerError::Retry("registry returned no version".into()))?;
+        // The report names the version, so it is written once the version is known.
+        let report = EvaluationReport {
+            model: model_name.clone(),
+            version: version.version,
+            evaluation: outcome.evaluation.clone(),
+            comparison: outcome.comparison.clone(),
+        };
+        let report_json = self
+            .ctx
+            .store
+            .put(
+                serde_json::to_vec_pretty(&report)
+                    .map_err(HandlerError::retry)?
+                    .into(),
+            )
+            .await
+            .map_err(HandlerError::retry)?;
+        let report_html = self
+            .ctx
+            .store
+            .put(
+                modelbus_ml::evaluation_html::render(&report)
+                    .into_bytes()
+                    .into(),
+            )
+            .await
+            .map_err(HandlerError::retry)?;
         // Metrics as registered (the first registration wins on a redelivery).
         let metrics: std::collections::BTreeMap<String, f64> =
             version.metrics.clone().into_iter().collect();
@@ -203,6 +395,8 @@ impl Trainer {
                 model_sha256: digest,
                 algorithm: version.algorithm.clone(),
                 metrics,
+                evaluation_sha256: Some(report_json.sha256),
+                evaluation_html_sha256: Some(report_html.sha256),
             },
         )
         .with_subject(model.as_str())
@@ -214,7 +408,9 @@ impl Trainer {
             .map_err(HandlerError::retry)?;
         tracing::info!(
             model = %model, version = version.version, created = registered.created,
-            roc_auc = trained.metrics.roc_auc, seconds, "model trained and registered"
+            roc_auc = trained.metrics.roc_auc, ece = outcome.evaluation.ece, seconds,
+            champion = outcome.comparison.as_ref().map(|c| c.champion_version),
+            "model trained, evaluated and registered"
         );
         Ok(())
     }

@@ -71,6 +71,10 @@ CREATE TABLE model_versions (
     run_id TEXT NOT NULL REFERENCES training_runs (id),
     author TEXT NOT NULL,
     gate_checks TEXT NOT NULL DEFAULT '[]',
+    -- {allow, reasons, policy_digest} of the promotion policy, once decided.
+    decision TEXT NOT NULL DEFAULT '{}',
+    evaluation_sha256 TEXT NOT NULL DEFAULT '',
+    evaluation_html_sha256 TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (model, version),
