@@ -222,3 +222,228 @@ pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64>
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
+
+/// `modelbus bench validate`: validation of a file against a spec, timed over
+/// several runs (CSV parsing included), with the peak resident memory of each run.
+pub fn validate(data: &Path, spec_file: &Path, runs: usize, json: bool) -> Result<()> {
+    let text = std::fs::read_to_string(spec_file)
+        .with_context(|| format!("cannot read {}", spec_file.display()))?;
+    let spec = modelbus_ml::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .spec;
+    let spec = std::sync::Arc::new(spec);
+    let mut seconds = Vec::new();
+    let mut rss = Vec::new();
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        reset_peak_rss();
+        let f =
+            std::fs::File::open(data).with_context(|| format!("cannot open {}", data.display()))?;
+        let started = Instant::now();
+        let report = modelbus_ml::validate::validate_csv(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            spec.clone(),
+            65_536,
+        );
+        seconds.push(started.elapsed().as_secs_f64());
+        rss.push(peak_rss_mib().unwrap_or(f64::NAN));
+        last = Some(report);
+    }
+    let report = last.context("no run")?;
+    let out = serde_json::json!({
+        "tool": "modelbus",
+        "file": data.display().to_string(),
+        "rows": report.rows,
+        "expectations": report.statistics.evaluated_expectations,
+        "runs": seconds.len(),
+        "median_seconds": median(seconds.clone()),
+        "peak_rss_mib": rss.iter().cloned().fold(0.0, f64::max),
+        "success": report.success,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!(
+            "validated {} ({} rows, {} expectations): median {:.3}s over {} runs, peak RSS {:.0} MiB, success {}",
+            data.display(),
+            report.rows,
+            report.statistics.evaluated_expectations,
+            median(seconds),
+            runs,
+            out["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            report.success
+        );
+        for r in report.reasons() {
+            println!("  - {r}");
+        }
+    }
+    Ok(())
+}
+
+/// `modelbus bench train`: k-fold stratified cross-validation of the spec's
+/// candidates (by default logistic regression and LightGBM) on a whole file: mean
+/// ROC AUC and fit time per candidate, and the one modelbus would pick.
+pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<()> {
+    use modelbus_ml::features::{Cell, FeaturePlan, FeatureTransform, cell};
+    use modelbus_ml::spec::{Algorithm, CandidateSpec};
+    let text = std::fs::read_to_string(spec_file)
+        .with_context(|| format!("cannot read {}", spec_file.display()))?;
+    let spec = modelbus_ml::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .spec;
+    let f = std::fs::File::open(data).with_context(|| format!("cannot open {}", data.display()))?;
+    let chunks = modelbus_ml::table::read_all(f, std::sync::Arc::new(spec.clone()), 65_536)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let index = |n: &str| spec.columns.iter().position(|c| c.name == n);
+    let ti = index(&spec.target.column).context("target column")?;
+    let mut y = Vec::new();
+    for c in &chunks {
+        for i in 0..c.batch.num_rows() {
+            let v = match cell(c, ti, i) {
+                Cell::Text(s) => s == spec.target.positive,
+                Cell::Num(v) => format!("{}", v as i64) == spec.target.positive,
+                Cell::Bool(b) => b.to_string() == spec.target.positive,
+                Cell::Null => false,
+            };
+            y.push(if v { 1.0 } else { 0.0 });
+        }
+    }
+    let mut candidates = spec.model.candidates.clone();
+    if candidates.is_empty() {
+        candidates = vec![
+            CandidateSpec {
+                name: None,
+                algorithm: Algorithm::Logistic,
+                gbdt: spec.model.gbdt.clone(),
+                logistic: spec.model.logistic.clone(),
+            },
+            CandidateSpec {
+                name: None,
+                algorithm: Algorithm::Gbdt,
+                gbdt: spec.model.gbdt.clone(),
+                logistic: spec.model.logistic.clone(),
+            },
+        ];
+    }
+    let plan = FeaturePlan::from_spec(&spec);
+    let held = modelbus_ml::split::stratified_kfold(&y, folds.max(2), spec.model.seed);
+    let mut results = Vec::new();
+    for c in &candidates {
+        let mut aucs = Vec::new();
+        let mut fit_times = Vec::new();
+        for test in &held {
+            let test_set: std::collections::BTreeSet<usize> = test.iter().copied().collect();
+            let train_idx: Vec<usize> = (0..y.len()).filter(|i| !test_set.contains(i)).collect();
+            let transform = FeatureTransform::fit(&plan, &chunks, &index, &train_idx)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let x = transform.transform_chunks(&chunks, &index);
+            let k = transform.num_features();
+            let take = |idx: &[usize]| {
+                let mut xo = Vec::with_capacity(idx.len() * k);
+                let mut yo = Vec::with_capacity(idx.len());
+                for &i in idx {
+                    xo.extend_from_slice(&x[i * k..(i + 1) * k]);
+                    yo.push(y[i]);
+                }
+                (xo, yo)
+            };
+            let (xt, yt) = take(&train_idx);
+            let (xv, yv) = take(test);
+            let names = transform.feature_names();
+            let started = Instant::now();
+            let p: Vec<f64> = match c.algorithm {
+                Algorithm::Logistic => {
+                    let m = modelbus_ml::logistic::fit_logistic(&xt, k, &yt, &c.logistic)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    fit_times.push(started.elapsed().as_secs_f64());
+                    m.predict_proba_batch(&xv, k)
+                }
+                Algorithm::Gbdt => {
+                    let (fi, ei) = modelbus_ml::split::stratified_holdout(
+                        &yt,
+                        modelbus_ml::train::EARLY_STOPPING_FRACTION,
+                        spec.model.seed,
+                    );
+                    let pick = |idx: &[usize]| {
+                        let mut xo = Vec::with_capacity(idx.len() * k);
+                        let mut yo = Vec::with_capacity(idx.len());
+                        for &i in idx {
+                            xo.extend_from_slice(&xt[i * k..(i + 1) * k]);
+                            yo.push(yt[i]);
+                        }
+                        (xo, yo)
+                    };
+                    let (xf, yf) = pick(&fi);
+                    let (xe, ye) = pick(&ei);
+                    let text = modelbus_ml::gbdt::train_gbdt(
+                        &xf,
+                        k,
+                        &yf,
+                        &modelbus_ml::train::lightgbm_names(&names),
+                        Some((&xe, &ye)),
+                        &c.gbdt,
+                        spec.model.seed,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    fit_times.push(started.elapsed().as_secs_f64());
+                    let m = modelbus_ml::gbdt::GbdtModel::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    xv.chunks(k).map(|r| m.predict_proba(r)).collect()
+                }
+            };
+            aucs.push(modelbus_ml::metrics::roc_auc(&yv, &p));
+        }
+        let mean = aucs.iter().sum::<f64>() / aucs.len() as f64;
+        results.push(serde_json::json!({
+            "algorithm": c.algorithm.to_string(),
+            "name": c.label(),
+            "mean_roc_auc": mean,
+            "fold_roc_auc": aucs,
+            "total_fit_seconds": fit_times.iter().sum::<f64>(),
+            "median_fit_seconds": median(fit_times.clone()),
+        }));
+    }
+    let picked = results
+        .iter()
+        .max_by(|a, b| {
+            a["mean_roc_auc"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["mean_roc_auc"].as_f64().unwrap_or(0.0))
+        })
+        .cloned()
+        .unwrap_or_default();
+    let out = serde_json::json!({
+        "tool": "modelbus",
+        "file": data.display().to_string(),
+        "rows": y.len(),
+        "folds": held.len(),
+        "candidates": results,
+        "picked": { "algorithm": picked["algorithm"], "name": picked["name"], "mean_roc_auc": picked["mean_roc_auc"], "total_fit_seconds": picked["total_fit_seconds"] },
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!(
+            "{}-fold stratified CV on {} ({} rows):",
+            held.len(),
+            data.display(),
+            y.len()
+        );
+        for r in out["candidates"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<10} mean ROC AUC {:.4}  fit {:.3}s total, {:.3}s median per fold",
+                r["name"].as_str().unwrap_or(""),
+                r["mean_roc_auc"].as_f64().unwrap_or(f64::NAN),
+                r["total_fit_seconds"].as_f64().unwrap_or(f64::NAN),
+                r["median_fit_seconds"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        println!(
+            "  picked: {} ({:.4})",
+            picked["name"].as_str().unwrap_or(""),
+            picked["mean_roc_auc"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}

@@ -108,6 +108,11 @@ impl Client {
         self.get("/v1/datasets").await
     }
 
+    /// The latest spec version of a dataset.
+    pub async fn dataset_spec(&self, dataset: &str) -> Result<Value> {
+        self.get(&format!("/v1/datasets/{dataset}/spec")).await
+    }
+
     /// Pipeline runs.
     pub async fn pipeline_runs(&self, dataset: Option<&str>, limit: u32) -> Result<Value> {
         let mut path = format!("/v1/pipeline-runs?limit={limit}");

@@ -93,6 +93,29 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Validates a CSV file against a dataset's expectations locally, without the
+    /// pipeline (like a Great Expectations checkpoint run); exit 3 when it fails.
+    Validate {
+        /// Dataset whose registered spec is used.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// A spec file instead of the registered spec (works offline).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// CSV file.
+        file: PathBuf,
+        /// Prints the JSON report.
+        #[arg(long)]
+        json: bool,
+        /// Also writes the HTML data docs here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Promotion policies.
+    Policies {
+        #[command(subcommand)]
+        cmd: PoliciesCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +131,29 @@ enum DatasetsCmd {
         /// Prints JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Turns a Great Expectations 1.x suite (JSON export) into the dataset's
+    /// expectations and registers the new spec version (or writes it with --out).
+    /// Expectations that cannot be mapped are named; then nothing is applied unless
+    /// --allow-unmapped.
+    ImportGe {
+        /// The suite's JSON export.
+        suite: PathBuf,
+        /// Dataset to import into.
+        #[arg(long)]
+        dataset: String,
+        /// Base spec file (default: the dataset's registered spec).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Writes the resulting spec here instead of registering it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Keeps the spec's own expectations and adds the suite's.
+        #[arg(long)]
+        append: bool,
+        /// Proceeds even when some expectations cannot be mapped.
+        #[arg(long)]
+        allow_unmapped: bool,
     },
 }
 
@@ -157,6 +203,15 @@ enum ModelsCmd {
 }
 
 #[derive(Subcommand)]
+enum PoliciesCmd {
+    /// Runs the Rego unit tests (`test_*` rules in `*_test.rego`) of a policy directory.
+    Test {
+        /// Policy directory (default: the policy shipped in the binary).
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
     /// Submit → staging-serving latency over several runs, with the per-stage breakdown.
     Pipeline {
@@ -169,6 +224,51 @@ enum BenchCmd {
         /// Spec file.
         #[arg(long, default_value = "config/datasets/telco-churn.toml")]
         spec: PathBuf,
+    },
+    /// Validation speed: a file against a spec's expectations, CSV parsing included.
+    Validate {
+        /// CSV file.
+        #[arg(long, default_value = "data/telco-churn/telco_customer_churn.csv")]
+        data: PathBuf,
+        /// Spec file.
+        #[arg(long, default_value = "config/datasets/telco-churn.toml")]
+        spec: PathBuf,
+        /// Runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Model quality and fit time: k-fold stratified CV of the spec's candidates.
+    Train {
+        /// CSV file.
+        #[arg(long, default_value = "data/telco-churn/telco_customer_churn.csv")]
+        data: PathBuf,
+        /// Spec file.
+        #[arg(long, default_value = "config/datasets/telco-churn.toml")]
+        spec: PathBuf,
+        /// Folds.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes a seeded Telco-shaped CSV of any size (for the benchmarks).
+    Generate {
+        /// Rows to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Source file sampled from.
+        #[arg(long, default_value = "data/telco-churn/telco_customer_churn.csv")]
+        from: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -335,6 +435,198 @@ async fn submit(
         "rejected" => ExitCode::from(3),
         _ => ExitCode::FAILURE,
     })
+}
+
+/// The spec text of a dataset: from a file, or the registered latest version.
+async fn spec_text(
+    client: &Client,
+    dataset: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<(String, String)> {
+    match (file, dataset) {
+        (Some(f), _) => Ok((
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+            f.display().to_string(),
+        )),
+        (None, Some(d)) => {
+            let v = client.dataset_spec(d).await?;
+            Ok((
+                v["toml"].as_str().unwrap_or_default().to_string(),
+                format!("registered spec of {d} v{}", v["version"]),
+            ))
+        }
+        (None, None) => anyhow::bail!("give --dataset NAME (its registered spec) or --spec FILE"),
+    }
+}
+
+async fn validate(
+    client: &Client,
+    dataset: Option<&str>,
+    spec_file: Option<&std::path::Path>,
+    file: &std::path::Path,
+    json: bool,
+    html: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let (text, source) = spec_text(client, dataset, spec_file).await?;
+    let parsed = modelbus_ml::spec::DatasetSpec::parse(&text, &source)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let started = std::time::Instant::now();
+    let mut report = tokio::task::spawn_blocking(move || {
+        modelbus_ml::validate::validate_csv(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            std::sync::Arc::new(parsed.spec),
+            65_536,
+        )
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    report.spec_digest = modelbus_core::ids::Sha256Digest::of(text.as_bytes()).to_hex();
+    if let Some(h) = html {
+        std::fs::write(h, modelbus_ml::validation_html::render(&report))
+            .with_context(|| format!("cannot write {}", h.display()))?;
+    }
+    if json {
+        print_json(&serde_json::to_value(&report)?);
+    } else {
+        for r in &report.results {
+            println!(
+                "{} {:<52} {:<22} {}",
+                if r.success {
+                    "ok  "
+                } else if r.severity == modelbus_ml::spec::Severity::Warning {
+                    "WARN"
+                } else {
+                    "FAIL"
+                },
+                r.expectation,
+                r.kwargs
+                    .get("column")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or(""),
+                if r.success { String::new() } else { r.reason() }
+            );
+        }
+        println!(
+            "{}: {} rows, {}/{} expectations met, {} warning(s), in {:.3}s",
+            if report.success { "PASSED" } else { "FAILED" },
+            report.rows,
+            report.statistics.successful_expectations,
+            report.statistics.evaluated_expectations,
+            report.warnings().len(),
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(if report.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// Removes the `[[expectations]]` tables from a spec's text, keeping the rest.
+fn without_expectations(text: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("[[expectations]]") {
+            skipping = true;
+            continue;
+        }
+        if skipping && t.starts_with('[') {
+            skipping = false;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn import_ge(
+    client: &Client,
+    suite: &std::path::Path,
+    dataset: &str,
+    spec_file: Option<&std::path::Path>,
+    out: Option<&std::path::Path>,
+    append: bool,
+    allow_unmapped: bool,
+) -> Result<ExitCode> {
+    let json = std::fs::read_to_string(suite)
+        .with_context(|| format!("cannot read {}", suite.display()))?;
+    let (text, source) = spec_text(client, Some(dataset), spec_file).await?;
+    let base = modelbus_ml::spec::DatasetSpec::parse(&text, &source)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .spec;
+    if base.name != dataset {
+        anyhow::bail!("{source} is the spec of {:?}, not {dataset:?}", base.name);
+    }
+    let columns: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
+    let imported = match modelbus_ml::ge_import::import_ge_suite(&json, &columns) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {}: {e}", suite.display());
+            return Ok(ExitCode::from(3));
+        }
+    };
+    eprintln!(
+        "suite {:?}: {} expectation(s) mapped",
+        imported.name,
+        imported.expectations.len()
+    );
+    for (i, note) in &imported.notes {
+        eprintln!("  note: expectations[{i}]: {note}");
+    }
+    for (i, ty, reason) in &imported.unmapped {
+        eprintln!("  NOT MAPPED: expectations[{i}] {ty}: {reason}");
+    }
+    if !imported.unmapped.is_empty() && !allow_unmapped {
+        eprintln!(
+            "{} expectation(s) cannot be mapped; nothing was applied (--allow-unmapped to proceed without them)",
+            imported.unmapped.len()
+        );
+        return Ok(ExitCode::from(3));
+    }
+    let kept = if append {
+        text.clone()
+    } else {
+        without_expectations(&text)
+    };
+    let result = format!(
+        "{}\n# Imported from Great Expectations suite {:?} ({}).\n{}",
+        kept.trim_end(),
+        imported.name,
+        suite.display(),
+        imported.toml
+    );
+    // The combined spec must parse before it goes anywhere.
+    if let Err(e) =
+        modelbus_ml::spec::DatasetSpec::parse(&result, &format!("{source} + {}", suite.display()))
+    {
+        eprintln!("error: the imported spec does not parse: {e}");
+        return Ok(ExitCode::from(3));
+    }
+    match out {
+        Some(path) => {
+            std::fs::write(path, &result)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            let tmp = tempfile::NamedTempFile::new()?;
+            std::fs::write(tmp.path(), &result)?;
+            let v = client.apply_spec(tmp.path()).await?;
+            println!(
+                "registered {} version {} ({})",
+                dataset,
+                v["spec"]["version"],
+                v["spec"]["digest"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -620,6 +912,100 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             cmd: BenchCmd::Pipeline { runs, data, spec },
         } => {
             modelbus_cli::bench::pipeline(config, runs, &data, &spec).await?;
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Validate {
+                    data,
+                    spec,
+                    runs,
+                    json,
+                },
+        } => {
+            modelbus_cli::bench::validate(&data, &spec, runs, json)?;
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Train {
+                    data,
+                    spec,
+                    folds,
+                    json,
+                },
+        } => {
+            modelbus_cli::bench::train(&data, &spec, folds, json)?;
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Generate {
+                    rows,
+                    seed,
+                    from,
+                    out,
+                },
+        } => {
+            let bytes = modelbus_cli::bench::generate(&from, rows, seed, &out)?;
+            eprintln!("wrote {rows} rows ({bytes} bytes) to {}", out.display());
+        }
+        Cmd::Validate {
+            dataset,
+            spec,
+            file,
+            json,
+            html,
+        } => {
+            return validate(
+                &client,
+                dataset.as_deref(),
+                spec.as_deref(),
+                &file,
+                json,
+                html.as_deref(),
+            )
+            .await;
+        }
+        Cmd::Policies {
+            cmd: PoliciesCmd::Test { dir },
+        } => {
+            let set = match &dir {
+                Some(d) => modelbus_registry::policy::PolicySet::load_dir(d)?,
+                None => modelbus_registry::policy::PolicySet::default_set(),
+            };
+            let outcomes = set.run_tests()?;
+            let failed = outcomes.iter().filter(|o| !o.passed).count();
+            for o in &outcomes {
+                println!("{} {}", if o.passed { "PASS" } else { "FAIL" }, o.name);
+            }
+            println!(
+                "{} passed, {failed} failed (policy {})",
+                outcomes.len() - failed,
+                set.digest()
+            );
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Datasets {
+            cmd:
+                DatasetsCmd::ImportGe {
+                    suite,
+                    dataset,
+                    spec,
+                    out,
+                    append,
+                    allow_unmapped,
+                },
+        } => {
+            return import_ge(
+                &client,
+                &suite,
+                &dataset,
+                spec.as_deref(),
+                out.as_deref(),
+                append,
+                allow_unmapped,
+            )
+            .await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -376,7 +376,12 @@ async fn a_model_failing_its_gates_is_rejected_and_not_deployed() {
         .cloned()
         .unwrap();
     assert_eq!(gate["passed"], false);
-    assert!(!model["versions"][0]["decision"]["policy_digest"].as_str().unwrap().is_empty());
+    assert!(
+        !model["versions"][0]["decision"]["policy_digest"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
     let r = t
         .http
         .get(format!("{}/v1/models/telco-churn", t.staging()))

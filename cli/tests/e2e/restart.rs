@@ -260,9 +260,12 @@ async fn killing_up_during_training_finishes_the_run_exactly_once() {
     std::fs::create_dir_all(&datasets).unwrap();
     let spec =
         std::fs::read_to_string(repo_root().join("config/datasets/telco-churn.toml")).unwrap();
-    let slow = spec.replace(
-        "[gates]",
-        "[model.gbdt]\nnum_iterations = 4000\nlearning_rate = 0.005\nnum_leaves = 63\nmin_data_in_leaf = 5\nearly_stopping_rounds = 0\n\n[gates]\nmax_ece = 1.0",
+    let start = spec.find("[model]").unwrap();
+    let end = spec.find("[evaluation]").unwrap();
+    let slow = format!(
+        "{}[model]\nalgorithm = \"gbdt\"\n\n[model.gbdt]\nnum_iterations = 4000\nlearning_rate = 0.005\nnum_leaves = 63\nmin_data_in_leaf = 5\nearly_stopping_rounds = 0\n\n{}",
+        &spec[..start],
+        spec[end..].replace("max_ece = 0.05", "max_ece = 1.0")
     );
     std::fs::write(datasets.join("telco-churn.toml"), slow).unwrap();
     let p = ports();

@@ -460,6 +460,27 @@ impl EventPayload for DeploymentCompleted {
     const NAME: &'static str = "deployment.completed";
 }
 
+/// Something a person should know about (validation warnings today): for
+/// notification channels (chat, e-mail, pager) to subscribe to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationRaised {
+    /// `info`, `warning` or `error`.
+    pub severity: String,
+    /// Machine-readable kind, e.g. `validation_warning`.
+    pub kind: String,
+    /// One-line summary.
+    pub title: String,
+    /// Details, one line each.
+    pub details: Vec<String>,
+    /// Dataset concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetName>,
+}
+impl EventPayload for NotificationRaised {
+    const NAME: &'static str = "notification.raised";
+}
+
 /// What the dead-letter stream holds: an event that exhausted its deliveries or
 /// could not be handled at all, with the last error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -499,6 +520,7 @@ pub fn schemas() -> BTreeMap<&'static str, serde_json::Value> {
     one::<DeploymentStarted>(&mut out);
     one::<ServingModelLoaded>(&mut out);
     one::<DeploymentCompleted>(&mut out);
+    one::<NotificationRaised>(&mut out);
     out
 }
 

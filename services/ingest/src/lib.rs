@@ -20,7 +20,9 @@ use futures::TryStreamExt;
 use modelbus_core::Context;
 use modelbus_core::artifact::ArtifactError;
 use modelbus_core::bus::{Delivery, HandlerError};
-use modelbus_core::events::{BatchRejected, BatchSubmitted, BatchValidated, Envelope};
+use modelbus_core::events::{
+    BatchRejected, BatchSubmitted, BatchValidated, Envelope, NotificationRaised,
+};
 use modelbus_core::ids::{DatasetName, PipelineRunId, Sha256Digest};
 use modelbus_ml::spec::DatasetSpec;
 use modelbus_ml::validate::validate_csv;
@@ -255,6 +257,41 @@ fn router(ingest: Ingest) -> Router {
 }
 
 impl Ingest {
+    /// Counts a batch's validation warnings and publishes a notification listing them.
+    async fn notify_warnings(
+        &self,
+        cause: &Envelope<BatchSubmitted>,
+        report: &modelbus_ml::validate::ValidationReport,
+        run: &PipelineRunId,
+    ) -> Result<(), HandlerError> {
+        let warnings = report.warnings();
+        if warnings.is_empty() {
+            return Ok(());
+        }
+        let dataset = cause.data.dataset.clone();
+        metrics::counter!("modelbus_ingest_validation_warnings_total", "dataset" => dataset.to_string())
+            .increment(warnings.len() as u64);
+        tracing::warn!(pipelinerun = %run, ?warnings, "batch validated with warnings");
+        let n = Envelope::new(
+            SOURCE,
+            &format!("{run}/warnings"),
+            NotificationRaised {
+                severity: "warning".into(),
+                kind: "validation_warning".into(),
+                title: format!(
+                    "{} warning(s) validating a batch of {dataset} (run {run})",
+                    warnings.len()
+                ),
+                details: warnings,
+                dataset: Some(dataset.clone()),
+            },
+        )
+        .with_subject(dataset.as_str())
+        .caused_by(cause)
+        .with_pipeline_run(Some(run.clone()));
+        self.ctx.bus.publish(&n).await.map_err(HandlerError::retry)
+    }
+
     /// Validates a submitted batch and publishes the outcome.
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
         let e = d.decode::<BatchSubmitted>()?;
@@ -331,7 +368,7 @@ impl Ingest {
                     batch_sha256: s.batch_sha256,
                     report_sha256: stored.sha256,
                     rows: report.rows,
-                    warnings: Vec::new(),
+                    warnings: report.warnings(),
                     submitted_by: run.submitted_by.clone(),
                 },
             )
@@ -344,6 +381,7 @@ impl Ingest {
                 .await
                 .map_err(HandlerError::retry)?;
             metrics::counter!("modelbus_ingest_batches_validated_total", "dataset" => s.dataset.to_string()).increment(1);
+            self.notify_warnings(&e, &report, &run_id).await?;
             tracing::info!(pipelinerun = %run_id, rows = report.rows, "batch validated");
         } else {
             let reasons = report.reasons();
@@ -367,6 +405,7 @@ impl Ingest {
                 .await
                 .map_err(HandlerError::retry)?;
             metrics::counter!("modelbus_ingest_batches_rejected_total", "dataset" => s.dataset.to_string()).increment(1);
+            self.notify_warnings(&e, &report, &run_id).await?;
             tracing::warn!(pipelinerun = %run_id, ?reasons, "batch rejected and kept in quarantine");
         }
         Ok(())

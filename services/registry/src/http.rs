@@ -35,6 +35,8 @@ pub fn router(registry: Registry) -> Router {
         )
         .route("/v1/models/{name}/deployments", get(deployments))
         .route("/v1/reports/{sha256}", get(report))
+        .route("/v1/batches/{sha256}/report.json", get(batch_report_json))
+        .route("/v1/batches/{sha256}/report.html", get(batch_report_html))
         .with_state(registry)
 }
 
@@ -210,6 +212,63 @@ async fn deployments(
     r.model(&name).await?;
     Ok(Json(
         serde_json::json!({ "model": name, "timeline": r.store.deployment_events(&name).await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct BatchQuery {
+    spec_digest: Option<String>,
+}
+
+/// The validation report of a batch: of its latest run, or of its run under `?spec_digest=`.
+async fn batch_report(
+    r: &Registry,
+    sha: &str,
+    q: &BatchQuery,
+) -> Result<serde_json::Value, RegistryError> {
+    let batch = modelbus_core::ids::Sha256Digest::parse(sha)
+        .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+    let runs = r.store.runs_for_batch(&batch.to_hex()).await?;
+    let run = runs
+        .iter()
+        .find(|run| {
+            q.spec_digest
+                .as_deref()
+                .is_none_or(|d| run.spec_digest == d)
+        })
+        .ok_or_else(|| RegistryError::NotFound(format!("no pipeline run for batch {batch}")))?;
+    if run.report_sha256.is_empty() {
+        return Err(RegistryError::NotFound(format!(
+            "batch {batch} is not validated yet (run {} is {})",
+            run.id, run.state
+        )));
+    }
+    r.report(&run.report_sha256).await
+}
+
+#[tracing::instrument(skip_all)]
+async fn batch_report_json(
+    State(r): State<Registry>,
+    Path(sha): Path<String>,
+    Query(q): Query<BatchQuery>,
+) -> ApiResult<serde_json::Value> {
+    Ok(Json(batch_report(&r, &sha, &q).await?))
+}
+
+/// The validation report as a self-contained page (GE's data docs).
+#[tracing::instrument(skip_all)]
+async fn batch_report_html(
+    State(r): State<Registry>,
+    Path(sha): Path<String>,
+    Query(q): Query<BatchQuery>,
+) -> Result<impl IntoResponse, RegistryError> {
+    let value = batch_report(&r, &sha, &q).await?;
+    let report: modelbus_ml::validate::ValidationReport = serde_json::from_value(value)
+        .map_err(|e| RegistryError::Internal(format!("validation report: {e}")))?;
+    let html = modelbus_ml::validation_html::render(&report);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
     ))
 }
 

@@ -366,6 +366,20 @@ impl Store {
         Ok(runs)
     }
 
+    /// Pipeline runs of a batch (one per spec version it was submitted under), newest first.
+    pub async fn runs_for_batch(
+        &self,
+        batch_sha256: &str,
+    ) -> Result<Vec<PipelineRun>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM pipeline_runs WHERE batch_sha256 = $1 ORDER BY created_at DESC",
+        )
+        .bind(batch_sha256)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::run_row).collect()
+    }
+
     /// Records a stage transition: creates the stage on first sight, sets its status,
     /// and its end time when the status is final.
     pub async fn set_stage(

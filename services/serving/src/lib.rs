@@ -63,6 +63,8 @@ pub struct EnvState {
     /// The environment.
     pub environment: Environment,
     models: RwLock<HashMap<String, Arc<Served>>>,
+    /// The online feature store, for requests that give only an entity id.
+    online: RwLock<Option<async_nats::jetstream::kv::Store>>,
 }
 
 impl EnvState {
@@ -71,6 +73,7 @@ impl EnvState {
         Self {
             environment,
             models: RwLock::new(HashMap::new()),
+            online: RwLock::new(None),
         }
     }
 
@@ -93,6 +96,86 @@ impl EnvState {
         if let Ok(mut m) = self.models.write() {
             m.remove(name);
         }
+    }
+
+    /// Sets the online feature store.
+    pub fn set_online(&self, kv: async_nats::jetstream::kv::Store) {
+        if let Ok(mut o) = self.online.write() {
+            *o = Some(kv);
+        }
+    }
+
+    /// Completes records that lack feature values from the online store: a record
+    /// with the entity column but missing required features is merged over the
+    /// entity's latest stored record (values in the request win).
+    pub async fn resolve(
+        &self,
+        served: &Served,
+        recs: &mut [Map<String, Value>],
+    ) -> Result<(), Response> {
+        let artifact = served.predictor.artifact();
+        let entity_col = &artifact.input.entity_column;
+        let required: Vec<&str> = artifact
+            .input
+            .columns
+            .iter()
+            .filter(|c| c.role == modelbus_ml::model::InputRole::Feature && !c.nullable)
+            .map(|c| c.name.as_str())
+            .collect();
+        let kv = self.online.read().ok().and_then(|o| o.clone());
+        for (i, rec) in recs.iter_mut().enumerate() {
+            let incomplete = required.iter().any(|c| !rec.contains_key(*c));
+            let Some(id) = rec.get(entity_col) else {
+                continue;
+            };
+            if !incomplete {
+                continue;
+            }
+            let id = match id {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let Some(kv) = &kv else {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the online feature store is not available",
+                ));
+            };
+            let key = modelbus_core::online::entity_key(&artifact.dataset, &id);
+            let stored = match kv.get(&key).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<modelbus_core::online::OnlineRecord>(
+                    &bytes,
+                )
+                .map_err(|e| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("online record of {id:?} is unreadable: {e}"),
+                    )
+                })?,
+                Ok(None) => {
+                    metrics::counter!("modelbus_serving_unknown_entities_total", "environment" => self.environment.as_str()).increment(1);
+                    return Err(error(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "instances[{i}]: entity {entity_col} = {id:?} is not in the online feature store of dataset {:?}; send its feature values instead",
+                            artifact.dataset
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("online feature store: {e}"),
+                    ));
+                }
+            };
+            let mut merged = stored.record;
+            for (k, v) in std::mem::take(rec) {
+                merged.insert(k, v);
+            }
+            *rec = merged;
+        }
+        Ok(())
     }
 
     /// Names of the served models.
@@ -180,13 +263,17 @@ async fn predict_v1(
             );
         }
     };
-    let recs = match records(req.instances) {
+    let mut recs = match records(req.instances) {
         Ok(r) => r,
         Err(message) => {
             observe(&env, name, "bad_request", started, 0);
             return error(StatusCode::BAD_REQUEST, message);
         }
     };
+    if let Err(resp) = env.resolve(&served, &mut recs).await {
+        observe(&env, name, "not_found", started, 0);
+        return resp;
+    }
     match served.predictor.predict_records(&recs) {
         Ok(preds) => {
             observe(&env, name, "ok", started, preds.len());
@@ -373,13 +460,17 @@ async fn v2_infer(
         }
     };
     let id = req.id.clone();
-    let recs = match tensors_to_records(req.inputs) {
+    let mut recs = match tensors_to_records(req.inputs) {
         Ok(r) => r,
         Err(m) => {
             observe(&env, &name, "bad_request", started, 0);
             return error(StatusCode::BAD_REQUEST, m);
         }
     };
+    if let Err(resp) = env.resolve(&served, &mut recs).await {
+        observe(&env, &name, "not_found", started, 0);
+        return resp;
+    }
     match served.predictor.predict_records(&recs) {
         Ok(preds) => {
             observe(&env, &name, "ok", started, preds.len());
@@ -607,6 +698,12 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
         let component = format!("serving-{env}");
         ctx.readiness.register(&component);
         let state = Arc::new(EnvState::new(env));
+        match ctx.bus.kv(modelbus_core::online::ONLINE_BUCKET, 1).await {
+            Ok(kv) => state.set_online(kv),
+            Err(e) => {
+                tracing::warn!(error = %e, "no online feature store: entity-only requests will fail")
+            }
+        }
         let app = router(state.clone(), max_body)
             .merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
         let shutdown = ctx.shutdown.clone();

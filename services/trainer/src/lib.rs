@@ -226,7 +226,7 @@ impl Trainer {
                         y,
                         p,
                         &pc,
-                        &spec.model_name().to_string(),
+                        spec.model_name(),
                         c.version,
                         &slices,
                         &config,
