@@ -7,5 +7,6 @@ mod harness;
 mod idempotency;
 mod pipeline;
 mod producers;
+mod quality;
 mod restart;
 mod security;

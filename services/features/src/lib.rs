@@ -185,12 +185,12 @@ impl Features {
         else {
             return Ok(0);
         };
-        let columns: Vec<(usize, &str)> = spec
+        let columns: Vec<(usize, &str, ColumnType)> = spec
             .columns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.name != spec.target.column)
-            .map(|(i, c)| (i, c.name.as_str()))
+            .map(|(i, c)| (i, c.name.as_str(), c.ty))
             .collect();
         // Latest row per entity.
         let mut latest: HashMap<String, (usize, usize)> = HashMap::new();
@@ -208,9 +208,11 @@ impl Features {
         let mut puts = Vec::with_capacity(latest.len());
         for (id, (k, i)) in latest {
             let mut record = serde_json::Map::new();
-            for (ci, name) in &columns {
+            for (ci, name, ty) in &columns {
                 let v = match cell(&chunks[k], *ci, i) {
                     Cell::Text(s) => serde_json::Value::String(s.to_string()),
+                    // Integers stay integers, as they were in the CSV.
+                    Cell::Num(x) if *ty == ColumnType::Int => serde_json::json!(x as i64),
                     Cell::Num(x) => serde_json::json!(x),
                     Cell::Bool(b) => serde_json::Value::Bool(b),
                     Cell::Null => serde_json::Value::Null,
