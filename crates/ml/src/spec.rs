@@ -2177,4 +2177,68 @@ severity = "error"
         assert_eq!(ColumnType::from_ge_type("boolean"), Some(ColumnType::Bool));
         assert_eq!(ColumnType::from_ge_type("bool"), Some(ColumnType::Bool));
     }
+
+    #[test]
+    fn feature_options_and_derived_features_are_checked() {
+        let ok = format!("{BASE}[[features]]\nname = \"x2\"\nexpr = \"x * 2\"\n");
+        assert!(DatasetSpec::parse(&ok, "x.toml").is_ok());
+        let e = err(&format!(
+            "{BASE}[[features]]\nname = \"x2\"\nexpr = \"x * \"\n"
+        ));
+        assert_eq!(e.key, "features[0].expr");
+        assert_eq!(e.line, 18, "{e}");
+        let e = err(&format!(
+            "{BASE}[[features]]\nname = \"x2\"\nexpr = \"nope + 1\"\n"
+        ));
+        assert!(e.reason.contains("unknown column"), "{e}");
+        let e = err(&format!("{BASE}[[features]]\nname = \"x\"\nexpr = \"1\"\n"));
+        assert!(e.reason.contains("already a column"), "{e}");
+        let e = err(&format!(
+            "{BASE}[[features]]\nname = \"leak\"\nexpr = \"y == 'Yes'\"\n"
+        ));
+        assert!(e.reason.contains("target"), "{e}");
+        let e = err(&BASE.replace("nullable = true", "nullable = true\nmax_categories = 3"));
+        assert_eq!(e.key, "columns[2].max_categories");
+        let e = err(&BASE.replace("nullable = true", "nullable = true\nimpute = \"constant\""));
+        assert!(e.reason.contains("fill_value"), "{e}");
+        let e = err(&BASE.replace("nullable = true", "nullable = true\nfill_value = 3.0"));
+        assert!(e.reason.contains("only with impute"), "{e}");
+        assert!(DatasetSpec::parse(&BASE.replace("nullable = true", "nullable = true\nimpute = \"constant\"\nfill_value = 0.0\nmissing_indicator = true"), "x.toml").is_ok());
+    }
+
+    #[test]
+    fn evaluation_model_and_gate_settings_are_checked() {
+        let ok = format!(
+            "{BASE}[evaluation]\nslices = [\"id\"]\nthreshold = {{ rule = \"cost\", false_positive = 1.0, false_negative = 5.0 }}\n[gates]\nslices = {{ id = 0.6 }}\nmax_ece = 0.1\n"
+        );
+        let p = DatasetSpec::parse(&ok, "x.toml").unwrap();
+        assert_eq!(p.spec.gates.slices["id"], 0.6);
+        let e = err(&format!("{BASE}[evaluation]\nslices = [\"nope\"]\n"));
+        assert_eq!(e.key, "evaluation.slices");
+        let e = err(&format!("{BASE}[evaluation]\nslices = [\"x\"]\n"));
+        assert!(e.reason.contains("float"), "{e}");
+        let e = err(&format!("{BASE}[gates]\nslices = {{ id = 0.6 }}\n"));
+        assert!(e.reason.contains("not a slice column"), "{e}");
+        let e = err(&format!(
+            "{BASE}[evaluation]\nthreshold = {{ rule = \"best\" }}\n"
+        ));
+        assert!(
+            e.reason.contains("best") || e.reason.contains("variant"),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}[model]\ncv_folds = 1\n"));
+        assert_eq!(e.key, "model.cv_folds");
+        let e = err(&format!(
+            "{BASE}[model]\n[[model.candidates]]\nalgorithm = \"forest\"\n"
+        ));
+        assert!(e.reason.contains("forest"), "{e}");
+        let two = format!(
+            "{BASE}[model]\ncv_folds = 3\n[[model.candidates]]\nalgorithm = \"logistic\"\n[[model.candidates]]\nname = \"deep\"\nalgorithm = \"gbdt\"\n[model.candidates.gbdt]\nnum_leaves = 63\n"
+        );
+        let p = DatasetSpec::parse(&two, "x.toml").unwrap();
+        let c = p.spec.model.candidates();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].label(), "deep");
+        assert_eq!(c[1].gbdt.num_leaves, 63);
+    }
 }

@@ -433,3 +433,67 @@ mod tests {
         assert_eq!(n, vec!["a_b", "a_b_1", "Contract=Month-to-month"]);
     }
 }
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+
+    /// Two informative features with a curved boundary: trees beat a line.
+    fn data(n: usize) -> (Vec<f64>, Vec<f64>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..n {
+            let a: f64 = rng.random_range(-1.0..1.0);
+            let b: f64 = rng.random_range(-1.0..1.0);
+            let noise: f64 = rng.random_range(-0.2..0.2);
+            x.extend([a, b]);
+            y.push(if a * a + b * b + noise < 0.5 {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        (x, y)
+    }
+
+    fn candidate(algorithm: Algorithm) -> CandidateSpec {
+        CandidateSpec {
+            name: None,
+            algorithm,
+            gbdt: Default::default(),
+            logistic: Default::default(),
+        }
+    }
+
+    #[test]
+    fn cross_validation_ranks_the_better_learner_first() {
+        let (x, y) = data(1500);
+        let names = vec!["a".to_string(), "b".to_string()];
+        let cands = [candidate(Algorithm::Logistic), candidate(Algorithm::Gbdt)];
+        let scores = select(&cands, Some(4), &x, &y, &names, 42).unwrap();
+        assert_eq!(scores.len(), 2);
+        assert_eq!(scores[0].algorithm, Algorithm::Gbdt, "{scores:?}");
+        assert_eq!(scores[0].fold_roc_auc.len(), 4);
+        assert!(
+            scores[0].validation_roc_auc > scores[1].validation_roc_auc + 0.1,
+            "{scores:?}"
+        );
+        // Deterministic for a seed.
+        let again = select(&cands, Some(4), &x, &y, &names, 42).unwrap();
+        assert_eq!(
+            scores
+                .iter()
+                .map(|s| s.validation_roc_auc)
+                .collect::<Vec<_>>(),
+            again
+                .iter()
+                .map(|s| s.validation_roc_auc)
+                .collect::<Vec<_>>()
+        );
+        // Without CV: one validation split.
+        let one = select(&cands, None, &x, &y, &names, 42).unwrap();
+        assert_eq!(one[0].fold_roc_auc.len(), 1);
+    }
+}
