@@ -214,7 +214,10 @@ pub struct CsvChunks<R: Read> {
     header: Vec<String>,
     chunk_rows: usize,
     rows: u64,
-    record: csv::ByteRecord,
+    record: csv::StringRecord,
+    /// Null markers and the longest one: most cells are longer and skip the compare.
+    nulls: Vec<String>,
+    null_max_len: usize,
     done: bool,
 }
 
@@ -269,6 +272,7 @@ impl<R: Read> CsvChunks<R> {
                 unexpected,
             });
         }
+        let null_values = spec.null_values.clone();
         Ok(Self {
             reader,
             schema: arrow_schema(&spec),
@@ -277,7 +281,9 @@ impl<R: Read> CsvChunks<R> {
             header,
             chunk_rows: chunk_rows.max(1),
             rows: 0,
-            record: csv::ByteRecord::new(),
+            record: csv::StringRecord::new(),
+            null_max_len: null_values.iter().map(String::len).max().unwrap_or(0),
+            nulls: null_values,
             done: false,
         })
     }
@@ -313,29 +319,33 @@ impl<R: Read> CsvChunks<R> {
         let first_row = self.rows + 1;
         let mut n = 0usize;
         while n < self.chunk_rows {
-            match self.reader.read_byte_record(&mut self.record) {
+            // One UTF-8 check per record (not per field): the reader validates
+            // the whole record and names the field that is not UTF-8.
+            match self.reader.read_record(&mut self.record) {
                 Ok(false) => {
                     self.done = true;
                     break;
                 }
                 Ok(true) => {}
-                Err(e) => return Err(csv_error(e)),
+                Err(e) => {
+                    let header = &self.header;
+                    let rows = self.rows;
+                    return Err(match e.kind() {
+                        csv::ErrorKind::Utf8 { pos, err } => TableError::Utf8 {
+                            line: pos.as_ref().map(|p| p.line()).unwrap_or(rows + 2),
+                            column: header.get(err.field()).cloned().unwrap_or_else(|| format!("(field {})", err.field() + 1)),
+                        },
+                        _ => csv_error(e),
+                    });
+                }
             }
             self.rows += 1;
-            let line = self
-                .record
-                .position()
-                .map(|p| p.line())
-                .unwrap_or(self.rows + 1);
-            for (i, field) in self.record.iter().enumerate() {
+            for (i, text) in self.record.iter().enumerate() {
                 let Some(col) = self.mapping.get(i).copied().flatten() else {
                     continue;
                 };
-                let text = std::str::from_utf8(field).map_err(|_| TableError::Utf8 {
-                    line,
-                    column: self.header[i].clone(),
-                })?;
-                if self.spec.is_null(text) {
+                let is_null = text.len() <= self.null_max_len && self.nulls.iter().any(|n| n == text);
+                if is_null {
                     builders[col].null();
                 } else if !builders[col].push(text) {
                     let (count, sample) = &mut bad[col];
