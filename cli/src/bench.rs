@@ -225,7 +225,13 @@ pub fn reset_peak_rss() -> bool {
 
 /// `modelbus bench validate`: validation of a file against a spec, timed over
 /// several runs (CSV parsing included), with the peak resident memory of each run.
-pub fn validate(data: &Path, spec_file: &Path, runs: usize, json: bool) -> Result<()> {
+pub fn validate(
+    data: &Path,
+    spec_file: &Path,
+    runs: usize,
+    chunk_rows: usize,
+    json: bool,
+) -> Result<()> {
     let text = std::fs::read_to_string(spec_file)
         .with_context(|| format!("cannot read {}", spec_file.display()))?;
     let spec = modelbus_ml::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
@@ -256,6 +262,7 @@ pub fn validate(data: &Path, spec_file: &Path, runs: usize, json: bool) -> Resul
         "rows": report.rows,
         "expectations": report.statistics.evaluated_expectations,
         "runs": seconds.len(),
+        "chunk_rows": chunk_rows,
         "median_seconds": median(seconds.clone()),
         "peak_rss_mib": rss.iter().cloned().fold(0.0, f64::max),
         "success": report.success,

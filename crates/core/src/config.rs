@@ -457,7 +457,7 @@ impl Default for IngestConfig {
             http_addr: addr("127.0.0.1:7072"),
             url: None,
             max_batch_bytes: 4 * 1024 * 1024 * 1024,
-            chunk_rows: 65_536,
+            chunk_rows: 16_384,
         }
     }
 }

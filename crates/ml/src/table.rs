@@ -333,7 +333,10 @@ impl<R: Read> CsvChunks<R> {
                     return Err(match e.kind() {
                         csv::ErrorKind::Utf8 { pos, err } => TableError::Utf8 {
                             line: pos.as_ref().map(|p| p.line()).unwrap_or(rows + 2),
-                            column: header.get(err.field()).cloned().unwrap_or_else(|| format!("(field {})", err.field() + 1)),
+                            column: header
+                                .get(err.field())
+                                .cloned()
+                                .unwrap_or_else(|| format!("(field {})", err.field() + 1)),
                         },
                         _ => csv_error(e),
                     });
@@ -344,7 +347,8 @@ impl<R: Read> CsvChunks<R> {
                 let Some(col) = self.mapping.get(i).copied().flatten() else {
                     continue;
                 };
-                let is_null = text.len() <= self.null_max_len && self.nulls.iter().any(|n| n == text);
+                let is_null =
+                    text.len() <= self.null_max_len && self.nulls.iter().any(|n| n == text);
                 if is_null {
                     builders[col].null();
                 } else if !builders[col].push(text) {

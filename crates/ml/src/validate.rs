@@ -612,10 +612,11 @@ impl Lookup<String> {
         match &self.map {
             // Valid UTF-8 (it comes from a StringArray); a failed check just misses.
             Some(m) => std::str::from_utf8(q).ok().and_then(|s| m.get(s).copied()),
+            // Short category strings: an inlined byte compare beats a memcmp call.
             None => self
                 .items
                 .iter()
-                .position(|k| k.len() == q.len() && k.as_bytes() == q)
+                .position(|k| k.len() == q.len() && k.as_bytes().iter().zip(q).all(|(a, b)| a == b))
                 .map(|p| p as u32),
         }
     }
@@ -1217,6 +1218,16 @@ impl FpSet {
         }
     }
 
+    /// Takes every fingerprint out, sorted, and shrinks back to the initial size.
+    fn drain_sorted(&mut self) -> Vec<u128> {
+        // In place: no second copy of the table while spilling.
+        let mut keys = std::mem::take(&mut self.slots);
+        keys.retain(|k| *k != 0);
+        keys.sort_unstable();
+        *self = Self::new();
+        keys
+    }
+
     fn grow(&mut self) {
         let size = self.slots.len() * 2;
         let old = std::mem::replace(&mut self.slots, vec![0; size]);
@@ -1234,6 +1245,11 @@ impl FpSet {
 /// with the number of extra occurrences of the repeated ones. Shared by the
 /// uniqueness and proportion-of-unique checks of a column: 16 bytes per distinct
 /// value (plus the hash table's slack), 20 more per repeated value.
+///
+/// Memory stays bounded whatever the file size: past [`SPILL_AT`] distinct
+/// values, the fingerprints go to a sorted run in a temporary file and the table
+/// starts over; the runs are merged once at the end to count distinct values and
+/// repeats across them (repeats found only in the merge are counted, not sampled).
 struct Distinct {
     fp: Fingerprinter,
     seen: FpSet,
@@ -1244,7 +1260,17 @@ struct Distinct {
     pending: Vec<(u128, u32)>,
     ordered: Vec<(u128, u32)>,
     buckets: Vec<u32>,
+    /// Sorted runs of fingerprints spilled to disk.
+    runs: Vec<std::fs::File>,
+    /// Distinct values kept in memory before spilling.
+    spill_at: usize,
+    /// (distinct values, rows holding a repeated value), once merged.
+    totals: std::cell::OnceCell<(u64, u64)>,
 }
+
+/// Distinct fingerprints held in memory per column before a sorted run is
+/// spilled to disk (a table of 32 MiB at most, 48 MiB while it grows).
+pub const SPILL_AT: usize = 1 << 20;
 
 impl Distinct {
     /// Bits of the fingerprint by which a chunk is ordered before insertion.
@@ -1259,7 +1285,108 @@ impl Distinct {
             pending: Vec::new(),
             ordered: Vec::new(),
             buckets: vec![0; 1 << Self::ORDER_BITS],
+            runs: Vec::new(),
+            spill_at: SPILL_AT,
+            totals: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Writes the in-memory fingerprints as a sorted run to a temporary file.
+    /// When no temporary file can be made, keeps going in memory.
+    fn spill(&mut self) {
+        use std::io::{Seek, Write};
+        let Ok(file) = tempfile::tempfile() else {
+            return;
+        };
+        let keys = self.seen.drain_sorted();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let ok = keys.iter().all(|k| w.write_all(&k.to_le_bytes()).is_ok());
+        match w.into_inner() {
+            Ok(f) if ok && (&f).rewind().is_ok() => self.runs.push(f),
+            _ => {
+                // Could not write the run: put the keys back.
+                for k in keys {
+                    self.seen.insert(k);
+                }
+            }
+        }
+    }
+
+    /// (distinct values, rows holding a repeated value, every occurrence counted).
+    fn totals(&self) -> (u64, u64) {
+        *self.totals.get_or_init(|| {
+            if self.runs.is_empty() {
+                return (
+                    self.seen.len() as u64,
+                    self.repeats.values().map(|n| *n as u64 + 1).sum(),
+                );
+            }
+            self.merge_runs()
+        })
+    }
+
+    fn merge_runs(&self) -> (u64, u64) {
+        use std::cmp::Reverse;
+        use std::io::{Read, Seek};
+        let mut memory: Vec<u128> = self
+            .seen
+            .slots
+            .iter()
+            .copied()
+            .filter(|k| *k != 0)
+            .collect();
+        memory.sort_unstable();
+        let mut readers: Vec<std::io::BufReader<&std::fs::File>> = self
+            .runs
+            .iter()
+            .map(|f| {
+                let mut f = f;
+                let _ = f.rewind();
+                std::io::BufReader::with_capacity(1 << 16, f)
+            })
+            .collect();
+        let mut next = |src: usize, mem_at: &mut usize| -> Option<u128> {
+            if src == readers.len() {
+                let k = memory.get(*mem_at).copied();
+                *mem_at += 1;
+                return k;
+            }
+            let mut b = [0u8; 16];
+            readers[src]
+                .read_exact(&mut b)
+                .ok()
+                .map(|_| u128::from_le_bytes(b))
+        };
+        let mut mem_at = 0usize;
+        let mut heap = std::collections::BinaryHeap::new();
+        for src in 0..=self.runs.len() {
+            if let Some(k) = next(src, &mut mem_at) {
+                heap.push(Reverse((k, src)));
+            }
+        }
+        let (mut distinct, mut repeated) = (0u64, 0u64);
+        while let Some(Reverse((key, src))) = heap.pop() {
+            let mut sources = 1u64;
+            if let Some(k) = next(src, &mut mem_at) {
+                heap.push(Reverse((k, src)));
+            }
+            while let Some(Reverse((k, s))) = heap.peek().copied() {
+                if k != key {
+                    break;
+                }
+                heap.pop();
+                sources += 1;
+                if let Some(k2) = next(s, &mut mem_at) {
+                    heap.push(Reverse((k2, s)));
+                }
+            }
+            distinct += 1;
+            let total = sources + self.repeats.get(&key).map_or(0, |n| *n as u64);
+            if total > 1 {
+                repeated += total;
+            }
+        }
+        (distinct, repeated)
     }
 
     /// Queues the value of row `i` (in the chunk) by its fingerprint.
@@ -1302,6 +1429,9 @@ impl Distinct {
             }
         }
         self.chunk_repeats.sort_unstable();
+        if self.seen.len() > self.spill_at {
+            self.spill();
+        }
     }
 
     /// Adds the non-null values of a chunk's column.
@@ -1313,7 +1443,12 @@ impl Distinct {
 
     /// Rows holding a repeated value, every occurrence counted (as GE does).
     fn rows_in_repeats(&self) -> u64 {
-        self.repeats.values().map(|n| *n as u64 + 1).sum()
+        self.totals().1
+    }
+
+    /// Distinct values.
+    fn distinct_values(&self) -> u64 {
+        self.totals().0
     }
 }
 
@@ -2074,7 +2209,7 @@ fn finish_check(
             };
             // GE counts every row of a repeated value, the first one included.
             let unexpected = d.map_or(0, Distinct::rows_in_repeats);
-            let count = d.map_or(0, |d| d.seen.len());
+            let count = d.map_or(0, Distinct::distinct_values);
             detail.observed_value = Some(serde_json::json!({ "distinct_values": count }));
             map_success(unexpected, non_null, &mut detail)
         }
@@ -2106,7 +2241,7 @@ fn finish_check(
                 detail.details = Some("no non-null values".into());
                 false
             } else {
-                let count = distinct.map_or(0, |d| d.seen.len());
+                let count = distinct.map_or(0, Distinct::distinct_values);
                 let p = count as f64 / non_null as f64;
                 detail.observed_value = Some(p.into());
                 bounds.contains(p)
@@ -2178,7 +2313,7 @@ fn finish_check(
 }
 
 /// Validates a whole CSV stream against a spec, in chunks of `chunk_rows` rows.
-pub fn validate_csv<R: Read>(
+pub fn validate_csv<R: Read + Send>(
     input: R,
     spec: Arc<DatasetSpec>,
     chunk_rows: usize,
@@ -2188,14 +2323,37 @@ pub fn validate_csv<R: Read>(
         Ok(r) => r,
         Err(e) => return validator.finish(Vec::new(), Some(&e)),
     };
+    let header = reader.header().to_vec();
     let mut validator = validator;
-    loop {
-        match reader.next_chunk() {
-            Ok(Some(chunk)) => validator.push(&chunk),
-            Ok(None) => return validator.finish(reader.header().to_vec(), None),
-            Err(e) => return validator.finish(reader.header().to_vec(), Some(&e)),
+    // Parsing and checking overlap: one thread turns CSV into chunks, this one
+    // checks them. At most two chunks wait in between, so memory stays bounded
+    // by the chunk size.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+    let outcome = std::thread::scope(|scope| {
+        let parser = scope.spawn(move || {
+            loop {
+                match reader.next_chunk() {
+                    Ok(Some(chunk)) => {
+                        if tx.send(chunk).is_err() {
+                            return None;
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(e) => return Some(e),
+                }
+            }
+        });
+        for chunk in rx {
+            validator.push(&chunk);
         }
-    }
+        parser.join().unwrap_or_else(|_| {
+            Some(TableError::Csv {
+                line: None,
+                message: "the CSV parser thread panicked".into(),
+            })
+        })
+    });
+    validator.finish(header, outcome.as_ref())
 }
 
 #[cfg(test)]
@@ -3146,6 +3304,35 @@ h,0,,,,
             assert_eq!(d.chunk_repeats, expected, "chunk {chunk}");
         }
         assert_eq!(d.seen.len(), seen.len());
+    }
+
+    /// Past its memory budget the set spills sorted runs to disk; the merged
+    /// totals equal an exact count, repeats across runs included.
+    #[test]
+    fn spilled_fingerprints_merge_to_exact_totals() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut d = Distinct::new();
+        d.spill_at = 500;
+        let mut counts: HashMap<u128, u64> = HashMap::new();
+        for _chunk in 0..20 {
+            for row in 0..1000u32 {
+                // ~6000 distinct values over 20000 rows: plenty of repeats, across runs too.
+                let key = ((rng.random::<u32>() % 6000) as u128 + 1)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+                d.queue(row as usize, key);
+                *counts.entry(key.max(1)).or_default() += 1;
+            }
+            d.flush();
+        }
+        assert!(d.runs.len() > 5, "spilled {} runs", d.runs.len());
+        let repeated: u64 = counts.values().filter(|n| **n > 1).sum();
+        assert_eq!(d.distinct_values(), counts.len() as u64);
+        assert_eq!(d.rows_in_repeats(), repeated);
+        assert!(
+            d.seen.len() <= 1001,
+            "memory stays bounded: {}",
+            d.seen.len()
+        );
     }
 
     // --- Median ------------------------------------------------------------
