@@ -410,13 +410,17 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
             "median_fit_seconds": median(fit_times.clone()),
         }));
     }
+    // The same rule as training: the first candidate within the tolerance of the best.
+    let best = results
+        .iter()
+        .filter_map(|r| r["mean_roc_auc"].as_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
     let picked = results
         .iter()
-        .max_by(|a, b| {
-            a["mean_roc_auc"]
+        .find(|r| {
+            r["mean_roc_auc"]
                 .as_f64()
-                .unwrap_or(0.0)
-                .total_cmp(&b["mean_roc_auc"].as_f64().unwrap_or(0.0))
+                .is_some_and(|a| a >= best - spec.model.selection_tolerance)
         })
         .cloned()
         .unwrap_or_default();

@@ -105,7 +105,7 @@ impl Up {
         modelbus_cli::client::Client::new(&self.registry(), &self.ingest())
     }
 
-    fn terminate(mut self) {
+    fn terminate(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -120,9 +120,19 @@ impl Up {
         panic!("modelbus up did not stop on SIGTERM within 10s");
     }
 
-    fn kill(mut self) {
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    /// A failing test must not leave a `modelbus up` behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

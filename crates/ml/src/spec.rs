@@ -862,6 +862,14 @@ pub struct ModelSpec {
     /// training split (unset: one inner validation split).
     #[serde(default)]
     pub cv_folds: Option<usize>,
+    /// Candidates whose validation ROC AUC is within this of the best count as
+    /// tied; the first of them in spec order wins (list simpler learners first).
+    #[serde(default = "default_tolerance")]
+    pub selection_tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    0.001
 }
 
 /// One learner to try.
@@ -980,6 +988,7 @@ impl Default for ModelSpec {
             logistic: LogisticParams::default(),
             candidates: Vec::new(),
             cv_folds: None,
+            selection_tolerance: default_tolerance(),
         }
     }
 }
@@ -1375,6 +1384,13 @@ impl DatasetSpec {
             && !(2..=20).contains(&k)
         {
             return Err((m("cv_folds"), format!("must be between 2 and 20, got {k}")));
+        }
+        let t = self.model.selection_tolerance;
+        if !(0.0..=0.1).contains(&t) {
+            return Err((
+                m("selection_tolerance"),
+                format!("must be between 0 and 0.1, got {t}"),
+            ));
         }
         if let Err(e) = self.model.gbdt.validate() {
             return Err((m("gbdt"), e.to_string()));

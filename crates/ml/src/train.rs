@@ -176,6 +176,24 @@ pub fn select(
     Ok(scores)
 }
 
+/// The winner among scored candidates: the first, in spec order, whose score is
+/// within `tolerance` of the best (simpler learners listed first win ties).
+pub fn pick(
+    candidates: &[CandidateSpec],
+    scores: &[CandidateScore],
+    tolerance: f64,
+) -> Option<usize> {
+    let best = scores
+        .iter()
+        .map(|s| s.validation_roc_auc)
+        .fold(f64::NEG_INFINITY, f64::max);
+    candidates.iter().position(|c| {
+        scores
+            .iter()
+            .any(|s| s.name == c.label() && s.validation_roc_auc >= best - tolerance)
+    })
+}
+
 /// Share of the training rows used to score candidates without cross-validation.
 pub const VALIDATION_FRACTION: f64 = 0.2;
 
@@ -242,14 +260,9 @@ pub fn train(
     } else {
         Vec::new()
     };
-    let winner = match selection.first() {
-        Some(best) => candidates
-            .iter()
-            .find(|c| c.label() == best.name)
-            .cloned()
-            .unwrap_or_else(|| candidates[0].clone()),
-        None => candidates[0].clone(),
-    };
+    let winner = pick(&candidates, &selection, spec.model.selection_tolerance)
+        .map(|i| candidates[i].clone())
+        .unwrap_or_else(|| candidates[0].clone());
     let mut params = BTreeMap::new();
     params.insert("algorithm".to_string(), winner.algorithm.to_string());
     params.insert("candidate".to_string(), winner.label());
