@@ -59,7 +59,8 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     let p = platform::start(config, &Service::ALL).await?;
     p.wait_ready(Duration::from_secs(60)).await?;
     let c = p.config.clone();
-    let client = Client::new(&c.registry_http_url(), &c.ingest_url());
+    let token = std::fs::read_to_string(c.admin_token_path()).ok();
+    let client = Client::new(&c.registry_http_url(), &c.ingest_url(), token.as_deref());
     client.apply_spec(spec).await?;
     let spec_name = modelbus_ml::spec::DatasetSpec::parse(
         &std::fs::read_to_string(spec)?,

@@ -65,11 +65,20 @@ async fn json_or_error(resp: reqwest::Response, what: &str) -> Result<Value> {
 }
 
 impl Client {
-    /// A client for the given base URLs.
-    pub fn new(registry: &str, ingest: &str) -> Self {
+    /// A client for the given base URLs, sending `token` as its bearer token.
+    pub fn new(registry: &str, ingest: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token
+            && let Ok(mut v) =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+        {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         Self {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
+                .default_headers(headers)
                 .build()
                 .unwrap_or_default(),
             registry: registry.trim_end_matches('/').to_string(),
@@ -86,6 +95,46 @@ impl Client {
             )
         })?;
         json_or_error(resp, &format!("GET {path}")).await
+    }
+
+    /// `GET` on the registry's API.
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        self.get(path).await
+    }
+
+    /// `POST` a JSON body to the registry's API.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.registry))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the registry at {} (is `modelbus up` running?)",
+                    self.registry
+                )
+            })?;
+        json_or_error(resp, &format!("POST {path}")).await
+    }
+
+    /// Every audit entry, following pages.
+    pub async fn audit_all(&self) -> Result<Vec<modelbus_core::audit::AuditEntry>> {
+        let mut out: Vec<modelbus_core::audit::AuditEntry> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |e| e.seq);
+            let page = self
+                .get(&format!("/v1/audit?after={after}&limit=5000"))
+                .await?;
+            let entries: Vec<modelbus_core::audit::AuditEntry> =
+                serde_json::from_value(page["entries"].clone())
+                    .context("the registry sent audit entries of an unexpected shape")?;
+            if entries.is_empty() {
+                return Ok(out);
+            }
+            out.extend(entries);
+        }
     }
 
     /// Registers a spec file.

@@ -30,6 +30,10 @@ struct Cli {
     /// State directory (SQLite registry, artifacts, NATS store, keys); default ./.modelbus.
     #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
+    /// API bearer token (`modelbus up` writes the first admin token to
+    /// <state-dir>/admin.token; `modelbus tokens create` makes more).
+    #[arg(long, global = true, env = "MODELBUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -121,6 +125,153 @@ enum Cmd {
     Policies {
         #[command(subcommand)]
         cmd: PoliciesCmd,
+    },
+    /// Writes a new ed25519 key pair for signing approvals or rollbacks.
+    Keygen {
+        /// Approver id the key is for (printed with the key).
+        #[arg(long)]
+        id: String,
+        /// Private key file (mode 0600); the public key goes to FILE.pub.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// API tokens (admin).
+    Tokens {
+        #[command(subcommand)]
+        cmd: TokensCmd,
+    },
+    /// The roster of people who may sign approvals and rollbacks (admin).
+    Approvers {
+        #[command(subcommand)]
+        cmd: ApproversCmd,
+    },
+    /// Signs and submits an approval to promote a version.
+    Approve(SignArgs),
+    /// Signs and submits a rejection: the version may not be promoted.
+    Reject(SignArgs),
+    /// Signs and submits a rollback to an earlier version (operators).
+    Rollback {
+        /// Environment to roll back.
+        #[arg(long = "env")]
+        environment: String,
+        /// Model (default: the one model deployed there).
+        #[arg(long)]
+        model: Option<String>,
+        /// Version to return to (default: the one that served before the current one).
+        #[arg(long)]
+        to_version: Option<u32>,
+        /// Operator's private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// How long the signed request stays valid.
+        #[arg(long, default_value = "1h")]
+        expires: String,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(clap::Args)]
+struct SignArgs {
+    /// Model.
+    #[arg(long)]
+    model: String,
+    /// Version.
+    #[arg(long)]
+    version: u32,
+    /// Environment.
+    #[arg(long = "env", default_value = "production")]
+    environment: String,
+    /// Approver's private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// How long the approval stays valid.
+    #[arg(long, default_value = "24h")]
+    expires: String,
+    /// Comment recorded with the signature.
+    #[arg(long, default_value = "")]
+    comment: String,
+    /// Prints JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    /// Creates a token and prints it (once).
+    Create {
+        /// Principal name (a person's approver id, or a service's name).
+        #[arg(long)]
+        name: String,
+        /// Roles, comma-separated: viewer, producer, approver, operator, admin, service.
+        #[arg(long)]
+        role: String,
+    },
+    /// Lists tokens (never their secrets).
+    List {
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token by id, or every token of a principal.
+    Revoke {
+        /// Token id.
+        #[arg(long, conflicts_with = "name")]
+        id: Option<String>,
+        /// Principal name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApproversCmd {
+    /// Adds a person to the roster.
+    Add {
+        /// Approver id: the principal name of their API token.
+        #[arg(long)]
+        id: String,
+        /// Their public key (from `modelbus keygen`).
+        #[arg(long)]
+        public_key_file: PathBuf,
+        /// approver, operator or admin.
+        #[arg(long, default_value = "approver")]
+        role: String,
+    },
+    /// Lists the roster.
+    List {
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes an approver: their approvals stop counting.
+    Revoke {
+        /// Approver id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recomputes the hash chain and names the first entry that was changed,
+    /// removed or reordered; exit 3 if the chain is broken.
+    Verify {
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes every entry as JSON lines.
+    Export {
+        /// File (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -324,8 +475,12 @@ async fn serve(config: Config, services: &[Service], datasets_dir: Option<PathBu
     });
     p.wait_ready(Duration::from_secs(60)).await?;
     let c = p.config.clone();
+    let admin_token = std::fs::read_to_string(c.admin_token_path()).ok();
     if let Some(dir) = datasets_dir {
-        for line in platform::apply_dataset_dir(&c.registry_http_url(), &dir).await? {
+        for line in
+            platform::apply_dataset_dir(&c.registry_http_url(), &dir, admin_token.as_deref())
+                .await?
+        {
             eprintln!("applied dataset spec {line}");
         }
     }
@@ -345,6 +500,13 @@ async fn serve(config: Config, services: &[Service], datasets_dir: Option<PathBu
             c.serving.staging_addr, c.serving.production_addr
         );
         eprintln!("  NATS      {}", c.nats.url.as_deref().unwrap_or(""));
+        if c.admin_token_path().exists() {
+            eprintln!(
+                "  admin token in {} (export MODELBUS_TOKEN=$(cat {}))",
+                c.admin_token_path().display(),
+                c.admin_token_path().display()
+            );
+        }
         eprintln!("Ctrl-C stops.");
     }
     p.run_until_stopped().await
@@ -638,10 +800,277 @@ async fn import_ge(
     Ok(ExitCode::SUCCESS)
 }
 
+fn parse_env(s: &str) -> Result<modelbus_core::ids::Environment> {
+    s.parse().map_err(|e| anyhow::anyhow!("--env {s:?}: {e}"))
+}
+
+async fn sign_and_submit(
+    client: &Client,
+    kind: modelbus_core::signing::StatementKind,
+    a: &SignArgs,
+) -> Result<ExitCode> {
+    use modelbus_cli::governance as g;
+    let key = g::read_key(&a.key)?;
+    let envelope = g::sign(
+        client,
+        kind,
+        &a.model,
+        a.version,
+        parse_env(&a.environment)?,
+        &key,
+        g::parse_validity(&a.expires)?,
+        &a.comment,
+    )
+    .await?;
+    let out = client
+        .post_json("/v1/approvals", &serde_json::to_value(&envelope)?)
+        .await?;
+    if a.json {
+        print_json(&out);
+    } else {
+        println!("{}", g::describe_outcome(&out));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn governance(client: &Client, cmd: Cmd) -> Result<ExitCode> {
+    use modelbus_cli::governance as g;
+    use modelbus_core::signing::StatementKind;
+    match cmd {
+        Cmd::Keygen { id, out } => {
+            let (public, key_id) = g::keygen(&out)?;
+            eprintln!(
+                "wrote {} (private, mode 0600) and {} for {id} (key {key_id})",
+                out.display(),
+                modelbus_core::signing::public_key_path(&out).display()
+            );
+            print!("{public}");
+        }
+        Cmd::Tokens {
+            cmd: TokensCmd::Create { name, role },
+        } => {
+            let v = client
+                .post_json(
+                    "/v1/tokens",
+                    &serde_json::json!({ "name": name, "roles": role }),
+                )
+                .await?;
+            eprintln!(
+                "token {} for {} ({}); it is shown once:",
+                v["info"]["id"].as_str().unwrap_or(""),
+                name,
+                role
+            );
+            println!("{}", v["token"].as_str().unwrap_or(""));
+        }
+        Cmd::Tokens {
+            cmd: TokensCmd::List { json },
+        } => {
+            let v = client.get_json("/v1/tokens").await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<14} {:<24} {:<28} {:<28} REVOKED",
+                    "ID", "PRINCIPAL", "ROLES", "CREATED"
+                );
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    let roles: Vec<&str> = t["roles"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.as_str())
+                        .collect();
+                    println!(
+                        "{:<14} {:<24} {:<28} {:<28} {}",
+                        t["id"].as_str().unwrap_or(""),
+                        t["principal"].as_str().unwrap_or(""),
+                        roles.join(","),
+                        t["created_at"].as_str().unwrap_or(""),
+                        t["revoked_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Cmd::Tokens {
+            cmd: TokensCmd::Revoke { id, name },
+        } => {
+            let v = client
+                .post_json(
+                    "/v1/tokens/revoke",
+                    &serde_json::json!({ "id": id, "name": name }),
+                )
+                .await?;
+            for t in v["revoked"].as_array().into_iter().flatten() {
+                println!(
+                    "revoked token {} of {}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["principal"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Cmd::Approvers {
+            cmd:
+                ApproversCmd::Add {
+                    id,
+                    public_key_file,
+                    role,
+                },
+        } => {
+            let pem = std::fs::read_to_string(&public_key_file)
+                .with_context(|| format!("cannot read {}", public_key_file.display()))?;
+            let a = client
+                .post_json(
+                    "/v1/approvers",
+                    &serde_json::json!({ "id": id, "public_key": pem, "role": role }),
+                )
+                .await?;
+            println!(
+                "added {} as {} (key {})",
+                a["id"].as_str().unwrap_or(""),
+                a["role"].as_str().unwrap_or(""),
+                a["key_id"].as_str().unwrap_or("")
+            );
+        }
+        Cmd::Approvers {
+            cmd: ApproversCmd::List { json },
+        } => {
+            let v = client.get_json("/v1/approvers").await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<24} {:<9} {:<72} REVOKED", "ID", "ROLE", "KEY");
+                for a in v["approvers"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<9} {:<72} {}",
+                        a["id"].as_str().unwrap_or(""),
+                        a["role"].as_str().unwrap_or(""),
+                        a["key_id"].as_str().unwrap_or(""),
+                        a["revoked_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Cmd::Approvers {
+            cmd: ApproversCmd::Revoke { id },
+        } => {
+            let a = client
+                .post_json(
+                    &format!("/v1/approvers/{id}/revoke"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!(
+                "revoked {} at {}",
+                a["id"].as_str().unwrap_or(""),
+                a["revoked_at"].as_str().unwrap_or("")
+            );
+        }
+        Cmd::Approve(a) => return sign_and_submit(client, StatementKind::Approve, &a).await,
+        Cmd::Reject(a) => return sign_and_submit(client, StatementKind::Reject, &a).await,
+        Cmd::Rollback {
+            environment,
+            model,
+            to_version,
+            key,
+            reason,
+            expires,
+        } => {
+            let env = parse_env(&environment)?;
+            let key = g::read_key(&key)?;
+            let (model, version) =
+                g::rollback_target(client, env, model.as_deref(), to_version).await?;
+            let envelope = g::sign(
+                client,
+                StatementKind::Rollback,
+                &model,
+                version,
+                env,
+                &key,
+                g::parse_validity(&expires)?,
+                &reason,
+            )
+            .await?;
+            let out = client
+                .post_json("/v1/rollbacks", &serde_json::to_value(&envelope)?)
+                .await?;
+            println!(
+                "rollback of {model} in {env} to v{version} requested (audit entry {}); the deployer verifies and applies it",
+                out["audit_seq"]
+            );
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::Verify { json },
+        } => {
+            let (check, entries) = g::audit_verify(client).await?;
+            let (code, v) = match check {
+                g::AuditCheck::Intact { entries, head } => (
+                    ExitCode::SUCCESS,
+                    serde_json::json!({ "intact": true, "entries": entries, "head": head }),
+                ),
+                g::AuditCheck::Broken(b) => (
+                    ExitCode::from(3),
+                    serde_json::json!({
+                        "intact": false, "entries": entries.len(),
+                        "first_bad_entry": b.seq, "reason": b.reason,
+                    }),
+                ),
+            };
+            if json {
+                print_json(&v);
+            } else if v["intact"] == true {
+                println!(
+                    "audit log intact: {} entries, head {}",
+                    v["entries"],
+                    v["head"].as_str().unwrap_or("")
+                );
+            } else {
+                println!(
+                    "audit log BROKEN at entry {}: {}",
+                    v["first_bad_entry"],
+                    v["reason"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(code);
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::Export { out },
+        } => {
+            let entries = client.audit_all().await?;
+            let mut text = String::new();
+            for e in &entries {
+                text.push_str(&serde_json::to_string(e)?);
+                text.push('\n');
+            }
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("wrote {} entries to {}", entries.len(), path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        _ => anyhow::bail!("internal error: not a governance command"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(&cli)?;
-    let client = Client::new(&config.registry_http_url(), &config.ingest_url());
+    let client = Client::new(
+        &config.registry_http_url(),
+        &config.ingest_url(),
+        cli.token.as_deref(),
+    );
     match cli.cmd {
+        cmd @ (Cmd::Keygen { .. }
+        | Cmd::Tokens { .. }
+        | Cmd::Approvers { .. }
+        | Cmd::Approve(_)
+        | Cmd::Reject(_)
+        | Cmd::Rollback { .. }
+        | Cmd::Audit { .. }) => return governance(&client, cmd).await,
         Cmd::Up { datasets_dir } => {
             serve(config, &Service::ALL, Some(datasets_dir)).await?;
         }

@@ -265,7 +265,16 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
         }
     };
     config.nats.url = Some(nats_url.clone());
-    let bus = Bus::connect(&nats_url, "modelbus", config.bus.clone()).await?;
+    // Each container of a deployment runs one service as its own NATS user
+    // (deploy/nats/permissions.conf); without nats.user, no credentials.
+    let credentials = config.nats_credentials()?;
+    let bus = Bus::connect_with(
+        &nats_url,
+        "modelbus",
+        config.bus.clone(),
+        credentials.as_ref(),
+    )
+    .await?;
     let store = ArtifactStore::open(&config.artifact_location())?;
     let readiness = Readiness::new();
     let config = Arc::new(config);
@@ -324,7 +333,11 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
 }
 
 /// Applies every `*.toml` under `dir` through the registry's HTTP API.
-pub async fn apply_dataset_dir(registry_http: &str, dir: &std::path::Path) -> Result<Vec<String>> {
+pub async fn apply_dataset_dir(
+    registry_http: &str,
+    dir: &std::path::Path,
+    token: Option<&str>,
+) -> Result<Vec<String>> {
     let mut applied = Vec::new();
     if !dir.is_dir() {
         return Ok(applied);
@@ -334,7 +347,7 @@ pub async fn apply_dataset_dir(registry_http: &str, dir: &std::path::Path) -> Re
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    let client = crate::client::Client::new(registry_http, "");
+    let client = crate::client::Client::new(registry_http, "", token);
     for f in files {
         let out = client.apply_spec(&f).await?;
         applied.push(format!(

@@ -283,9 +283,13 @@ async fn a_few_hundred_mb_file_is_streamed_in_bounded_memory() {
     let mut child = cmd.spawn().unwrap();
     let registry = format!("http://127.0.0.1:{}", ports[0]);
     let ingest = format!("http://127.0.0.1:{}", ports[2]);
-    let http = reqwest::Client::new();
     let mut ready = false;
+    let token_file = dir.path().join("state").join("admin.token");
     for _ in 0..300 {
+        let http = match std::fs::read_to_string(&token_file) {
+            Ok(t) => crate::harness::authed_http(&t),
+            Err(_) => reqwest::Client::new(),
+        };
         if let Ok(r) = http.get(format!("{registry}/readyz")).send().await
             && r.status() == 200
             && http
@@ -314,6 +318,10 @@ async fn a_few_hundred_mb_file_is_streamed_in_bounded_memory() {
             ])
             .env("MODELBUS_REGISTRY__HTTP_URL", &registry)
             .env("MODELBUS_INGEST__URL", &ingest)
+            .env(
+                "MODELBUS_TOKEN",
+                std::fs::read_to_string(&token_file).unwrap().trim(),
+            )
             .output()
             .unwrap()
     });

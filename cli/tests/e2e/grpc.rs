@@ -15,7 +15,10 @@ async fn grpc_api_answers_with_the_shared_error_vocabulary_and_reflection() {
     let t = TestPlatform::start(Db::Sqlite).await;
     t.deploy_telco().await;
     let url = t.config.registry_grpc_url();
-    let mut c = modelbus_proto::connect_lazy(&url).unwrap();
+    let token = t.admin_token.clone();
+    let mut c =
+        modelbus_proto::connect_lazy(&url, std::sync::Arc::new(move || Some(token.clone())))
+            .unwrap();
 
     let m = c
         .get_model(pb::GetModelRequest {

@@ -24,8 +24,24 @@ pub struct TestPlatform {
     _platform: Platform,
     pub client: Client,
     pub config: std::sync::Arc<Config>,
+    /// Sends the admin token with every request.
     pub http: reqwest::Client,
+    /// The first admin token the registry wrote.
+    pub admin_token: String,
     _pg: Option<TestPostgres>,
+}
+
+/// A reqwest client that sends `token` as its bearer token.
+pub fn authed_http(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
 }
 
 /// Configuration for tests: every port 0, short redelivery delays.
@@ -79,7 +95,13 @@ impl TestPlatform {
             .await
             .expect("platform ready");
         let config = platform.config.clone();
-        let client = Client::new(&config.registry_http_url(), &config.ingest_url());
+        let admin = std::fs::read_to_string(config.admin_token_path())
+            .expect("the registry writes the first admin token");
+        let client = Client::new(
+            &config.registry_http_url(),
+            &config.ingest_url(),
+            Some(&admin),
+        );
         client
             .apply_spec(&telco_spec())
             .await
@@ -90,7 +112,8 @@ impl TestPlatform {
             _platform: platform,
             client,
             config,
-            http: reqwest::Client::new(),
+            http: authed_http(&admin),
+            admin_token: admin.trim().to_string(),
             _pg: pg,
         }
     }
@@ -214,6 +237,7 @@ fn cli_blocking(platform: &TestPlatform, args: &[&str]) -> (i32, String, String)
             platform.config.registry_http_url(),
         )
         .env("MODELBUS_INGEST__URL", platform.config.ingest_url())
+        .env("MODELBUS_TOKEN", &platform.admin_token)
         .output()
         .expect("run modelbus");
     (

@@ -1,7 +1,7 @@
 //! `modelbus up` as a real process: restarting on the same state dir keeps
 //! everything, and a kill during training ends in exactly one version.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use crate::harness::modelbus_bin;
 
 struct Up {
     child: Child,
+    state: PathBuf,
     ports: Vec<u16>,
 }
 
@@ -57,6 +58,7 @@ impl Up {
         }
         Up {
             child: cmd.spawn().unwrap(),
+            state: state.to_path_buf(),
             ports: ports.to_vec(),
         }
     }
@@ -74,8 +76,11 @@ impl Up {
     }
 
     async fn ready(&mut self, log: &Path) {
-        let http = reqwest::Client::new();
         for _ in 0..600 {
+            let http = match std::fs::read_to_string(self.state.join("admin.token")) {
+                Ok(t) => crate::harness::authed_http(&t),
+                Err(_) => reqwest::Client::new(),
+            };
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "modelbus up exited with {status}:\n{}",
@@ -102,7 +107,8 @@ impl Up {
     }
 
     fn client(&self) -> modelbus_cli::client::Client {
-        modelbus_cli::client::Client::new(&self.registry(), &self.ingest())
+        let token = std::fs::read_to_string(self.state.join("admin.token")).ok();
+        modelbus_cli::client::Client::new(&self.registry(), &self.ingest(), token.as_deref())
     }
 
     fn terminate(&mut self) {

@@ -17,7 +17,7 @@ fn predicate(version: u32, env: Environment, ttl: time::Duration) -> ApprovalPre
         model: ModelName::parse("telco-churn").unwrap(),
         version,
         environment: env,
-        approver: "someone".into(),
+        approver: "registry-automation".into(),
         issued_at: now - time::Duration::minutes(1),
         expires_at: now + ttl,
         nonce: new_nonce(),
@@ -74,6 +74,8 @@ async fn forged_and_mismatched_approvals_are_refused() {
         model_sha256: digest,
         environment: env,
         approvals,
+        author: "producer".into(),
+        decision: None,
     };
 
     // A key the deployer does not trust.

@@ -6,6 +6,13 @@
 //! event that can never be handled, the event goes to `MODELBUS_DLQ` with the last
 //! error. Publishing sets `Nats-Msg-Id` to the event id, so a republished event is
 //! dropped by the server within the duplicate window.
+//!
+//! A server may give each service its own user with narrow permissions
+//! (`deploy/nats/permissions.conf`). The server only reports a refused publish or
+//! subscription asynchronously (`-ERR 'Permissions Violation ...'`) and drops the
+//! message, so the bus listens for those reports and fails the operation that
+//! caused one at once, naming the user and the subject, instead of waiting for a
+//! reply that will never come.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,7 +23,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::BusConfig;
+use crate::config::{BusConfig, NatsCredentials};
 use crate::events::{DeadLetter, DecodeError, Envelope, EventPayload, decode};
 use crate::ids::PipelineRunId;
 
@@ -28,6 +35,8 @@ pub const DLQ_STREAM: &str = "MODELBUS_DLQ";
 pub const DLQ_PREFIX: &str = "modelbus_dlq";
 /// Oldest server accepted: KV buckets and multi-filter consumers need 2.10.
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
+/// Prefix of the JetStream API subjects the bus uses.
+const JS_API: &str = "$JS.API";
 
 /// Errors talking to NATS.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +48,52 @@ pub enum BusError {
         url: String,
         /// Why.
         reason: String,
+    },
+    /// The server refused the credentials (wrong user or password, or none given
+    /// to a server that requires them).
+    #[error(
+        "NATS at {url} refused to authenticate {}: {reason}; check nats.user and \
+         nats.password (MODELBUS_NATS__USER, MODELBUS_NATS__PASSWORD) against the \
+         server's authorization block (deploy/nats/permissions.conf)",
+        user.as_deref().map(|u| format!("user `{u}`")).unwrap_or_else(|| "a client without credentials".into())
+    )]
+    Unauthorized {
+        /// The URL.
+        url: String,
+        /// The user presented, if any.
+        user: Option<String>,
+        /// The server's answer.
+        reason: String,
+    },
+    /// The user's permissions do not allow a subject the operation needs; the
+    /// server dropped the message.
+    #[error(
+        "NATS user `{user}` may not {action} `{subject}` (while trying to {op}); the server's \
+         permissions (deploy/nats/permissions.conf) do not allow it"
+    )]
+    PermissionDenied {
+        /// The user (`(no user)` for a client without credentials).
+        user: String,
+        /// `publish to`, `subscribe to` or `use as reply subject`.
+        action: String,
+        /// The refused subject.
+        subject: String,
+        /// What was being done.
+        op: String,
+    },
+    /// A stream modelbus uses is defined to move messages to or from other
+    /// subjects or streams, which modelbus never does (see
+    /// [`check_stream_definition`]).
+    #[error(
+        "stream {stream} {what}; modelbus never defines a stream that way, and it can route \
+         messages around the NATS permissions (e.g. into the deployments bucket): refusing to use \
+         it. Inspect it (`nats stream info {stream}`) and recreate it"
+    )]
+    UnexpectedStreamDefinition {
+        /// The stream.
+        stream: String,
+        /// What is wrong with it.
+        what: String,
     },
     /// The server is too old.
     #[error(
@@ -141,12 +196,78 @@ impl Delivery {
     }
 }
 
+/// A permission violation the server reported on this connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Violation {
+    /// `publish to`, `subscribe to` or `use as reply subject`.
+    action: &'static str,
+    /// The refused subject.
+    subject: String,
+}
+
+impl Violation {
+    /// Parses the server's `Permissions Violation for Publish to "x"`,
+    /// `... for Subscription to "x"` and `... for Publish with Reply of "x"`.
+    fn parse(text: &str) -> Option<Self> {
+        let rest = &text[text.find("Permissions Violation for ")? + 26..];
+        let action = if rest.starts_with("Subscription") {
+            "subscribe to"
+        } else if rest.starts_with("Publish with Reply") {
+            "use as reply subject"
+        } else if rest.starts_with("Publish") {
+            "publish to"
+        } else {
+            return None;
+        };
+        let start = rest.find('"')? + 1;
+        let len = rest[start..].find('"')?;
+        Some(Self {
+            action,
+            subject: rest[start..start + len].to_string(),
+        })
+    }
+}
+
 /// A connected bus handle; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     config: BusConfig,
+    /// The user connected as, if any.
+    user: Option<String>,
+    /// Prefix of this connection's reply subjects.
+    inbox_prefix: String,
+    /// Permission violations reported by the server, as they arrive.
+    violations: tokio::sync::broadcast::Sender<Violation>,
+}
+
+/// Refuses a stream definition that moves messages elsewhere or brings them in
+/// from elsewhere (`republish`, `mirror`, `sources`). modelbus never defines one,
+/// and the server republishes into any subject of the account whatever the
+/// permissions of the stream's creator: a user allowed to create a stream before
+/// it exists could make it write into `$KV.deployments.>`. Checking every stream
+/// the bus opens turns such a definition into a refusal to start.
+pub fn check_stream_definition(config: &stream::Config) -> Result<(), BusError> {
+    let what = if let Some(r) = &config.republish {
+        format!("republishes {} to {}", r.source, r.destination)
+    } else if let Some(m) = &config.mirror {
+        format!("mirrors stream {}", m.name)
+    } else if let Some(s) = config.sources.as_ref().filter(|s| !s.is_empty()) {
+        format!(
+            "sources from {}",
+            s.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        return Ok(());
+    };
+    Err(BusError::UnexpectedStreamDefinition {
+        stream: config.name.clone(),
+        what,
+    })
 }
 
 /// Parses `major.minor` out of a server version string.
@@ -156,17 +277,63 @@ pub fn parse_version(v: &str) -> Option<(u64, u64)> {
 }
 
 impl Bus {
-    /// Connects, refuses servers older than 2.10, and makes sure the streams exist.
+    /// Connects without credentials, refuses servers older than 2.10, and makes
+    /// sure the streams exist.
     pub async fn connect(url: &str, name: &str, config: BusConfig) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        Self::connect_with(url, name, config, None).await
+    }
+
+    /// Connects as `credentials`' user when given (the server's authorization then
+    /// decides which subjects this handle may use), refuses servers older than
+    /// 2.10, and makes sure the streams exist. With a user, reply subjects start
+    /// with `_INBOX_<user>` so that the server can let each user read only its own
+    /// replies.
+    pub async fn connect_with(
+        url: &str,
+        name: &str,
+        config: BusConfig,
+        credentials: Option<&NatsCredentials>,
+    ) -> Result<Self, BusError> {
+        let (violations, _) = tokio::sync::broadcast::channel(64);
+        let reported = violations.clone();
+        let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|e| BusError::Connect {
+            .event_callback(move |event| {
+                let reported = reported.clone();
+                async move {
+                    if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) =
+                        &event
+                        && let Some(v) = Violation::parse(text)
+                    {
+                        tracing::warn!(action = v.action, subject = %v.subject, "NATS permission violation");
+                        let _ = reported.send(v);
+                    }
+                }
+            });
+        let user = credentials.map(|c| c.user.clone());
+        let inbox_prefix = match credentials {
+            Some(c) => {
+                let password = c.password.as_ref().map(|p| p.expose()).unwrap_or("");
+                options = options
+                    .user_and_password(c.user.clone(), password.to_string())
+                    .custom_inbox_prefix(format!("_INBOX_{}", c.user));
+                format!("_INBOX_{}", c.user)
+            }
+            None => "_INBOX".to_string(),
+        };
+        let client = options.connect(url).await.map_err(|e| match e.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation
+            | async_nats::ConnectErrorKind::Authentication => BusError::Unauthorized {
+                url: url.to_string(),
+                user: user.clone(),
+                reason: e.to_string(),
+            },
+            _ => BusError::Connect {
                 url: url.to_string(),
                 reason: e.to_string(),
-            })?;
+            },
+        })?;
         let version = client.server_info().version;
         match parse_version(&version) {
             Some(v) if v >= MIN_SERVER_VERSION => {}
@@ -178,9 +345,57 @@ impl Bus {
             }
         }
         let js = jetstream::new(client.clone());
-        let bus = Self { client, js, config };
+        let bus = Self {
+            client,
+            js,
+            config,
+            user,
+            inbox_prefix,
+            violations,
+        };
         bus.ensure_streams().await?;
         Ok(bus)
+    }
+
+    /// The NATS user this handle is connected as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Runs a NATS operation that sends on `subjects`, failing it with
+    /// [`BusError::PermissionDenied`] as soon as the server reports that one of
+    /// them, or this connection's reply inbox, is not permitted: the server drops
+    /// such a message, so the operation would otherwise wait for its timeout.
+    async fn guarded<T, E: std::fmt::Display>(
+        &self,
+        op: &str,
+        subjects: &[String],
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, BusError> {
+        let mut reports = self.violations.subscribe();
+        let inbox = format!("{}.", self.inbox_prefix);
+        let denied = async {
+            loop {
+                match reports.recv().await {
+                    Ok(v) if subjects.contains(&v.subject) || v.subject.starts_with(&inbox) => {
+                        return v;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            r = work => r.map_err(|e| BusError::JetStream { op: op.to_string(), reason: e.to_string() }),
+            v = denied => Err(BusError::PermissionDenied {
+                user: self.user.clone().unwrap_or_else(|| "(no user)".into()),
+                action: v.action.to_string(),
+                subject: v.subject,
+                op: op.to_string(),
+            }),
+        }
     }
 
     /// The underlying client, for request/reply and plain subscriptions.
@@ -210,10 +425,17 @@ impl Bus {
                 duplicate_window: self.config.duplicate_window,
                 ..Default::default()
             };
-            self.js
-                .get_or_create_stream(cfg)
-                .await
-                .map_err(|e| js_err(format!("create stream {name}"))(e.to_string()))?;
+            let stream = self
+                .guarded(
+                    &format!("make sure stream {name} exists"),
+                    &[
+                        format!("{JS_API}.STREAM.INFO.{name}"),
+                        format!("{JS_API}.STREAM.CREATE.{name}"),
+                    ],
+                    self.js.get_or_create_stream(cfg),
+                )
+                .await?;
+            check_stream_definition(&stream.cached_info().config)?;
         }
         Ok(())
     }
@@ -246,29 +468,58 @@ impl Bus {
         if let Some(tp) = traceparent {
             headers.insert("traceparent", tp);
         }
-        self.js
-            .publish_with_headers(subject.to_string(), headers, payload)
-            .await
-            .map_err(|e| js_err(format!("publish {subject}"))(e.to_string()))?
-            .await
-            .map_err(|e| js_err(format!("publish {subject} (ack)"))(e.to_string()))?;
+        let publish = async {
+            self.js
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| format!("no ack: {e}"))
+        };
+        self.guarded(
+            &format!("publish {subject}"),
+            &[subject.to_string()],
+            publish,
+        )
+        .await?;
         Ok(())
     }
 
-    /// Opens a KV bucket, creating it if missing.
+    /// Opens a KV bucket, creating it if missing. A user whose permissions do not
+    /// allow creating the bucket gets [`BusError::PermissionDenied`] while the
+    /// bucket does not exist yet: its owner creates it.
     pub async fn kv(&self, bucket: &str, history: i64) -> Result<kv::Store, BusError> {
-        if let Ok(store) = self.js.get_key_value(bucket).await {
-            return Ok(store);
+        let stream = format!("KV_{bucket}");
+        let info = format!("{JS_API}.STREAM.INFO.{stream}");
+        match self
+            .guarded(
+                &format!("open KV bucket {bucket}"),
+                std::slice::from_ref(&info),
+                self.js.get_key_value(bucket),
+            )
+            .await
+        {
+            Ok(store) => {
+                check_stream_definition(&store.stream.cached_info().config)?;
+                return Ok(store);
+            }
+            Err(e @ BusError::PermissionDenied { .. }) => return Err(e),
+            Err(_) => {}
         }
-        self.js
-            .create_key_value(kv::Config {
+        self.guarded(
+            &format!("create KV bucket {bucket}, which does not exist yet"),
+            &[
+                format!("{JS_API}.INFO"),
+                format!("{JS_API}.STREAM.CREATE.{stream}"),
+            ],
+            self.js.create_key_value(kv::Config {
                 bucket: bucket.to_string(),
                 history,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| js_err(format!("create KV bucket {bucket}"))(e.to_string()))
+            }),
+        )
+        .await
     }
 
     /// Creates (or updates) a durable pull consumer on the events stream.
@@ -278,10 +529,12 @@ impl Bus {
         subjects: &[&str],
     ) -> Result<consumer::PullConsumer, BusError> {
         let stream = self
-            .js
-            .get_stream(EVENTS_STREAM)
-            .await
-            .map_err(|e| js_err("get events stream")(e.to_string()))?;
+            .guarded(
+                "get events stream",
+                &[format!("{JS_API}.STREAM.INFO.{EVENTS_STREAM}")],
+                self.js.get_stream(EVENTS_STREAM),
+            )
+            .await?;
         let cfg = consumer::pull::Config {
             durable_name: Some(name.to_string()),
             description: Some(format!("modelbus {name} service")),
@@ -292,13 +545,26 @@ impl Bus {
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         };
-        match stream.create_consumer(cfg.clone()).await {
+        let op = format!("create consumer {name}");
+        match self
+            .guarded(
+                &op,
+                &[format!("{JS_API}.CONSUMER.CREATE.{EVENTS_STREAM}.{name}")],
+                stream.create_consumer(cfg.clone()),
+            )
+            .await
+        {
             Ok(c) => Ok(c),
+            Err(e @ BusError::PermissionDenied { .. }) => Err(e),
             // An existing consumer whose config cannot be updated in place keeps working.
-            Err(create_err) => stream
-                .get_consumer(name)
+            Err(create_err) => self
+                .guarded(
+                    &op,
+                    &[format!("{JS_API}.CONSUMER.INFO.{EVENTS_STREAM}.{name}")],
+                    stream.get_consumer(name),
+                )
                 .await
-                .map_err(|_| js_err(format!("create consumer {name}"))(create_err.to_string())),
+                .map_err(|_| create_err),
         }
     }
 
@@ -464,21 +730,29 @@ impl Bus {
         Fut: Future<Output = ()>,
     {
         let stream = self
-            .js
-            .get_stream(DLQ_STREAM)
-            .await
-            .map_err(|e| js_err("get DLQ stream")(e.to_string()))?;
-        let consumer = stream
-            .get_or_create_consumer(
-                name,
-                consumer::pull::Config {
-                    durable_name: Some(name.to_string()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ..Default::default()
-                },
+            .guarded(
+                "get DLQ stream",
+                &[format!("{JS_API}.STREAM.INFO.{DLQ_STREAM}")],
+                self.js.get_stream(DLQ_STREAM),
             )
-            .await
-            .map_err(|e| js_err("create DLQ consumer")(e.to_string()))?;
+            .await?;
+        let consumer = self
+            .guarded(
+                "create DLQ consumer",
+                &[
+                    format!("{JS_API}.CONSUMER.INFO.{DLQ_STREAM}.{name}"),
+                    format!("{JS_API}.CONSUMER.CREATE.{DLQ_STREAM}.{name}"),
+                ],
+                stream.get_or_create_consumer(
+                    name,
+                    consumer::pull::Config {
+                        durable_name: Some(name.to_string()),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ..Default::default()
+                    },
+                ),
+            )
+            .await?;
         let mut messages = consumer
             .messages()
             .await
@@ -505,6 +779,77 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permission_violations_parse() {
+        assert_eq!(
+            Violation::parse(r#"Permissions Violation for Publish to "modelbus.approval.granted""#),
+            Some(Violation {
+                action: "publish to",
+                subject: "modelbus.approval.granted".into()
+            })
+        );
+        assert_eq!(
+            Violation::parse(
+                r#"permissions violation: Permissions Violation for Subscription to "_INBOX.x.*""#
+            )
+            .map(|v| (v.action, v.subject)),
+            Some(("subscribe to", "_INBOX.x.*".to_string()))
+        );
+        assert_eq!(
+            Violation::parse(r#"Permissions Violation for Publish with Reply of "_INBOX.r""#)
+                .map(|v| v.action),
+            Some("use as reply subject")
+        );
+        assert!(Violation::parse("Authorization Violation").is_none());
+        assert!(Violation::parse("Permissions Violation for Publish to x").is_none());
+    }
+
+    #[test]
+    fn streams_that_route_messages_elsewhere_are_refused() {
+        let plain = stream::Config {
+            name: "KV_deployments".into(),
+            subjects: vec!["$KV.deployments.>".into()],
+            ..Default::default()
+        };
+        assert!(check_stream_definition(&plain).is_ok());
+        let republishing = stream::Config {
+            republish: Some(stream::Republish {
+                source: ">".into(),
+                destination: "$KV.deployments.>".into(),
+                headers_only: false,
+            }),
+            ..plain.clone()
+        };
+        let e = check_stream_definition(&republishing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("KV_deployments") && e.contains("republishes > to $KV.deployments.>"),
+            "{e}"
+        );
+        let sourcing = stream::Config {
+            sources: Some(vec![stream::Source {
+                name: "MODELBUS_EVENTS".into(),
+                ..Default::default()
+            }]),
+            ..plain.clone()
+        };
+        assert!(
+            check_stream_definition(&sourcing)
+                .unwrap_err()
+                .to_string()
+                .contains("sources from MODELBUS_EVENTS")
+        );
+        let mirroring = stream::Config {
+            mirror: Some(stream::Source {
+                name: "X".into(),
+                ..Default::default()
+            }),
+            ..plain
+        };
+        assert!(check_stream_definition(&mirroring).is_err());
+    }
 
     #[test]
     fn versions_parse() {

@@ -283,6 +283,12 @@ pub struct Config {
     pub serving: ServingConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// API tokens of this process's services.
+    pub auth: AuthConfig,
+    /// What a promotion to production needs.
+    pub promotion: PromotionConfig,
+    /// How a new version replaces the old one, per environment.
+    pub rollout: RolloutConfig,
 }
 
 impl Default for Config {
@@ -304,6 +310,129 @@ impl Default for Config {
             deployer: DeployerConfig::default(),
             serving: ServingConfig::default(),
             telemetry: TelemetryConfig::default(),
+            auth: AuthConfig::default(),
+            promotion: PromotionConfig::default(),
+            rollout: RolloutConfig::default(),
+        }
+    }
+}
+
+/// API tokens used by this process's services.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer token ingest, features and trainer present to the registry (role
+    /// `service`). Unset: `<state_dir>/service.token`, which the registry writes
+    /// on its first start.
+    pub service_token: Option<SecretRef>,
+}
+
+/// What a promotion to production needs, besides the policy itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromotionConfig {
+    /// How long the same digest must have served in staging
+    /// (`MODELBUS_PROMOTION__STAGING_SOAK`).
+    #[serde(with = "duration")]
+    pub staging_soak: Duration,
+    /// Highest staging error rate (server errors / requests) over the soak.
+    pub max_staging_error_rate: f64,
+    /// Fewest staging requests over the soak for its error rate to count.
+    pub min_staging_requests: u64,
+    /// Valid approvals from distinct approvers required.
+    pub min_approvals: u32,
+    /// Longest validity an approval may claim (`expires_at - issued_at`).
+    #[serde(with = "duration")]
+    pub max_approval_validity: Duration,
+    /// How often the registry re-decides promotions that wait on their soak.
+    #[serde(with = "duration")]
+    pub evaluate_interval: Duration,
+}
+
+impl Default for PromotionConfig {
+    fn default() -> Self {
+        Self {
+            staging_soak: Duration::from_secs(600),
+            max_staging_error_rate: 0.01,
+            min_staging_requests: 0,
+            min_approvals: 2,
+            max_approval_validity: Duration::from_secs(30 * 24 * 3600),
+            evaluate_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a new version replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutStrategy {
+    /// All traffic at once, then a bake time during which it can roll back.
+    Direct,
+    /// Traffic in weight steps, each baked before the next.
+    Canary,
+}
+
+/// The rollout of one environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutPolicy {
+    /// `direct` or `canary`.
+    pub strategy: RolloutStrategy,
+    /// Canary traffic percentages, increasing, ending at 100.
+    pub steps: Vec<u8>,
+    /// How long each step (or a direct rollout) is watched before moving on.
+    #[serde(with = "duration")]
+    pub bake: Duration,
+    /// Highest error rate (server errors / requests) of the new version.
+    pub max_error_rate: f64,
+    /// Highest p99 latency of the new version, milliseconds.
+    pub max_p99_ms: f64,
+    /// Fewest requests in a step before its error rate can trigger a rollback.
+    pub min_requests: u64,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        Self {
+            strategy: RolloutStrategy::Direct,
+            steps: vec![10, 50, 100],
+            bake: Duration::ZERO,
+            max_error_rate: 0.05,
+            max_p99_ms: 1000.0,
+            min_requests: 1,
+        }
+    }
+}
+
+/// Rollouts per environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Staging: direct, no bake, by default.
+    pub staging: RolloutPolicy,
+    /// Production: canary 10% → 50% → 100%, 2 minutes per step, by default.
+    pub production: RolloutPolicy,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            staging: RolloutPolicy::default(),
+            production: RolloutPolicy {
+                strategy: RolloutStrategy::Canary,
+                bake: Duration::from_secs(120),
+                ..RolloutPolicy::default()
+            },
+        }
+    }
+}
+
+impl RolloutConfig {
+    /// The policy of an environment.
+    pub fn of(&self, env: crate::ids::Environment) -> &RolloutPolicy {
+        match env {
+            crate::ids::Environment::Staging => &self.staging,
+            crate::ids::Environment::Production => &self.production,
         }
     }
 }
@@ -341,6 +470,16 @@ pub struct NatsConfig {
     /// How long to wait for the server at start-up.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
+    /// User this process authenticates as (also `MODELBUS_NATS__USER`). A server
+    /// configured with `deploy/nats/permissions.conf` has one user per service, each
+    /// allowed only its own subjects and KV buckets; the name also picks the reply
+    /// inbox prefix (`_INBOX_<user>`), so it is limited to letters, digits, `-` and
+    /// `_`. Unset: connect without credentials (the embedded server has no
+    /// authorization).
+    pub user: Option<String>,
+    /// Password of `user`, as a secret reference (`env://VAR` or `file://PATH`;
+    /// also `MODELBUS_NATS__PASSWORD`). A trailing newline in the file is ignored.
+    pub password: Option<SecretRef>,
 }
 
 impl Default for NatsConfig {
@@ -349,8 +488,40 @@ impl Default for NatsConfig {
             url: None,
             server_binary: None,
             connect_timeout: Duration::from_secs(10),
+            user: None,
+            password: None,
         }
     }
+}
+
+/// Resolved NATS credentials: what [`crate::bus::Bus::connect_with`] presents to
+/// the server. `Debug` never shows the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsCredentials {
+    /// User name.
+    pub user: String,
+    /// Password, if the user has one.
+    pub password: Option<Secret>,
+}
+
+impl NatsCredentials {
+    /// Credentials from a user and an optional password.
+    pub fn new(user: impl Into<String>, password: Option<Secret>) -> Self {
+        Self {
+            user: user.into(),
+            password,
+        }
+    }
+}
+
+/// Whether `user` can be a NATS user name here: non-empty, letters, digits, `-`
+/// and `_` only, since it becomes part of the reply subject prefix `_INBOX_<user>`.
+pub fn is_valid_nats_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Registry database.
@@ -481,6 +652,14 @@ pub struct TrustedKey {
     /// What the key may approve.
     #[serde(default = "default_envs")]
     pub environments: Vec<crate::ids::Environment>,
+    /// `approver` (signs promotions), `operator` (signs rollbacks) or `admin`
+    /// (both); the registry's automation key is an approver for staging.
+    #[serde(default = "default_key_role")]
+    pub role: crate::auth::Role,
+}
+
+fn default_key_role() -> crate::auth::Role {
+    crate::auth::Role::Approver
 }
 
 fn default_envs() -> Vec<crate::ids::Environment> {
@@ -519,6 +698,10 @@ pub struct ServingConfig {
     pub max_request_bytes: usize,
     /// Replica id reported in events; default: host name and process id.
     pub replica_id: Option<String>,
+    /// How often each replica publishes `serving.stats` (request counts, errors,
+    /// p99 latency per served version): the evidence of soaks and rollbacks.
+    #[serde(with = "duration")]
+    pub stats_interval: Duration,
 }
 
 impl Default for ServingConfig {
@@ -528,6 +711,7 @@ impl Default for ServingConfig {
             production_addr: addr("127.0.0.1:7081"),
             max_request_bytes: 8 * 1024 * 1024,
             replica_id: None,
+            stats_interval: Duration::from_secs(10),
         }
     }
 }
@@ -670,6 +854,68 @@ impl Config {
         {
             return Err(invalid("nats.url", "expected nats://host:port"));
         }
+        match (&self.nats.user, &self.nats.password) {
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "nats.password",
+                    "is set but nats.user is not; a password needs its user (MODELBUS_NATS__USER)",
+                ));
+            }
+            (Some(user), _) if !is_valid_nats_user(user) => {
+                return Err(invalid(
+                    "nats.user",
+                    "must be 1 to 64 letters, digits, `-` or `_` (it prefixes the reply inbox)",
+                ));
+            }
+            _ => {}
+        }
+        if !(0.0..=1.0).contains(&self.promotion.max_staging_error_rate) {
+            return Err(invalid(
+                "promotion.max_staging_error_rate",
+                "must be between 0 and 1",
+            ));
+        }
+        if self.serving.stats_interval < Duration::from_millis(100) {
+            return Err(invalid("serving.stats_interval", "must be at least 100ms"));
+        }
+        if self.promotion.min_approvals == 0 || self.promotion.min_approvals > 10 {
+            return Err(invalid(
+                "promotion.min_approvals",
+                "must be between 1 and 10",
+            ));
+        }
+        if self.promotion.evaluate_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "promotion.evaluate_interval",
+                "must be at least 100ms",
+            ));
+        }
+        for (key, r) in [
+            ("rollout.staging", &self.rollout.staging),
+            ("rollout.production", &self.rollout.production),
+        ] {
+            if r.strategy == RolloutStrategy::Canary {
+                let ok = !r.steps.is_empty()
+                    && r.steps.windows(2).all(|w| w[0] < w[1])
+                    && r.steps.first().is_some_and(|s| *s > 0)
+                    && r.steps.last() == Some(&100);
+                if !ok {
+                    return Err(invalid(
+                        &format!("{key}.steps"),
+                        "must be increasing percentages above 0 ending at 100, like [10, 50, 100]",
+                    ));
+                }
+            }
+            if !(0.0..=1.0).contains(&r.max_error_rate) {
+                return Err(invalid(
+                    &format!("{key}.max_error_rate"),
+                    "must be between 0 and 1",
+                ));
+            }
+            if r.max_p99_ms.is_nan() || r.max_p99_ms <= 0.0 {
+                return Err(invalid(&format!("{key}.max_p99_ms"), "must be positive"));
+            }
+        }
         if self.telemetry.log_level.trim().is_empty() {
             return Err(invalid("telemetry.log_level", "must not be empty"));
         }
@@ -722,9 +968,73 @@ impl Config {
             .unwrap_or_else(|| SecretRef::file(&self.automation_key_path()))
     }
 
+    /// Where the services' API token comes from.
+    pub fn service_token_ref(&self) -> SecretRef {
+        self.auth
+            .service_token
+            .clone()
+            .unwrap_or_else(|| SecretRef::file(&self.service_token_path()))
+    }
+
+    /// The services' token, read when first needed and then kept: services may
+    /// start before the registry has written it.
+    pub fn service_token_source(&self) -> std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync> {
+        let reference = self.service_token_ref();
+        let cache: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();
+        std::sync::Arc::new(move || {
+            if let Some(t) = cache.get() {
+                return Some(t.clone());
+            }
+            let secret = reference.resolve("auth.service_token").ok()?;
+            let token = secret.expose().trim().to_string();
+            if token.is_empty() {
+                return None;
+            }
+            Some(cache.get_or_init(|| token).clone())
+        })
+    }
+
+    /// Default location of the services' token, written by the registry.
+    pub fn service_token_path(&self) -> PathBuf {
+        self.general.state_dir.join("service.token")
+    }
+
+    /// Where the registry writes the first admin token.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.general.state_dir.join("admin.token")
+    }
+
     /// Default location of the generated automation private key.
     pub fn automation_key_path(&self) -> PathBuf {
         self.general.state_dir.join("keys").join("automation.pem")
+    }
+
+    /// The NATS credentials in force, with the password resolved; `None` without
+    /// `nats.user`.
+    pub fn nats_credentials(&self) -> Result<Option<NatsCredentials>, ConfigError> {
+        let Some(user) = &self.nats.user else {
+            return Ok(None);
+        };
+        let password = match &self.nats.password {
+            Some(r) => {
+                let s = r.resolve("nats.password")?;
+                // Files written by `echo` or editors end in a newline the server
+                // would take as part of the password.
+                let value = s.expose().trim_end_matches(['\n', '\r']);
+                // A server whose password variable is empty lets that user in with
+                // an empty password; never be the client that relies on it.
+                if value.is_empty() {
+                    return Err(ConfigError::Secret {
+                        key: "nats.password".into(),
+                        reference: r.0.clone(),
+                        reason: "resolves to an empty password".into(),
+                    });
+                }
+                Some(Secret::new(value))
+            }
+            None => None,
+        };
+        Ok(Some(NatsCredentials::new(user.clone(), password)))
     }
 
     /// gRPC endpoint of the registry for clients.
@@ -876,6 +1186,93 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("serving.production_addr"), "{e}");
+    }
+
+    #[test]
+    fn nats_credentials_come_from_env_and_a_password_needs_a_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("MODELBUS_NATS__USER", "deployer"),
+                (
+                    "MODELBUS_NATS__PASSWORD",
+                    &format!("file://{}", p.display()),
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.nats.user.as_deref(), Some("deployer"));
+        let creds = c.nats_credentials().unwrap().unwrap();
+        assert_eq!(creds.user, "deployer");
+        assert_eq!(creds.password.as_ref().unwrap().expose(), "s3cret");
+        assert!(!format!("{creds:?}").contains("s3cret"));
+        assert!(!c.to_redacted_toml().contains("s3cret"));
+        assert!(
+            Config::load_from(None, &[])
+                .unwrap()
+                .nats_credentials()
+                .unwrap()
+                .is_none()
+        );
+
+        let e = Config::load_from(
+            None,
+            &env(&[("MODELBUS_NATS__PASSWORD", "env://SOME_PASSWORD")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("nats.password") && e.contains("nats.user"),
+            "{e}"
+        );
+        let e = Config::load_from(
+            None,
+            &env(&[
+                ("MODELBUS_NATS__USER", "deployer"),
+                ("MODELBUS_NATS__PASSWORD", "hunter2"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reference") && !e.contains("hunter2"), "{e}");
+        let e = Config::load_from(None, &env(&[("MODELBUS_NATS__USER", "a.b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats.user"), "{e}");
+        let missing = Config::load_from(
+            None,
+            &env(&[
+                ("MODELBUS_NATS__USER", "deployer"),
+                (
+                    "MODELBUS_NATS__PASSWORD",
+                    "env://MODELBUS_TEST_SURELY_UNSET",
+                ),
+            ]),
+        )
+        .unwrap()
+        .nats_credentials()
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("nats.password"), "{missing}");
+        std::fs::write(&p, "\n").unwrap();
+        let empty = Config::load_from(
+            None,
+            &env(&[
+                ("MODELBUS_NATS__USER", "deployer"),
+                (
+                    "MODELBUS_NATS__PASSWORD",
+                    &format!("file://{}", p.display()),
+                ),
+            ]),
+        )
+        .unwrap()
+        .nats_credentials()
+        .unwrap_err()
+        .to_string();
+        assert!(empty.contains("empty"), "{empty}");
     }
 
     #[test]

@@ -381,6 +381,13 @@ pub struct ApprovalGranted {
     pub environment: Environment,
     /// DSSE envelopes, each holding a signed in-toto statement.
     pub approvals: Vec<DsseEnvelope>,
+    /// Principal whose token submitted the version's batch: the policy refuses
+    /// their own approval.
+    #[serde(default)]
+    pub author: String,
+    /// The registry's policy decision (production): reasons and policy digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<serde_json::Value>,
 }
 impl EventPayload for ApprovalGranted {
     const NAME: &'static str = "approval.granted";
@@ -460,6 +467,82 @@ impl EventPayload for DeploymentCompleted {
     const NAME: &'static str = "deployment.completed";
 }
 
+/// A signed request to return an environment to an earlier version, checked by
+/// the registry against its roster and re-verified by the deployer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequested {
+    /// Environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version to return to.
+    pub to_version: u32,
+    /// Its artifact.
+    pub to_model_sha256: Sha256Digest,
+    /// Operator who signed.
+    pub operator: String,
+    /// The signed rollback statement.
+    pub envelope: DsseEnvelope,
+}
+impl EventPayload for RollbackRequested {
+    const NAME: &'static str = "rollback.requested";
+}
+
+/// The deployer returned an environment to an earlier version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRolledBack {
+    /// Environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version taken out of service.
+    pub from_version: u32,
+    /// Version serving again (0: none, the environment no longer serves the model).
+    pub to_version: u32,
+    /// Why: the breached objective with its figures, or the operator's reason.
+    pub reason: String,
+    /// `true` when the deployer decided on its own, `false` for a signed request.
+    pub automatic: bool,
+    /// Operator who signed (manual rollbacks).
+    #[serde(default)]
+    pub operator: String,
+}
+impl EventPayload for DeploymentRolledBack {
+    const NAME: &'static str = "deployment.rolled_back";
+}
+
+/// Request statistics one serving replica observed for one served version over a
+/// window: what soak checks and automatic rollback decide on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServingStats {
+    /// Environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version.
+    pub version: u32,
+    /// Its artifact.
+    pub model_sha256: Sha256Digest,
+    /// Replica that observed it.
+    pub replica: String,
+    /// Requests answered in the window.
+    pub requests: u64,
+    /// Of which failed on the server side (HTTP 5xx, prediction errors).
+    pub errors: u64,
+    /// 99th percentile latency in the window, milliseconds.
+    pub p99_ms: f64,
+    /// End of the window (RFC 3339).
+    pub window_end: String,
+    /// Window length, milliseconds.
+    pub window_ms: u64,
+}
+impl EventPayload for ServingStats {
+    const NAME: &'static str = "serving.stats";
+}
+
 /// Something a person should know about (validation warnings today): for
 /// notification channels (chat, e-mail, pager) to subscribe to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -521,6 +604,9 @@ pub fn schemas() -> BTreeMap<&'static str, serde_json::Value> {
     one::<ServingModelLoaded>(&mut out);
     one::<DeploymentCompleted>(&mut out);
     one::<NotificationRaised>(&mut out);
+    one::<RollbackRequested>(&mut out);
+    one::<DeploymentRolledBack>(&mut out);
+    one::<ServingStats>(&mut out);
     out
 }
 

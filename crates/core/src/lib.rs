@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod artifact;
+pub mod audit;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod deploy;

@@ -21,6 +21,53 @@ pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// Predicate type of a modelbus promotion approval.
 pub const APPROVAL_PREDICATE_TYPE: &str = "https://modelbus.dev/approval/v1";
+/// Predicate type of a signed rejection (same predicate fields as an approval).
+pub const REJECTION_PREDICATE_TYPE: &str = "https://modelbus.dev/rejection/v1";
+/// Predicate type of a signed rollback: `version` is the version to return to.
+pub const ROLLBACK_PREDICATE_TYPE: &str = "https://modelbus.dev/rollback/v1";
+
+/// What a signed statement asks for; each kind has its own predicate type, so a
+/// signature on one can never be replayed as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatementKind {
+    /// Allow the version into the environment.
+    Approve,
+    /// Block the version from the environment.
+    Reject,
+    /// Return the environment to the version.
+    Rollback,
+}
+
+impl StatementKind {
+    /// The in-toto predicate type of this kind.
+    pub fn predicate_type(self) -> &'static str {
+        match self {
+            StatementKind::Approve => APPROVAL_PREDICATE_TYPE,
+            StatementKind::Reject => REJECTION_PREDICATE_TYPE,
+            StatementKind::Rollback => ROLLBACK_PREDICATE_TYPE,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Approve => "approve",
+            StatementKind::Reject => "reject",
+            StatementKind::Rollback => "rollback",
+        }
+    }
+
+    fn from_predicate_type(t: &str) -> Option<Self> {
+        [
+            StatementKind::Approve,
+            StatementKind::Reject,
+            StatementKind::Rollback,
+        ]
+        .into_iter()
+        .find(|k| k.predicate_type() == t)
+    }
+}
 
 /// Why a key, an envelope or a signature was refused.
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +306,22 @@ pub fn verify_envelope(
     }))
 }
 
+/// The statement inside an envelope, NOT verified: only to find out who claims to
+/// have signed it, so the right key can be looked up. Verify with
+/// [`verify_envelope`] before trusting anything in it.
+pub fn peek_statement(env: &DsseEnvelope) -> Result<(Statement, Sha256Digest), SigningError> {
+    if env.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(SigningError::Malformed(format!(
+            "payloadType is {:?}, expected {IN_TOTO_PAYLOAD_TYPE:?}",
+            env.payload_type
+        )));
+    }
+    let payload = B64
+        .decode(&env.payload)
+        .map_err(|e| SigningError::Malformed(format!("payload is not base64: {e}")))?;
+    Statement::parse(&payload)
+}
+
 /// An in-toto Statement v1 whose predicate is an approval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -315,6 +378,20 @@ pub struct ApprovalPredicate {
 impl Statement {
     /// A statement approving `model` version `version` (artifact `digest`) for `environment`.
     pub fn approval(digest: &Sha256Digest, predicate: ApprovalPredicate) -> Self {
+        Self::of_kind(StatementKind::Approve, digest, predicate)
+    }
+
+    /// What the statement asks for.
+    pub fn kind(&self) -> Option<StatementKind> {
+        StatementKind::from_predicate_type(&self.predicate_type)
+    }
+
+    /// A statement of any kind about the artifact `digest`.
+    pub fn of_kind(
+        kind: StatementKind,
+        digest: &Sha256Digest,
+        predicate: ApprovalPredicate,
+    ) -> Self {
         let mut d = std::collections::BTreeMap::new();
         d.insert("sha256".to_string(), digest.to_hex());
         Self {
@@ -323,7 +400,7 @@ impl Statement {
                 name: format!("{}/v{}", predicate.model, predicate.version),
                 digest: d,
             }],
-            predicate_type: APPROVAL_PREDICATE_TYPE.to_string(),
+            predicate_type: kind.predicate_type().to_string(),
             predicate,
         }
     }
@@ -338,9 +415,9 @@ impl Statement {
                 st.statement_type
             )));
         }
-        if st.predicate_type != APPROVAL_PREDICATE_TYPE {
+        if st.kind().is_none() {
             return Err(SigningError::Statement(format!(
-                "predicateType is {:?}, expected {APPROVAL_PREDICATE_TYPE:?}",
+                "predicateType is {:?}, expected one of {APPROVAL_PREDICATE_TYPE:?}, {REJECTION_PREDICATE_TYPE:?}, {ROLLBACK_PREDICATE_TYPE:?}",
                 st.predicate_type
             )));
         }
@@ -435,6 +512,26 @@ mod tests {
             nonce: new_nonce(),
             comment: String::new(),
         }
+    }
+
+    #[test]
+    fn each_kind_has_its_own_predicate_type() {
+        let k = KeyPair::generate().unwrap();
+        let digest = Sha256Digest::of(b"model");
+        for kind in [
+            StatementKind::Approve,
+            StatementKind::Reject,
+            StatementKind::Rollback,
+        ] {
+            let env = k.sign_statement(&Statement::of_kind(kind, &digest, predicate()));
+            let (payload, _) = verify_envelope(&env, &[k.public()]).unwrap();
+            let (st, _) = Statement::parse(&payload).unwrap();
+            assert_eq!(st.kind(), Some(kind));
+        }
+        let mut st = Statement::approval(&digest, predicate());
+        st.predicate_type = "https://example.com/other".into();
+        let e = Statement::parse(&serde_json::to_vec(&st).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("predicateType"), "{e}");
     }
 
     #[test]

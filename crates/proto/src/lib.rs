@@ -18,14 +18,40 @@ pub mod registry {
 pub use registry::v1::registry_service_client::RegistryServiceClient;
 pub use registry::v1::registry_service_server::{RegistryService, RegistryServiceServer};
 
+/// Where a client's bearer token comes from, asked on every call: a service may
+/// start before the registry has written its token.
+pub type TokenFn = std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct BearerAuth(TokenFn);
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = (self.0)() {
+            let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                tonic::Status::unauthenticated("the configured token is not a valid header value")
+            })?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
+}
+
+/// A registry client that authenticates its calls.
+pub type Client = RegistryServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerAuth>,
+>;
+
 /// Connects a registry client to `url` (e.g. `http://127.0.0.1:7071`), lazily:
 /// the connection is made on first use and re-made after failures, so services can
-/// start before the registry.
-pub fn connect_lazy(
-    url: &str,
-) -> Result<RegistryServiceClient<tonic::transport::Channel>, tonic::transport::Error> {
+/// start before the registry. Every call carries the token `token` returns.
+pub fn connect_lazy(url: &str, token: TokenFn) -> Result<Client, tonic::transport::Error> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(60));
-    Ok(RegistryServiceClient::new(endpoint.connect_lazy()))
+    Ok(RegistryServiceClient::with_interceptor(
+        endpoint.connect_lazy(),
+        BearerAuth(token),
+    ))
 }

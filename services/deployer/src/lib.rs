@@ -17,9 +17,11 @@ use modelbus_core::config::Config;
 use modelbus_core::deploy::{DEPLOYMENTS_BUCKET, DesiredState, NONCES_BUCKET, deployment_key};
 use modelbus_core::events::{
     ApprovalGranted, ApprovalRefused, DeploymentCompleted, DeploymentStarted, Envelope,
-    EventPayload, ServingModelLoaded,
+    EventPayload, ServingModelLoaded, ServingStats,
 };
 use modelbus_core::ids::Environment;
+use modelbus_core::ids::Sha256Digest;
+use modelbus_core::signing::StatementKind;
 use modelbus_core::signing::{PublicKey, Statement, verify_envelope};
 use tokio::net::TcpListener;
 
@@ -27,6 +29,8 @@ use tokio::net::TcpListener;
 pub const SOURCE: &str = "/modelbus/deployer";
 /// Durable consumer name.
 pub const CONSUMER: &str = "deployer";
+/// Id of the registry's automation key.
+pub const AUTOMATION: &str = "registry-automation";
 /// Clock skew tolerated on `issued_at`.
 pub const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
@@ -50,12 +54,14 @@ pub struct Trusted {
     pub key: PublicKey,
     /// Environments it may approve.
     pub environments: Vec<Environment>,
+    /// What its signatures may do.
+    pub role: modelbus_core::auth::Role,
 }
 
 /// Loads the trusted keys from configuration; with none configured, the registry's
 /// automation public key from the state dir, for staging.
 pub fn trusted_keys(config: &Config) -> Result<Vec<Trusted>, DeployerError> {
-    let mut entries: Vec<(String, PathBuf, Vec<Environment>)> = config
+    let mut entries: Vec<(String, PathBuf, Vec<Environment>, modelbus_core::auth::Role)> = config
         .deployer
         .trusted_keys
         .iter()
@@ -64,21 +70,25 @@ pub fn trusted_keys(config: &Config) -> Result<Vec<Trusted>, DeployerError> {
                 k.id.clone(),
                 k.public_key_file.clone(),
                 k.environments.clone(),
+                k.role,
             )
         })
         .collect();
-    if entries.is_empty() {
+    if !entries.iter().any(|e| e.0 == AUTOMATION) {
+        // The registry's automation key signs staging promotions unless the
+        // configuration names it explicitly (with another path or scope).
         let path = modelbus_core::signing::public_key_path(&config.automation_key_path());
         entries.push((
-            "registry-automation".into(),
+            AUTOMATION.into(),
             path,
             vec![Environment::Staging],
+            modelbus_core::auth::Role::Approver,
         ));
     }
     entries
         .into_iter()
         .enumerate()
-        .map(|(i, (id, path, environments))| {
+        .map(|(i, (id, path, environments, role))| {
             let pem = std::fs::read_to_string(&path).map_err(|e| {
                 DeployerError::Config(format!(
                     "deployer.trusted_keys[{i}] ({id}): cannot read {}: {e}",
@@ -94,6 +104,7 @@ pub fn trusted_keys(config: &Config) -> Result<Vec<Trusted>, DeployerError> {
                 id,
                 key,
                 environments,
+                role,
             })
         })
         .collect()
@@ -105,7 +116,27 @@ struct Deployer {
     trusted: Vec<Trusted>,
     deployments: kv::Store,
     nonces: kv::Store,
+    policies: std::sync::Arc<modelbus_policy::PolicySet>,
+    stats: Stats,
 }
+
+/// Serving statistics windows the deployer has seen, per environment and
+/// artifact: its own evidence for soak checks.
+type Stats = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<(Environment, Sha256Digest), Vec<StatsWindow>>>,
+>;
+
+/// One statistics window.
+#[derive(Debug, Clone, Copy)]
+struct StatsWindow {
+    end: time::OffsetDateTime,
+    requests: u64,
+    errors: u64,
+    p99_ms: f64,
+}
+
+/// Windows kept per artifact.
+const MAX_WINDOWS: usize = 10_000;
 
 /// Value recorded for a nonce while its approval is being applied.
 fn pending_marker(event_id: &str) -> String {
@@ -120,6 +151,7 @@ impl Deployer {
         match d.event_type().as_deref() {
             Some(t) if t == ApprovalGranted::event_type() => self.on_approval(d).await,
             Some(t) if t == ServingModelLoaded::event_type() => self.on_loaded(d).await,
+            Some(t) if t == ServingStats::event_type() => self.on_stats(d),
             _ => Ok(()),
         }
     }
@@ -196,6 +228,15 @@ impl Deployer {
             })?;
             let (st, digest) = Statement::parse(&payload)
                 .map_err(|err| Refusal("malformed", format!("approval {i}: {err}")))?;
+            if st.kind() != Some(StatementKind::Approve) {
+                return Err(Refusal(
+                    "wrong_kind",
+                    format!(
+                        "approval {i} is a {:?} statement, not an approval",
+                        st.predicate_type
+                    ),
+                ));
+            }
             let p = &st.predicate;
             let trusted = self
                 .trusted
@@ -281,6 +322,27 @@ impl Deployer {
                     format!("approval {i}: nonce {} was already used", p.nonce),
                 ));
             }
+            if !matches!(
+                trusted.role,
+                modelbus_core::auth::Role::Approver | modelbus_core::auth::Role::Admin
+            ) {
+                return Err(Refusal(
+                    "key_not_allowed",
+                    format!(
+                        "approval {i}: {} is configured as {}, which may not approve",
+                        trusted.id, trusted.role
+                    ),
+                ));
+            }
+            if p.approver != trusted.id {
+                return Err(Refusal(
+                    "signer_mismatch",
+                    format!(
+                        "approval {i} names approver {:?} but is signed with the key of {}",
+                        p.approver, trusted.id
+                    ),
+                ));
+            }
             if approvers.contains(&trusted.id) {
                 return Err(Refusal(
                     "duplicate_approver",
@@ -290,6 +352,9 @@ impl Deployer {
             approvers.push(trusted.id.clone());
             nonces.push(p.nonce.clone());
         }
+        if g.environment == Environment::Production {
+            self.policy_check(e, &approvers).await?;
+        }
         // The artifact must exist and be exactly what was approved.
         self.ctx.store.get(&g.model_sha256).await.map_err(|err| {
             Refusal(
@@ -298,6 +363,153 @@ impl Deployer {
             )
         })?;
         Ok((approvers, nonces, replay_of_current))
+    }
+
+    /// Re-decides a production promotion with the production policy, on evidence
+    /// the deployer holds itself: the approvals it verified, the staging state
+    /// it wrote and the serving statistics it received.
+    async fn policy_check(
+        &self,
+        e: &Envelope<ApprovalGranted>,
+        approvers: &[String],
+    ) -> Result<(), Refusal> {
+        let g = &e.data;
+        let cfg = &self.ctx.config.promotion;
+        let approvals: Vec<serde_json::Value> = approvers
+            .iter()
+            .map(|a| {
+                let role = self
+                    .trusted
+                    .iter()
+                    .find(|t| &t.id == a)
+                    .map(|t| t.role.as_str())
+                    .unwrap_or("none");
+                serde_json::json!({
+                    "approver": a, "role": role, "signature_valid": true,
+                    "expired": false, "revoked": false,
+                })
+            })
+            .collect();
+        let gates_passed = g
+            .decision
+            .as_ref()
+            .and_then(|d| d["allow"].as_bool())
+            .unwrap_or(false);
+        let input = serde_json::json!({
+            "environment": "production",
+            "model": g.model,
+            "version": g.version,
+            "model_sha256": g.model_sha256.to_hex(),
+            "author": g.author,
+            "gates": { "passed": gates_passed },
+            "staging": self.staging_view(&g.model, &g.model_sha256).await,
+            "approvals": approvals,
+            "rejections": [],
+            "min_approvals": cfg.min_approvals,
+        });
+        let verdict = self
+            .policies
+            .evaluate_production(&input)
+            .map_err(|err| Refusal("policy", format!("production policy: {err}")))?;
+        if verdict.allow {
+            Ok(())
+        } else {
+            Err(Refusal(
+                "policy",
+                format!(
+                    "the production policy denies it: {}",
+                    verdict.reasons.join("; ")
+                ),
+            ))
+        }
+    }
+
+    /// What the deployer itself knows of `digest` in staging: since when the
+    /// desired state has named it without interruption, and the statistics
+    /// serving reported for it since.
+    async fn staging_view(
+        &self,
+        model: &modelbus_core::ids::ModelName,
+        digest: &Sha256Digest,
+    ) -> serde_json::Value {
+        use futures::StreamExt as _;
+        let cfg = &self.ctx.config.promotion;
+        let key = deployment_key(Environment::Staging, model);
+        let mut entries = Vec::new();
+        if let Ok(mut h) = self.deployments.history(&key).await {
+            while let Some(Ok(entry)) = h.next().await {
+                entries.push(entry);
+            }
+        }
+        let mut since: Option<time::OffsetDateTime> = None;
+        for entry in entries.iter().rev() {
+            let same = matches!(entry.operation, kv::Operation::Put)
+                && serde_json::from_slice::<DesiredState>(&entry.value)
+                    .is_ok_and(|d| d.model_sha256 == *digest);
+            if !same {
+                break;
+            }
+            since = Some(entry.created);
+        }
+        let Some(since) = since else {
+            return serde_json::json!({
+                "deployed": false, "soaked_seconds": 0,
+                "required_soak_seconds": cfg.staging_soak.as_secs(),
+                "requests": 0, "errors": 0, "error_rate": 0.0,
+                "max_error_rate": cfg.max_staging_error_rate, "min_requests": cfg.min_staging_requests,
+            });
+        };
+        let (requests, errors, max_p99) = self
+            .stats
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.get(&(Environment::Staging, *digest)).map(|w| {
+                    w.iter()
+                        .filter(|w| w.end >= since)
+                        .fold((0u64, 0u64, 0f64), |(r, e, p), w| {
+                            (r + w.requests, e + w.errors, p.max(w.p99_ms))
+                        })
+                })
+            })
+            .unwrap_or((0, 0, 0.0));
+        let now = time::OffsetDateTime::now_utc();
+        serde_json::json!({
+            "deployed": true,
+            "soaked_seconds": (now - since).whole_seconds().max(0),
+            "required_soak_seconds": cfg.staging_soak.as_secs(),
+            "requests": requests,
+            "errors": errors,
+            "max_p99_ms": max_p99,
+            "error_rate": if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
+            "max_error_rate": cfg.max_staging_error_rate,
+            "min_requests": cfg.min_staging_requests,
+        })
+    }
+
+    /// Keeps a serving statistics window.
+    fn on_stats(&self, d: &Delivery) -> Result<(), HandlerError> {
+        let e = d.decode::<ServingStats>()?;
+        let s = &e.data;
+        let end = time::OffsetDateTime::parse(
+            &s.window_end,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|err| HandlerError::Reject(format!("serving.stats window_end: {err}")))?;
+        if let Ok(mut m) = self.stats.lock() {
+            let w = m.entry((s.environment, s.model_sha256)).or_default();
+            w.push(StatsWindow {
+                end,
+                requests: s.requests,
+                errors: s.errors,
+                p99_ms: s.p99_ms,
+            });
+            if w.len() > MAX_WINDOWS {
+                let extra = w.len() - MAX_WINDOWS;
+                w.drain(..extra);
+            }
+        }
+        Ok(())
     }
 
     async fn current(
@@ -459,17 +671,28 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
         .kv(NONCES_BUCKET, 1)
         .await
         .map_err(|e| DeployerError::Fatal(e.to_string()))?;
+    let policies = match &ctx.config.registry.policies_dir {
+        Some(dir) => modelbus_policy::PolicySet::load_dir(dir)
+            .map_err(|e| DeployerError::Config(e.to_string()))?,
+        None => modelbus_policy::PolicySet::default_set(),
+    };
     let svc = Deployer {
         ctx: ctx.clone(),
         trusted,
         deployments,
         nonces,
+        policies: std::sync::Arc::new(policies),
+        stats: Default::default(),
     };
     modelbus_core::ops::run_consumer_service(
         &ctx,
         ops,
         CONSUMER,
-        &["modelbus.approval.granted", "modelbus.serving.model.loaded"],
+        &[
+            "modelbus.approval.granted",
+            "modelbus.serving.model.loaded",
+            "modelbus.serving.stats",
+        ],
         |d| {
             let svc = svc.clone();
             async move { svc.handle(&d).await }

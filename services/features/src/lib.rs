@@ -159,7 +159,7 @@ pub fn build(spec: &DatasetSpec, input: impl std::io::Read) -> Result<Built, Str
 #[derive(Clone)]
 struct Features {
     ctx: Context,
-    registry: modelbus_proto::RegistryServiceClient<tonic::transport::Channel>,
+    registry: modelbus_proto::Client,
 }
 
 impl Features {
@@ -358,8 +358,11 @@ impl Features {
 
 /// Runs the features service until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
-    let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
-        .map_err(|e| FeaturesError::Fatal(format!("registry URL: {e}")))?;
+    let registry = modelbus_proto::connect_lazy(
+        &ctx.config.registry_grpc_url(),
+        ctx.config.service_token_source(),
+    )
+    .map_err(|e| FeaturesError::Fatal(format!("registry URL: {e}")))?;
     let svc = Features {
         ctx: ctx.clone(),
         registry,

@@ -13,12 +13,13 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::TryStreamExt;
 use modelbus_core::Context;
 use modelbus_core::artifact::ArtifactError;
+use modelbus_core::auth::{Permission, Principal};
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::{
     BatchRejected, BatchSubmitted, BatchValidated, Envelope, NotificationRaised,
@@ -35,7 +36,7 @@ pub const SOURCE: &str = "/modelbus/ingest";
 /// Durable consumer name.
 pub const CONSUMER: &str = "ingest";
 
-type Registry = modelbus_proto::RegistryServiceClient<tonic::transport::Channel>;
+type Registry = modelbus_proto::Client;
 
 /// Errors of ingest's HTTP API.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,12 @@ pub enum IngestError {
     /// The upload is larger than `ingest.max_batch_bytes`.
     #[error("{0}")]
     TooLarge(String),
+    /// No valid bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token's principal may not submit batches.
+    #[error("{0}")]
+    Forbidden(String),
     /// A dependency failed.
     #[error("{0}")]
     Unavailable(String),
@@ -63,6 +70,8 @@ impl IntoResponse for IngestError {
             IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             IngestError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             IngestError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            IngestError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            IngestError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_denied"),
             IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -85,6 +94,8 @@ fn from_status(s: tonic::Status) -> IngestError {
     match s.code() {
         tonic::Code::NotFound => IngestError::NotFound(s.message().to_string()),
         tonic::Code::InvalidArgument => IngestError::BadRequest(s.message().to_string()),
+        tonic::Code::Unauthenticated => IngestError::Unauthenticated(s.message().to_string()),
+        tonic::Code::PermissionDenied => IngestError::Forbidden(s.message().to_string()),
         tonic::Code::Unavailable => {
             IngestError::Unavailable(format!("registry unavailable: {}", s.message()))
         }
@@ -118,9 +129,42 @@ struct Ingest {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SubmitQuery {
     spec_digest: Option<String>,
-    submitted_by: Option<String>,
+}
+
+/// Who is submitting: the registry resolves the bearer token (ingest keeps no
+/// token store of its own), and the principal must be allowed to submit.
+async fn producer(ingest: &Ingest, headers: &HeaderMap) -> Result<Principal, IngestError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = header.and_then(modelbus_core::auth::bearer) else {
+        metrics::counter!("modelbus_auth_failures_total", "reason" => "missing").increment(1);
+        return Err(IngestError::Unauthenticated(
+            "no bearer token: pass --token or set MODELBUS_TOKEN (`Authorization: Bearer <token>`)"
+                .into(),
+        ));
+    };
+    let p = ingest
+        .registry
+        .clone()
+        .authenticate(pb::AuthenticateRequest {
+            token: token.to_string(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let principal = Principal {
+        name: p.name,
+        roles: p.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+        token_id: p.token_id,
+    };
+    principal
+        .require(Permission::Submit)
+        .map_err(IngestError::Forbidden)?;
+    Ok(principal)
 }
 
 /// `POST /v1/datasets/{name}/batches` with the CSV as the body.
@@ -129,8 +173,11 @@ async fn submit(
     State(ingest): State<Ingest>,
     Path(name): Path<String>,
     Query(q): Query<SubmitQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, IngestError> {
+    // Authenticate before reading a byte of the upload.
+    let who = producer(&ingest, &headers).await?;
     let dataset = DatasetName::parse(&name).map_err(|e| IngestError::BadRequest(e.to_string()))?;
     let mut registry = ingest.registry.clone();
     // Resolve the spec first: an unknown dataset is refused before any byte is stored.
@@ -164,14 +211,13 @@ async fn submit(
             }
             other => IngestError::Internal(other.to_string()),
         })?;
-    let who = q.submitted_by.unwrap_or_else(|| "anonymous".into());
     let resp = register_and_publish(
         &ingest,
         &dataset,
         &spec.digest,
         stored.sha256,
         stored.size,
-        &who,
+        &who.name,
     )
     .await?;
     metrics::counter!("modelbus_ingest_batches_received_total", "dataset" => dataset.to_string())
@@ -416,8 +462,11 @@ impl Ingest {
 /// validation consumer.
 pub async fn run(ctx: Context, listener: TcpListener) -> Result<(), IngestError> {
     ctx.readiness.register("ingest");
-    let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
-        .map_err(|e| IngestError::Internal(format!("registry URL: {e}")))?;
+    let registry = modelbus_proto::connect_lazy(
+        &ctx.config.registry_grpc_url(),
+        ctx.config.service_token_source(),
+    )
+    .map_err(|e| IngestError::Internal(format!("registry URL: {e}")))?;
     let ingest = Ingest {
         ctx: ctx.clone(),
         registry,

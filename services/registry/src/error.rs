@@ -18,6 +18,12 @@ pub enum RegistryError {
     /// The operation conflicts with the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// No valid bearer token came with the request.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token's principal lacks the role the operation needs.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Storage or another dependency failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -30,6 +36,8 @@ impl RegistryError {
             RegistryError::NotFound(_) => "not_found",
             RegistryError::InvalidArgument(_) => "invalid_argument",
             RegistryError::FailedPrecondition(_) => "failed_precondition",
+            RegistryError::Unauthenticated(_) => "unauthenticated",
+            RegistryError::PermissionDenied(_) => "permission_denied",
             RegistryError::Internal(_) => "internal",
         }
     }
@@ -58,6 +66,8 @@ impl From<RegistryError> for tonic::Status {
             RegistryError::NotFound(_) => tonic::Status::not_found(msg),
             RegistryError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             RegistryError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            RegistryError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            RegistryError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             RegistryError::Internal(_) => tonic::Status::internal(msg),
         }
     }
@@ -69,9 +79,23 @@ impl IntoResponse for RegistryError {
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
             RegistryError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             RegistryError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            RegistryError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            RegistryError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             RegistryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = serde_json::json!({ "error": { "code": self.code(), "message": self.public_message() } });
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: tell the client which scheme to use.
+            return (
+                status,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"modelbus\"",
+                )],
+                Json(body),
+            )
+                .into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -6,16 +6,32 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use modelbus_core::auth::{Permission, Principal};
+
 use crate::{Registry, RegistryError};
 
 type R<T> = Result<Response<T>, Status>;
+
+impl Registry {
+    /// Authenticates a gRPC call from its `authorization` metadata and checks `p`.
+    async fn grpc_auth<T>(&self, req: &Request<T>, p: Permission) -> Result<Principal, Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        Ok(self.authorize(header, p).await?)
+    }
+}
 
 #[tonic::async_trait]
 impl RegistryService for Registry {
     #[tracing::instrument(skip_all, fields(source = %req.get_ref().source_name))]
     async fn apply_spec(&self, req: Request<pb::ApplySpecRequest>) -> R<pb::ApplySpecResponse> {
+        let principal = self.grpc_auth(&req, Permission::ApplySpec).await?;
         let r = req.into_inner();
-        let (spec, created) = self.apply_spec(&r.toml, &r.source_name).await?;
+        let (spec, created) = self
+            .apply_spec(&r.toml, &r.source_name, &principal.name)
+            .await?;
         Ok(Response::new(pb::ApplySpecResponse {
             spec: Some(spec.into()),
             created,
@@ -24,6 +40,7 @@ impl RegistryService for Registry {
 
     #[tracing::instrument(skip_all)]
     async fn get_spec(&self, req: Request<pb::GetSpecRequest>) -> R<pb::SpecVersion> {
+        self.grpc_auth(&req, Permission::ReadSpecs).await?;
         let r = req.into_inner();
         Ok(Response::new(
             self.get_spec(&r.dataset, &r.digest).await?.into(),
@@ -35,6 +52,7 @@ impl RegistryService for Registry {
         &self,
         _req: Request<pb::ListDatasetsRequest>,
     ) -> R<pb::ListDatasetsResponse> {
+        self.grpc_auth(&_req, Permission::ReadSpecs).await?;
         let datasets = self.store.list_datasets().await?;
         Ok(Response::new(pb::ListDatasetsResponse {
             datasets: datasets.into_iter().map(Into::into).collect(),
@@ -46,6 +64,7 @@ impl RegistryService for Registry {
         &self,
         req: Request<pb::CreatePipelineRunRequest>,
     ) -> R<pb::CreatePipelineRunResponse> {
+        self.grpc_auth(&req, Permission::Internal).await?;
         let r = req.into_inner();
         let (run, created) = self
             .create_pipeline_run(
@@ -67,6 +86,7 @@ impl RegistryService for Registry {
         &self,
         req: Request<pb::GetPipelineRunRequest>,
     ) -> R<pb::PipelineRun> {
+        self.grpc_auth(&req, Permission::Read).await?;
         Ok(Response::new(
             self.pipeline_run(&req.into_inner().id).await?.into(),
         ))
@@ -77,6 +97,7 @@ impl RegistryService for Registry {
         &self,
         req: Request<pb::ListPipelineRunsRequest>,
     ) -> R<pb::ListPipelineRunsResponse> {
+        self.grpc_auth(&req, Permission::Read).await?;
         let r = req.into_inner();
         let dataset = (!r.dataset.is_empty()).then_some(r.dataset.as_str());
         let limit = if r.limit == 0 { 50 } else { r.limit };
@@ -91,7 +112,10 @@ impl RegistryService for Registry {
         &self,
         req: Request<pb::RegisterModelVersionRequest>,
     ) -> R<pb::RegisterModelVersionResponse> {
-        let (v, created) = self.register_model_version(req.into_inner().into()).await?;
+        let principal = self.grpc_auth(&req, Permission::Internal).await?;
+        let (v, created) = self
+            .register_model_version(req.into_inner().into(), &principal.name)
+            .await?;
         Ok(Response::new(pb::RegisterModelVersionResponse {
             version: Some(v.into()),
             created,
@@ -100,6 +124,7 @@ impl RegistryService for Registry {
 
     #[tracing::instrument(skip_all, fields(model = %req.get_ref().name))]
     async fn get_model(&self, req: Request<pb::GetModelRequest>) -> R<pb::RegisteredModel> {
+        self.grpc_auth(&req, Permission::Read).await?;
         Ok(Response::new(
             self.model(&req.into_inner().name).await?.into(),
         ))
@@ -107,6 +132,7 @@ impl RegistryService for Registry {
 
     #[tracing::instrument(skip_all)]
     async fn list_models(&self, _req: Request<pb::ListModelsRequest>) -> R<pb::ListModelsResponse> {
+        self.grpc_auth(&_req, Permission::Read).await?;
         let models = self.store.list_models().await?;
         Ok(Response::new(pb::ListModelsResponse {
             models: models.into_iter().map(Into::into).collect(),
@@ -118,14 +144,28 @@ impl RegistryService for Registry {
         &self,
         req: Request<pb::GetModelVersionRequest>,
     ) -> R<pb::ModelVersion> {
+        self.grpc_auth(&req, Permission::Read).await?;
         let r = req.into_inner();
         Ok(Response::new(
             self.model_version(&r.model, r.version).await?.into(),
         ))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn authenticate(&self, req: Request<pb::AuthenticateRequest>) -> R<pb::Principal> {
+        self.grpc_auth(&req, Permission::Introspect).await?;
+        let token = req.into_inner().token;
+        let p = self.authenticate(Some(&format!("Bearer {token}"))).await?;
+        Ok(Response::new(pb::Principal {
+            name: p.name,
+            roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            token_id: p.token_id,
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(run = %req.get_ref().id))]
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> R<pb::Run> {
+        self.grpc_auth(&req, Permission::Read).await?;
         Ok(Response::new(self.run(&req.into_inner().id).await?.into()))
     }
 }

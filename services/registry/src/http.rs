@@ -1,20 +1,79 @@
 //! The HTTP JSON API: the same operations as the gRPC API, under `/v1`.
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{Extension, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use modelbus_core::auth::{Permission, Principal};
+use modelbus_core::signing::{DsseEnvelope, StatementKind};
 use serde::Deserialize;
 
 use crate::{Registry, RegistryError};
 
 type ApiResult<T> = Result<Json<T>, RegistryError>;
 
-/// Routes of the HTTP API.
+/// The permission an API route needs; `None`: any valid token. Unknown routes
+/// need `Read`, so a route added without an entry here is never public.
+pub fn permission(method: &Method, route: &str) -> Option<Permission> {
+    use Permission::*;
+    Some(match (method.as_str(), route) {
+        (_, "/v1/whoami") => return None,
+        ("POST", "/v1/datasets") => ApplySpec,
+        (
+            "GET",
+            "/v1/datasets"
+            | "/v1/datasets/{name}"
+            | "/v1/datasets/{name}/spec"
+            | "/v1/specs/{digest}",
+        ) => ReadSpecs,
+        (_, "/v1/tokens" | "/v1/tokens/revoke" | "/v1/approvers" | "/v1/approvers/{id}/revoke") => {
+            Admin
+        }
+        ("POST", "/v1/approvals") => Approve,
+        ("POST", "/v1/rollbacks") => Rollback,
+        _ => Read,
+    })
+}
+
+/// Authenticates every API request and checks the route's permission; the
+/// principal is handed to the handler as an extension.
+async fn require(
+    State(r): State<Registry>,
+    route: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, RegistryError> {
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let route = route.map(|m| m.as_str().to_string()).unwrap_or_default();
+    let principal = match permission(req.method(), &route) {
+        Some(p) => r.authorize(header.as_deref(), p).await?,
+        None => r.authenticate(header.as_deref()).await?,
+    };
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+/// Routes of the HTTP API; every one needs a bearer token.
 pub fn router(registry: Registry) -> Router {
     Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/revoke", post(revoke_tokens))
+        .route("/v1/approvers", get(list_approvers).post(add_approver))
+        .route("/v1/approvers/{id}/revoke", post(revoke_approver))
+        .route("/v1/approvals", post(submit_approval))
+        .route("/v1/rollbacks", post(submit_rollback))
+        .route(
+            "/v1/models/{name}/versions/{version}/approvals",
+            get(version_approvals),
+        )
+        .route("/v1/audit", get(audit_entries))
         .route("/v1/datasets", get(list_datasets).post(apply_spec))
         .route("/v1/datasets/{name}", get(get_dataset))
         .route("/v1/datasets/{name}/spec", get(latest_spec))
@@ -37,7 +96,174 @@ pub fn router(registry: Registry) -> Router {
         .route("/v1/reports/{sha256}", get(report))
         .route("/v1/batches/{sha256}/report.json", get(batch_report_json))
         .route("/v1/batches/{sha256}/report.html", get(batch_report_html))
+        .route_layer(axum::middleware::from_fn_with_state(
+            registry.clone(),
+            require,
+        ))
         .with_state(registry)
+}
+
+async fn whoami(Extension(p): Extension<Principal>) -> Json<Principal> {
+    Json(p)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTokenBody {
+    name: String,
+    roles: String,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, RegistryError> {
+    serde_json::from_slice(body)
+        .map_err(|e| RegistryError::InvalidArgument(format!("{what}: invalid JSON body: {e}")))
+}
+
+#[tracing::instrument(skip_all)]
+async fn create_token(
+    State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, RegistryError> {
+    let b: NewTokenBody = json_body(&body, "token request {name, roles}")?;
+    let (info, token) = r.create_token(&by, &b.name, &b.roles).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "token": token, "info": info })),
+    ))
+}
+
+#[tracing::instrument(skip_all)]
+async fn list_tokens(State(r): State<Registry>) -> ApiResult<serde_json::Value> {
+    Ok(Json(
+        serde_json::json!({ "tokens": r.store.list_tokens().await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeTokenBody {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn revoke_tokens(
+    State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> ApiResult<serde_json::Value> {
+    let b: RevokeTokenBody = json_body(&body, "revocation {id} or {name}")?;
+    let revoked = r
+        .revoke_tokens(&by, b.id.as_deref(), b.name.as_deref())
+        .await?;
+    Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+#[tracing::instrument(skip_all)]
+async fn list_approvers(State(r): State<Registry>) -> ApiResult<serde_json::Value> {
+    Ok(Json(
+        serde_json::json!({ "approvers": r.store.list_approvers().await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApproverBody {
+    id: String,
+    public_key: String,
+    role: String,
+}
+
+#[tracing::instrument(skip_all)]
+async fn add_approver(
+    State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, RegistryError> {
+    let b: NewApproverBody = json_body(&body, "approver {id, public_key, role}")?;
+    let a = r.add_approver(&by, &b.id, &b.public_key, &b.role).await?;
+    Ok((StatusCode::CREATED, Json(a)))
+}
+
+#[tracing::instrument(skip_all, fields(approver = %id))]
+async fn revoke_approver(
+    State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::store::Approver> {
+    Ok(Json(r.revoke_approver(&by, &id).await?))
+}
+
+async fn submit(
+    r: &Registry,
+    by: &Principal,
+    body: &[u8],
+    kinds: &[StatementKind],
+) -> Result<Response, RegistryError> {
+    let envelope: DsseEnvelope =
+        json_body(body, "DSSE envelope {payloadType, payload, signatures}")?;
+    let outcome = r.submit_signed(by, &envelope, kinds).await?;
+    Ok((StatusCode::CREATED, Json(outcome)).into_response())
+}
+
+/// `POST /v1/approvals`: a signed approval or rejection (DSSE envelope).
+#[tracing::instrument(skip_all)]
+async fn submit_approval(
+    State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<Response, RegistryError> {
+    submit(
+        &r,
+        &by,
+        &body,
+        &[StatementKind::Approve, StatementKind::Reject],
+    )
+    .await
+}
+
+/// `POST /v1/rollbacks`: a signed rollback (DSSE envelope).
+#[tracing::instrument(skip_all)]
+async fn submit_rollback(
+    State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<Response, RegistryError> {
+    submit(&r, &by, &body, &[StatementKind::Rollback]).await
+}
+
+#[tracing::instrument(skip_all, fields(model = %name, version))]
+async fn version_approvals(
+    State(r): State<Registry>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let v = parse_version(&version)?;
+    r.model_version(&name, v).await?;
+    Ok(Json(serde_json::json!({
+        "model": name,
+        "version": v,
+        "decisions": r.store.signed_decisions(&name, v, "").await?,
+        "automation": r.store.automation_approvals(&name, v).await?,
+        "promotion": r.store.promotion(&name, v, "production").await?,
+    })))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/audit?after=SEQ&limit=N`: audit entries in chain order.
+#[tracing::instrument(skip_all)]
+async fn audit_entries(
+    State(r): State<Registry>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<serde_json::Value> {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let entries = r.store.audit_entries(q.after.unwrap_or(0), limit).await?;
+    Ok(Json(serde_json::json!({ "entries": entries })))
 }
 
 #[tracing::instrument(skip_all)]
@@ -52,6 +278,7 @@ async fn list_datasets(State(r): State<Registry>) -> ApiResult<serde_json::Value
 #[tracing::instrument(skip_all)]
 async fn apply_spec(
     State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
     headers: HeaderMap,
     body: String,
 ) -> Result<impl IntoResponse, RegistryError> {
@@ -60,7 +287,7 @@ async fn apply_spec(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("spec.toml")
         .to_string();
-    let (spec, created) = r.apply_spec(&body, &source).await?;
+    let (spec, created) = r.apply_spec(&body, &source, &by.name).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -10,10 +10,11 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod governance;
 pub mod grpc;
 pub mod http;
 pub mod pipeline;
-pub mod policy;
+pub use modelbus_policy as policy;
 pub mod store;
 pub mod types;
 
@@ -42,6 +43,15 @@ pub struct Registry {
     artifacts: modelbus_core::artifact::ArtifactStore,
     /// Promotion policies.
     policies: Arc<policy::PolicySet>,
+    /// Configuration and bus, when running as a service (absent in store-only tests).
+    runtime: Option<Runtime>,
+}
+
+/// What the registry needs from its host process to publish governance events.
+#[derive(Clone, Debug)]
+struct Runtime {
+    config: Arc<modelbus_core::config::Config>,
+    bus: modelbus_core::bus::Bus,
 }
 
 impl Registry {
@@ -57,14 +67,35 @@ impl Registry {
             automation: Arc::new(automation),
             artifacts,
             policies: Arc::new(policies),
+            runtime: None,
         }
     }
 
-    /// Parses, checks and registers a spec.
+    /// Connects the registry to its configuration and bus, so it can publish
+    /// promotions and rollbacks.
+    pub fn with_runtime(
+        mut self,
+        config: Arc<modelbus_core::config::Config>,
+        bus: modelbus_core::bus::Bus,
+    ) -> Self {
+        self.runtime = Some(Runtime { config, bus });
+        self
+    }
+
+    /// Promotion settings in force.
+    pub fn promotion_config(&self) -> modelbus_core::config::PromotionConfig {
+        self.runtime
+            .as_ref()
+            .map(|r| r.config.promotion.clone())
+            .unwrap_or_default()
+    }
+
+    /// Parses, checks and registers a spec; `actor` is the principal applying it.
     pub async fn apply_spec(
         &self,
         toml: &str,
         source_name: &str,
+        actor: &str,
     ) -> Result<(SpecVersion, bool), RegistryError> {
         let source = if source_name.is_empty() {
             "spec.toml"
@@ -74,9 +105,22 @@ impl Registry {
         let parsed = DatasetSpec::parse(toml, source)
             .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
         let json = serde_json::to_value(&parsed.spec).unwrap_or_default();
-        self.store
+        let (sv, created) = self
+            .store
             .apply_spec(&parsed.spec.name, &parsed.digest, toml, &json)
-            .await
+            .await?;
+        if created {
+            self.store
+                .append_audit(
+                    actor,
+                    "spec.applied",
+                    &format!("dataset/{}", sv.dataset),
+                    &serde_json::json!({ "digest": sv.digest, "version": sv.version, "source": source }),
+                    Some(&format!("spec.applied/{}", sv.digest)),
+                )
+                .await?;
+        }
+        Ok((sv, created))
     }
 
     /// A spec by digest, or the latest of a dataset.
@@ -161,6 +205,7 @@ impl Registry {
     pub async fn register_model_version(
         &self,
         v: NewModelVersion,
+        actor: &str,
     ) -> Result<(ModelVersion, bool), RegistryError> {
         modelbus_core::ids::ModelName::parse(&v.model)
             .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
@@ -170,6 +215,27 @@ impl Registry {
             return Err(RegistryError::InvalidArgument("dataset is required".into()));
         }
         let (mv, created) = self.store.register_model_version(&v).await?;
+        if created {
+            self.store
+                .append_audit(
+                    actor,
+                    "version.registered",
+                    &format!("model/{}/v{}", mv.model, mv.version),
+                    &serde_json::json!({
+                        "model_sha256": mv.model_sha256,
+                        "author": mv.author,
+                        "algorithm": mv.algorithm,
+                        "pipeline_run": mv.lineage.pipeline_run,
+                        "batch_sha256": mv.lineage.batch_sha256,
+                        "spec_digest": mv.lineage.spec_digest,
+                    }),
+                    Some(&format!(
+                        "version.registered/{}/{}",
+                        mv.model, mv.model_sha256
+                    )),
+                )
+                .await?;
+        }
         if !v.lineage.pipeline_run.is_empty() {
             self.store
                 .set_run_model(&v.lineage.pipeline_run, &mv.model, mv.version)
@@ -259,7 +325,11 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError
         None => policy::PolicySet::default_set(),
     };
     tracing::info!(policy = %policies.digest(), "promotion policy loaded");
-    let registry = Registry::new(store, key, ctx.store.clone(), policies);
+    let registry = Registry::new(store, key, ctx.store.clone(), policies)
+        .with_runtime(ctx.config.clone(), ctx.bus.clone());
+    if let Some(path) = registry.bootstrap_tokens(&ctx.config).await? {
+        tracing::info!(path = %path.display(), "first admin token written");
+    }
 
     let http_router =
         http::router(registry.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
@@ -274,11 +344,13 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError
         listeners.grpc,
         shutdown.clone(),
     ));
+    let promotions = tokio::spawn(registry.clone().promotion_loop(shutdown.clone()));
     let events_ready = ctx.readiness.clone();
     let events = pipeline::run_consumers(registry, ctx.clone(), move || {
         events_ready.set("registry", true)
     });
     let (h, g, e) = tokio::join!(http_task, grpc_task, events);
+    promotions.abort();
     h.map_err(|e| RegistryError::Internal(e.to_string()))?
         .map_err(|e| RegistryError::Internal(format!("HTTP server: {e}")))?;
     g.map_err(|e| RegistryError::Internal(e.to_string()))??;

@@ -27,6 +27,35 @@ fn retry(e: RegistryError) -> HandlerError {
 }
 
 impl Registry {
+    /// Appends an audit entry for an event, once per event id.
+    async fn audit_event<T>(
+        &self,
+        e: &Envelope<T>,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), HandlerError> {
+        let mut detail = detail;
+        if let Some(obj) = detail.as_object_mut() {
+            obj.insert("event_id".into(), serde_json::json!(e.id));
+            if let Some(run) = &e.pipelinerun {
+                obj.insert("pipeline_run".into(), serde_json::json!(run.as_str()));
+            }
+        }
+        self.store
+            .append_audit(
+                actor,
+                action,
+                subject,
+                &detail,
+                Some(&format!("event/{}", e.id)),
+            )
+            .await
+            .map(|_| ())
+            .map_err(retry)
+    }
+
     /// The promotion policy's input for a version: the spec's gates, the version's
     /// evaluation report (with the champion comparison) and the validation summary
     /// of the batch it was trained on.
@@ -127,6 +156,18 @@ impl Registry {
             }
             BatchRejected::NAME => {
                 let e = d.decode::<BatchRejected>()?;
+                self.audit_event(
+                    &e,
+                    "ingest",
+                    "batch.rejected",
+                    &format!("dataset/{}", e.data.dataset),
+                    serde_json::json!({
+                        "batch_sha256": e.data.batch_sha256.to_hex(),
+                        "report_sha256": e.data.report_sha256.to_hex(),
+                        "reasons": e.data.reasons,
+                    }),
+                )
+                .await?;
                 let Some(run) = e.pipelinerun.as_ref() else {
                     return Ok(());
                 };
@@ -176,6 +217,14 @@ impl Registry {
             }
             ApprovalRefused::NAME => {
                 let e = d.decode::<ApprovalRefused>()?;
+                self.audit_event(
+                    &e,
+                    "deployer",
+                    "approval.refused",
+                    &format!("model/{}/v{}", e.data.model, e.data.version),
+                    serde_json::json!({ "environment": e.data.environment, "reason": e.data.reason }),
+                )
+                .await?;
                 let reason = format!("deployer refused the approval: {}", e.data.reason);
                 self.store
                     .record_deployment_event(
@@ -201,6 +250,18 @@ impl Registry {
             }
             DeploymentStarted::NAME => {
                 let e = d.decode::<DeploymentStarted>()?;
+                self.audit_event(
+                    &e,
+                    "deployer",
+                    "deployment.started",
+                    &format!("model/{}/v{}", e.data.model, e.data.version),
+                    serde_json::json!({
+                        "environment": e.data.environment,
+                        "model_sha256": e.data.model_sha256.to_hex(),
+                        "revision": e.data.revision,
+                    }),
+                )
+                .await?;
                 self.store
                     .record_deployment_event(
                         &e.id,
@@ -216,6 +277,17 @@ impl Registry {
             DeploymentCompleted::NAME => {
                 let e = d.decode::<DeploymentCompleted>()?;
                 let env = e.data.environment.as_str();
+                self.audit_event(
+                    &e,
+                    "deployer",
+                    "deployment.completed",
+                    &format!("model/{}/v{}", e.data.model, e.data.version),
+                    serde_json::json!({
+                        "environment": env,
+                        "model_sha256": e.data.model_sha256.to_hex(),
+                    }),
+                )
+                .await?;
                 self.store
                     .set_alias(e.data.model.as_str(), env, e.data.version)
                     .await
@@ -242,6 +314,67 @@ impl Registry {
                         .await
                         .map_err(retry)?;
                 }
+            }
+            DeploymentRolledBack::NAME => {
+                let e = d.decode::<DeploymentRolledBack>()?;
+                let env = e.data.environment.as_str();
+                let actor = if e.data.automatic {
+                    "deployer".to_string()
+                } else {
+                    e.data.operator.clone()
+                };
+                self.audit_event(
+                    &e,
+                    &actor,
+                    "deployment.rolled_back",
+                    &format!("model/{}/v{}", e.data.model, e.data.from_version),
+                    serde_json::json!({
+                        "environment": env,
+                        "to_version": e.data.to_version,
+                        "reason": e.data.reason,
+                        "automatic": e.data.automatic,
+                    }),
+                )
+                .await?;
+                self.store
+                    .record_deployment_event(
+                        &e.id,
+                        "rolled_back",
+                        env,
+                        e.data.model.as_str(),
+                        e.data.from_version,
+                        &format!(
+                            "back to v{}{}: {}",
+                            e.data.to_version,
+                            if e.data.automatic { " (automatic)" } else { "" },
+                            e.data.reason
+                        ),
+                    )
+                    .await
+                    .map_err(retry)?;
+                if e.data.to_version > 0 {
+                    self.store
+                        .set_alias(e.data.model.as_str(), env, e.data.to_version)
+                        .await
+                        .map_err(retry)?;
+                }
+            }
+            ServingStats::NAME => {
+                let e = d.decode::<ServingStats>()?;
+                let s = &e.data;
+                self.store
+                    .record_serving_stats(
+                        &e.id,
+                        s.environment.as_str(),
+                        s.model.as_str(),
+                        s.version,
+                        s.requests,
+                        s.errors,
+                        s.p99_ms,
+                        &s.window_end,
+                    )
+                    .await
+                    .map_err(retry)?;
             }
             // Published by the registry itself or of no concern to it.
             _ => {}
@@ -340,6 +473,18 @@ impl Registry {
                 )
                 .await
                 .map_err(retry)?;
+            self.audit_event(
+                e,
+                "registry",
+                "gates.decided",
+                &format!("model/{}/v{}", m.model, m.version),
+                serde_json::json!({
+                    "allow": decision.allow,
+                    "reasons": decision.reasons,
+                    "policy_digest": decision.policy_digest,
+                }),
+            )
+            .await?;
             decision.checks
         } else {
             version.gate_checks.clone()
@@ -485,10 +630,20 @@ impl Registry {
                 model_sha256: m.model_sha256,
                 environment: Environment::Staging,
                 approvals: vec![envelope],
+                author: version.author.clone(),
+                decision: None,
             },
         )
         .with_subject(m.model.as_str())
         .caused_by(e);
+        self.audit_event(
+            &approval,
+            AUTOMATION_APPROVER,
+            "approval.granted",
+            &format!("model/{}/v{}", m.model, m.version),
+            serde_json::json!({ "environment": "staging", "key_id": self.automation.id() }),
+        )
+        .await?;
         ctx.bus
             .publish(&approval)
             .await

@@ -9,10 +9,13 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::error::RegistryError;
+
+mod governance;
 use crate::types::{
     DatasetInfo, GateCheck, Lineage, ModelVersion, NamedArtifact, NewModelVersion, PipelineRun,
     RegisteredModel, Run, SpecVersion, Stage,
 };
+pub use governance::*;
 
 /// Current time, RFC 3339 UTC with microseconds: sorts as text.
 pub fn now() -> String {

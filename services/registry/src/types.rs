@@ -144,16 +144,7 @@ pub struct Run {
     pub created_at: String,
 }
 
-/// A gate outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateCheck {
-    /// Gate.
-    pub gate: String,
-    /// Passed?
-    pub passed: bool,
-    /// Observed and required values.
-    pub detail: String,
-}
+pub use modelbus_policy::GateCheck;
 
 /// A model version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -65,7 +65,20 @@ pub struct EnvState {
     models: RwLock<HashMap<String, Arc<Served>>>,
     /// The online feature store, for requests that give only an entity id.
     online: RwLock<Option<async_nats::jetstream::kv::Store>>,
+    /// Requests per served version since the last `serving.stats`.
+    window: std::sync::Mutex<HashMap<(String, u32, String), Window>>,
 }
+
+/// Requests of one served version in the current statistics window.
+#[derive(Debug, Default)]
+struct Window {
+    requests: u64,
+    errors: u64,
+    latencies_ms: Vec<f64>,
+}
+
+/// Latencies kept per window for the p99 (a reservoir would do for more).
+const MAX_LATENCIES: usize = 100_000;
 
 impl EnvState {
     /// An environment with nothing loaded.
@@ -74,6 +87,7 @@ impl EnvState {
             environment,
             models: RwLock::new(HashMap::new()),
             online: RwLock::new(None),
+            window: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -221,6 +235,26 @@ fn records(instances: Vec<Value>) -> Result<Vec<Map<String, Value>>, String> {
 }
 
 fn observe(env: &EnvState, model: &str, status: &str, started: Instant, rows: usize) {
+    if let Some(served) = env.get(model)
+        && let Ok(mut w) = env.window.lock()
+    {
+        let w = w
+            .entry((
+                served.model.clone(),
+                served.version,
+                served.model_sha256.clone(),
+            ))
+            .or_default();
+        w.requests += 1;
+        // Client mistakes (bad input, unknown entity) are not the model's errors.
+        if !matches!(status, "ok" | "bad_request" | "not_found") {
+            w.errors += 1;
+        }
+        if w.latencies_ms.len() < MAX_LATENCIES {
+            w.latencies_ms
+                .push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
     let labels = [
         ("environment", env.environment.as_str().to_string()),
         ("model", model.to_string()),
@@ -673,6 +707,64 @@ async fn watch(
     }
 }
 
+/// Publishes one `serving.stats` per served version every `serving.stats_interval`.
+async fn publish_stats(ctx: Context, env: Arc<EnvState>, replica: String) {
+    let interval = ctx.config.serving.stats_interval;
+    loop {
+        let started = time::OffsetDateTime::now_utc();
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let windows: Vec<((String, u32, String), Window)> = match env.window.lock() {
+            Ok(mut w) => w.drain().collect(),
+            Err(_) => continue,
+        };
+        let end = time::OffsetDateTime::now_utc();
+        let end_text = end
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        for ((model, version, sha), mut w) in windows {
+            let (Ok(model), Ok(sha)) = (
+                modelbus_core::ids::ModelName::parse(&model),
+                modelbus_core::ids::Sha256Digest::parse(&sha),
+            ) else {
+                continue;
+            };
+            w.latencies_ms.sort_by(f64::total_cmp);
+            let p99 = if w.latencies_ms.is_empty() {
+                0.0
+            } else {
+                let i = ((w.latencies_ms.len() as f64) * 0.99).ceil() as usize;
+                w.latencies_ms[i.clamp(1, w.latencies_ms.len()) - 1]
+            };
+            let e = Envelope::new(
+                SOURCE,
+                &format!(
+                    "stats/{}/{model}/{version}/{replica}/{end_text}",
+                    env.environment
+                ),
+                modelbus_core::events::ServingStats {
+                    environment: env.environment,
+                    model: model.clone(),
+                    version,
+                    model_sha256: sha,
+                    replica: replica.clone(),
+                    requests: w.requests,
+                    errors: w.errors,
+                    p99_ms: p99,
+                    window_end: end_text.clone(),
+                    window_ms: u64::try_from((end - started).whole_milliseconds()).unwrap_or(0),
+                },
+            )
+            .with_subject(model.as_str());
+            if let Err(err) = ctx.bus.publish(&e).await {
+                tracing::warn!(error = %err, "cannot publish serving.stats");
+            }
+        }
+    }
+}
+
 /// Bound listeners of serving.
 pub struct Listeners {
     /// Staging endpoint.
@@ -711,6 +803,11 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
             modelbus_core::ops::serve(listener, app, shutdown)
                 .await
                 .map_err(|e| ServingError::Fatal(format!("HTTP server: {e}")))
+        }));
+        let stats = tokio::spawn(publish_stats(ctx.clone(), state.clone(), replica.clone()));
+        tasks.push(tokio::spawn(async move {
+            let _ = stats.await;
+            Ok(())
         }));
         tasks.push(tokio::spawn(watch(
             ctx.clone(),

@@ -39,7 +39,7 @@ pub enum TrainerError {
 #[derive(Clone)]
 struct Trainer {
     ctx: Context,
-    registry: modelbus_proto::RegistryServiceClient<tonic::transport::Channel>,
+    registry: modelbus_proto::Client,
 }
 
 fn registry_err(st: tonic::Status) -> HandlerError {
@@ -418,8 +418,11 @@ impl Trainer {
 
 /// Runs the trainer until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), TrainerError> {
-    let registry = modelbus_proto::connect_lazy(&ctx.config.registry_grpc_url())
-        .map_err(|e| TrainerError::Fatal(format!("registry URL: {e}")))?;
+    let registry = modelbus_proto::connect_lazy(
+        &ctx.config.registry_grpc_url(),
+        ctx.config.service_token_source(),
+    )
+    .map_err(|e| TrainerError::Fatal(format!("registry URL: {e}")))?;
     let svc = Trainer {
         ctx: ctx.clone(),
         registry,

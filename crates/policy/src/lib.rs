@@ -1,5 +1,9 @@
-//! Promotion gates as Rego policies (`policies/`, evaluated with `regorus`), not
-//! hard-coded thresholds. The input is the version's evaluation report, its
+//! Promotion gates and the production promotion rule as Rego policies
+//! (`policies/`, evaluated with `regorus`), not hard-coded thresholds. The
+//! registry and the deployer load the same policies, so the deployer can
+//! re-decide a production promotion on evidence it gathered itself.
+//!
+//! Gates (`modelbus.promotion`): The input is the version's evaluation report, its
 //! champion/challenger comparison and the validation summary of its batch; the
 //! output is allow/deny with reasons and every gate checked, stored with the
 //! version. The default policy is compiled into the binary; a policy directory
@@ -13,12 +17,27 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::types::GateCheck;
+/// One gate the promotion policy evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateCheck {
+    /// Gate.
+    pub gate: String,
+    /// Passed?
+    pub passed: bool,
+    /// Observed and required values.
+    pub detail: String,
+}
 
 /// The shipped promotion policy.
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/promotion.rego");
 /// The shipped policy's tests.
 pub const DEFAULT_POLICY_TESTS: &str = include_str!("../../../policies/promotion_test.rego");
+/// The shipped production promotion policy.
+pub const PRODUCTION_POLICY: &str = include_str!("../../../policies/production.rego");
+/// Its tests.
+pub const PRODUCTION_POLICY_TESTS: &str = include_str!("../../../policies/production_test.rego");
+/// Package of the production promotion rule.
+pub const PRODUCTION_PACKAGE: &str = "data.modelbus.production";
 /// Rule queried for the decision.
 pub const ALLOW: &str = "data.modelbus.promotion.allow";
 /// Rule queried for the reasons.
@@ -63,6 +82,17 @@ pub struct Decision {
     pub policy_digest: String,
 }
 
+/// An allow/deny decision with reasons (the production promotion rule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Whether it is allowed.
+    pub allow: bool,
+    /// Why not.
+    pub reasons: Vec<String>,
+    /// SHA-256 over the policy sources.
+    pub policy_digest: String,
+}
+
 /// Outcome of one Rego test rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestOutcome {
@@ -95,11 +125,20 @@ impl PolicySet {
     /// The shipped policy and its tests.
     pub fn default_set() -> Self {
         Self {
-            sources: vec![("policies/promotion.rego".into(), DEFAULT_POLICY.into())],
-            tests: vec![(
-                "policies/promotion_test.rego".into(),
-                DEFAULT_POLICY_TESTS.into(),
-            )],
+            sources: vec![
+                ("policies/production.rego".into(), PRODUCTION_POLICY.into()),
+                ("policies/promotion.rego".into(), DEFAULT_POLICY.into()),
+            ],
+            tests: vec![
+                (
+                    "policies/production_test.rego".into(),
+                    PRODUCTION_POLICY_TESTS.into(),
+                ),
+                (
+                    "policies/promotion_test.rego".into(),
+                    DEFAULT_POLICY_TESTS.into(),
+                ),
+            ],
         }
     }
 
@@ -227,6 +266,60 @@ impl PolicySet {
         })
     }
 
+    /// Evaluates the production promotion rule (`modelbus.production`) on `input`.
+    pub fn evaluate_production(&self, input: &serde_json::Value) -> Result<Verdict, PolicyError> {
+        let mut e = engine(&self.sources)?;
+        let value = regorus::Value::from_json_str(&input.to_string())
+            .map_err(|err| PolicyError::Eval(err.to_string()))?;
+        e.set_input(value);
+        let rule = |e: &mut regorus::Engine,
+                    name: &str|
+         -> Result<serde_json::Value, PolicyError> {
+            let v = e
+                .eval_rule(format!("{PRODUCTION_PACKAGE}.{name}"))
+                .map_err(|err| PolicyError::Eval(format!("{PRODUCTION_PACKAGE}.{name}: {err}")))?;
+            if v == regorus::Value::Undefined {
+                return Err(PolicyError::Eval(format!(
+                    "{PRODUCTION_PACKAGE}.{name} is undefined: is the production policy loaded?"
+                )));
+            }
+            let s = v
+                .to_json_str()
+                .map_err(|err| PolicyError::Eval(err.to_string()))?;
+            serde_json::from_str(&s).map_err(|err| PolicyError::Eval(err.to_string()))
+        };
+        let allow = rule(&mut e, "allow")?;
+        let allow = allow.as_bool().ok_or_else(|| {
+            PolicyError::Eval(format!(
+                "{PRODUCTION_PACKAGE}.allow must be a boolean, got {allow}"
+            ))
+        })?;
+        let mut reasons: Vec<String> = match rule(&mut e, "deny")? {
+            serde_json::Value::Array(a) => a
+                .into_iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect(),
+            other => {
+                return Err(PolicyError::Eval(format!(
+                    "{PRODUCTION_PACKAGE}.deny must be a set of strings, got {other}"
+                )));
+            }
+        };
+        reasons.sort();
+        if !allow && reasons.is_empty() {
+            reasons.push("denied by policy (no reason given)".into());
+        }
+        Ok(Verdict {
+            allow,
+            reasons,
+            policy_digest: self.digest(),
+        })
+    }
+
     /// Runs every `test_*` rule of the test files; a rule that is not true fails.
     pub fn run_tests(&self) -> Result<Vec<TestOutcome>, PolicyError> {
         let all = [self.sources.clone(), self.tests.clone()].concat();
@@ -273,7 +366,13 @@ mod tests {
     #[test]
     fn the_shipped_policy_passes_its_own_tests() {
         let outcomes = PolicySet::default_set().run_tests().unwrap();
-        assert!(outcomes.len() >= 10, "{outcomes:?}");
+        assert!(outcomes.len() >= 20, "{outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| o.name.starts_with("modelbus.production_test.")),
+            "{outcomes:?}"
+        );
         let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).collect();
         assert!(failed.is_empty(), "failing policy tests: {failed:?}");
     }
@@ -311,6 +410,43 @@ mod tests {
         );
         assert_eq!(ok.policy_digest, bad.policy_digest);
         assert_eq!(ok.policy_digest.len(), 64);
+    }
+
+    #[test]
+    fn production_verdicts_name_what_is_missing() {
+        let p = PolicySet::default_set();
+        let a = |who: &str| serde_json::json!({"approver": who, "role": "approver", "signature_valid": true, "expired": false, "revoked": false});
+        let mut input = serde_json::json!({
+            "model": "m", "version": 3, "author": "pat",
+            "gates": {"passed": true},
+            "staging": {"deployed": true, "soaked_seconds": 10, "required_soak_seconds": 5,
+                        "requests": 0, "errors": 0, "error_rate": 0.0, "max_error_rate": 0.01, "min_requests": 0},
+            "approvals": [a("alice"), a("bob")], "rejections": [], "min_approvals": 2,
+        });
+        let v = p.evaluate_production(&input).unwrap();
+        assert!(v.allow, "{v:?}");
+        input["approvals"] = serde_json::json!([a("alice"), a("pat")]);
+        let v = p.evaluate_production(&input).unwrap();
+        assert!(!v.allow);
+        assert!(
+            v.reasons
+                .iter()
+                .any(|r| r.contains("pat") && r.contains("author")),
+            "{v:?}"
+        );
+        assert!(!p.evaluate_production(&serde_json::json!({})).unwrap().allow);
+    }
+
+    #[test]
+    fn a_policy_dir_without_the_production_rule_is_caught_at_evaluation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("promotion.rego"), DEFAULT_POLICY).unwrap();
+        let e = PolicySet::load_dir(dir.path())
+            .unwrap()
+            .evaluate_production(&serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("modelbus.production"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,659 @@
+//! Governance end to end: bearer tokens on every API (401 without, 403 with the
+//! wrong role), the approver roster, signed production approvals decided by the
+//! policy and verified again by the deployer, refusals of forged, foreign,
+//! revoked, expired, replayed and self-approvals, and the audit chain catching
+//! a row edited in the database.
+
+use std::time::Duration;
+
+use modelbus_core::config::TrustedKey;
+use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
+use modelbus_core::signing::{ApprovalPredicate, KeyPair, Statement, StatementKind, new_nonce};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Db, TestPlatform, authed_http, cli};
+
+/// Every HTTP route of the registry with a method, a concrete path and the role
+/// whose token must be refused with 403.
+fn registry_routes() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("GET", "/v1/whoami", ""),
+        ("GET", "/v1/datasets", "producer"),
+        ("POST", "/v1/datasets", "viewer"),
+        ("GET", "/v1/datasets/telco-churn", "producer"),
+        ("GET", "/v1/datasets/telco-churn/spec", "producer"),
+        ("GET", "/v1/specs/00", "producer"),
+        ("GET", "/v1/pipeline-runs", "producer"),
+        ("GET", "/v1/pipeline-runs/x", "producer"),
+        ("GET", "/v1/runs/x", "producer"),
+        ("GET", "/v1/models", "producer"),
+        ("GET", "/v1/models/telco-churn", "producer"),
+        ("GET", "/v1/models/telco-churn/versions/1", "producer"),
+        (
+            "GET",
+            "/v1/models/telco-churn/versions/1/evaluation",
+            "producer",
+        ),
+        (
+            "GET",
+            "/v1/models/telco-churn/versions/1/evaluation.html",
+            "producer",
+        ),
+        (
+            "GET",
+            "/v1/models/telco-churn/versions/1/approvals",
+            "producer",
+        ),
+        ("GET", "/v1/models/telco-churn/deployments", "producer"),
+        ("GET", "/v1/reports/00", "producer"),
+        ("GET", "/v1/batches/00/report.json", "producer"),
+        ("GET", "/v1/batches/00/report.html", "producer"),
+        ("GET", "/v1/audit", "producer"),
+        ("GET", "/v1/tokens", "approver"),
+        ("POST", "/v1/tokens", "operator"),
+        ("POST", "/v1/tokens/revoke", "viewer"),
+        ("GET", "/v1/approvers", "viewer"),
+        ("POST", "/v1/approvers", "approver"),
+        ("POST", "/v1/approvers/alice/revoke", "operator"),
+        ("POST", "/v1/approvals", "viewer"),
+        ("POST", "/v1/rollbacks", "approver"),
+    ]
+}
+
+async fn token(t: &TestPlatform, name: &str, roles: &str) -> String {
+    let v = t
+        .client
+        .post_json("/v1/tokens", &json!({ "name": name, "roles": roles }))
+        .await
+        .unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_needs_a_token_and_the_right_role() {
+    let t = TestPlatform::start(Db::Sqlite).await;
+    let anonymous = reqwest::Client::new();
+    let base = t.config.registry_http_url();
+    let mut tokens = std::collections::HashMap::new();
+    for role in ["viewer", "producer", "approver", "operator"] {
+        tokens.insert(
+            role,
+            authed_http(&token(&t, &format!("u-{role}"), role).await),
+        );
+    }
+    for (method, path, wrong) in registry_routes() {
+        let url = format!("{base}{path}");
+        let req = |c: &reqwest::Client| match method {
+            "GET" => c.get(&url),
+            _ => c.post(&url).body("{}"),
+        };
+        let r = req(&anonymous).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        assert!(
+            r.headers().contains_key("www-authenticate"),
+            "{method} {path}"
+        );
+        let r = req(&anonymous)
+            .header("authorization", "Bearer mbt_000000000000_0000000000000000000000000000000000000000000000000000000000000000")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with an unknown token"
+        );
+        if !wrong.is_empty() {
+            let r = req(&tokens[wrong]).send().await.unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::FORBIDDEN,
+                "{method} {path} as {wrong}"
+            );
+            let body: Value = r.json().await.unwrap();
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("needs one of the roles"),
+                "{body}"
+            );
+        }
+    }
+    // Operations endpoints stay open for probes and Prometheus.
+    assert_eq!(
+        anonymous
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Ingest: 401 without a token, 403 for a viewer, accepted for a producer.
+    let submit = format!("{}/v1/datasets/telco-churn/batches", t.config.ingest_url());
+    let csv = std::fs::read(modelbus_testkit::telco_csv()).unwrap();
+    let r = anonymous
+        .post(&submit)
+        .body(csv.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = tokens["viewer"]
+        .post(&submit)
+        .body(csv.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let producer = token(&t, "pat", "producer").await;
+    let r = authed_http(&producer)
+        .post(&submit)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let run: Value = r.json().await.unwrap();
+    let run = t
+        .client
+        .wait_run(
+            run["pipeline_run"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    // The author of a version is the principal whose token submitted its batch.
+    let v = t
+        .client
+        .model_version("telco-churn", run["model_version"].as_u64().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(v["author"], "pat");
+
+    // gRPC: unauthenticated and permission-denied codes.
+    let url = t.config.registry_grpc_url();
+    let mut none = modelbus_proto::connect_lazy(&url, std::sync::Arc::new(|| None)).unwrap();
+    let st = none
+        .list_models(modelbus_proto::registry::v1::ListModelsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unauthenticated);
+    let viewer = token(&t, "grpc-viewer", "viewer").await;
+    let mut v =
+        modelbus_proto::connect_lazy(&url, std::sync::Arc::new(move || Some(viewer.clone())))
+            .unwrap();
+    assert!(
+        v.list_models(modelbus_proto::registry::v1::ListModelsRequest {})
+            .await
+            .is_ok()
+    );
+    let st = v
+        .authenticate(modelbus_proto::registry::v1::AuthenticateRequest { token: producer })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::PermissionDenied);
+
+    // A revoked token stops working at once.
+    let (code, _, err) = cli(&t, &["tokens", "revoke", "--name", "u-viewer"]);
+    assert_eq!(code, 0, "{err}");
+    let r = tokens["viewer"]
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Tokens are stored hashed: no row holds the secret.
+    let listed = t.client.get_json("/v1/tokens").await.unwrap();
+    assert!(!listed.to_string().contains("mbt_"), "{listed}");
+}
+
+struct Person {
+    name: &'static str,
+    key: KeyPair,
+    http: reqwest::Client,
+    key_file: std::path::PathBuf,
+    token: String,
+}
+
+fn sign(
+    p: &Person,
+    kind: StatementKind,
+    digest: Sha256Digest,
+    version: u32,
+    env: Environment,
+    expires_in: time::Duration,
+) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let st = Statement::of_kind(
+        kind,
+        &digest,
+        ApprovalPredicate {
+            model: ModelName::parse("telco-churn").unwrap(),
+            version,
+            environment: env,
+            approver: p.name.into(),
+            issued_at: now,
+            expires_at: now + expires_in,
+            nonce: new_nonce(),
+            comment: String::new(),
+        },
+    );
+    serde_json::to_value(p.key.sign_statement(&st)).unwrap()
+}
+
+async fn post(p: &Person, t: &TestPlatform, path: &str, body: &Value) -> (StatusCode, Value) {
+    let r = p
+        .http
+        .post(format!("{}{path}", t.config.registry_http_url()))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn production_kv(t: &TestPlatform) -> Option<u64> {
+    let kv = async_nats::jetstream::new(t.nats().await)
+        .get_key_value("deployments")
+        .await
+        .ok()?;
+    kv.entry("production.telco-churn")
+        .await
+        .ok()?
+        .map(|e| e.revision)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut people = Vec::new();
+    let mut trusted = Vec::new();
+    for name in ["alice", "bob", "carol", "olga"] {
+        let key_file = dir.path().join(format!("{name}.pem"));
+        let (code, out, err) = {
+            let o = std::process::Command::new(crate::harness::modelbus_bin())
+                .args(["keygen", "--id", name, "--out", key_file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        };
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("BEGIN PUBLIC KEY"), "{out}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let key = KeyPair::from_pem(&std::fs::read_to_string(&key_file).unwrap(), "t").unwrap();
+        trusted.push(TrustedKey {
+            id: name.into(),
+            public_key_file: modelbus_core::signing::public_key_path(&key_file),
+            environments: vec![Environment::Production],
+            role: if name == "olga" {
+                modelbus_core::auth::Role::Operator
+            } else {
+                modelbus_core::auth::Role::Approver
+            },
+        });
+        people.push((name, key, key_file));
+    }
+    let t = TestPlatform::start_with(Db::Sqlite, |c| {
+        c.promotion.staging_soak = Duration::from_secs(2);
+        c.promotion.evaluate_interval = Duration::from_millis(200);
+        c.serving.stats_interval = Duration::from_millis(200);
+        c.deployer.trusted_keys = trusted.clone();
+        c.rollout.production.strategy = modelbus_core::config::RolloutStrategy::Direct;
+    })
+    .await;
+    let mut ps = Vec::new();
+    for (name, key, key_file) in people {
+        let role = if name == "olga" {
+            "operator"
+        } else {
+            "approver"
+        };
+        let tok = token(&t, name, role).await;
+        let (code, _, err) = cli(
+            &t,
+            &[
+                "approvers",
+                "add",
+                "--id",
+                name,
+                "--public-key-file",
+                modelbus_core::signing::public_key_path(&key_file)
+                    .to_str()
+                    .unwrap(),
+                "--role",
+                role,
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        ps.push(Person {
+            name,
+            key,
+            http: authed_http(&tok),
+            key_file,
+            token: tok,
+        });
+    }
+    let [alice, bob, carol, olga] = <[Person; 4]>::try_from(ps).ok().unwrap();
+
+    // A roster change by a non-admin is refused.
+    let (s, _) = post(
+        &alice,
+        &t,
+        "/v1/approvers",
+        &json!({"id": "eve", "public_key": "x", "role": "approver"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let run = t.deploy_telco().await;
+    let version = run["model_version"].as_u64().unwrap() as u32;
+    let v = t
+        .client
+        .model_version("telco-churn", version.into())
+        .await
+        .unwrap();
+    let digest = Sha256Digest::parse(v["model_sha256"].as_str().unwrap()).unwrap();
+    assert_eq!(v["author"], "admin");
+    let before = production_kv(&t).await;
+    assert_eq!(before, None);
+    let approve = |p: &Person| {
+        sign(
+            p,
+            StatementKind::Approve,
+            digest,
+            version,
+            Environment::Production,
+            time::Duration::hours(1),
+        )
+    };
+
+    // Refusals, each named, none deploying anything.
+    let forger = KeyPair::generate().unwrap();
+    let mut forged =
+        serde_json::from_value::<modelbus_core::signing::DsseEnvelope>(approve(&alice)).unwrap();
+    let other = forger.sign_statement(&Statement::approval(
+        &digest,
+        ApprovalPredicate {
+            model: ModelName::parse("telco-churn").unwrap(),
+            version,
+            environment: Environment::Production,
+            approver: "alice".into(),
+            issued_at: time::OffsetDateTime::now_utc(),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            nonce: new_nonce(),
+            comment: String::new(),
+        },
+    ));
+    forged.signatures = other.signatures.clone();
+    let cases: Vec<(&str, &Person, Value, StatusCode, &str)> = vec![
+        (
+            "unknown key",
+            &alice,
+            serde_json::to_value(&other).unwrap(),
+            StatusCode::FORBIDDEN,
+            "not signed by alice's key",
+        ),
+        (
+            "another digest",
+            &alice,
+            sign(
+                &alice,
+                StatementKind::Approve,
+                Sha256Digest::of(b"x"),
+                version,
+                Environment::Production,
+                time::Duration::hours(1),
+            ),
+            StatusCode::BAD_REQUEST,
+            "is about artifact",
+        ),
+        (
+            "another version",
+            &alice,
+            sign(
+                &alice,
+                StatementKind::Approve,
+                digest,
+                version + 7,
+                Environment::Production,
+                time::Duration::hours(1),
+            ),
+            StatusCode::NOT_FOUND,
+            "no version",
+        ),
+        (
+            "staging",
+            &alice,
+            sign(
+                &alice,
+                StatementKind::Approve,
+                digest,
+                version,
+                Environment::Staging,
+                time::Duration::hours(1),
+            ),
+            StatusCode::BAD_REQUEST,
+            "people approve production",
+        ),
+        (
+            "expired",
+            &alice,
+            sign(
+                &alice,
+                StatementKind::Approve,
+                digest,
+                version,
+                Environment::Production,
+                time::Duration::seconds(-5),
+            ),
+            StatusCode::BAD_REQUEST,
+            "expired",
+        ),
+        (
+            "someone else's",
+            &bob,
+            approve(&alice),
+            StatusCode::FORBIDDEN,
+            "may not submit a statement signed as",
+        ),
+        (
+            "operator signing an approval",
+            &olga,
+            approve(&olga),
+            StatusCode::FORBIDDEN,
+            "may not approve",
+        ),
+    ];
+    for (what, who, body, status, text) in cases {
+        let (s, v) = post(who, &t, "/v1/approvals", &body).await;
+        assert_eq!(s, status, "{what}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap_or("").contains(text),
+            "{what}: {v}"
+        );
+    }
+    let mut tampered = approve(&alice);
+    let mut st: Value =
+        serde_json::from_slice(&base64_decode(tampered["payload"].as_str().unwrap())).unwrap();
+    st["predicate"]["comment"] = json!("changed after signing");
+    tampered["payload"] = json!(base64_encode(&serde_json::to_vec(&st).unwrap()));
+    let (s, v) = post(&alice, &t, "/v1/approvals", &tampered).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{v}"
+    );
+
+    // One valid approval where two are needed: recorded, not granted.
+    let first = approve(&alice);
+    let (s, v) = post(&alice, &t, "/v1/approvals", &first).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["promotion"]["allow"], false, "{v}");
+    assert!(
+        v["promotion"]["reasons"]
+            .to_string()
+            .contains("1 valid approval(s)"),
+        "{v}"
+    );
+    // The same envelope again: a replayed nonce.
+    let (s, v) = post(&alice, &t, "/v1/approvals", &first).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // The revoked approver's approval stops counting.
+    let (code, _, err) = cli(&t, &["approvers", "revoke", "--id", "carol"]);
+    assert_eq!(code, 0, "{err}");
+    let (s, v) = post(&carol, &t, "/v1/approvals", &approve(&carol)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("revoked"),
+        "{v}"
+    );
+    assert_eq!(production_kv(&t).await, None, "nothing reached production");
+
+    // Some staging traffic for the soak's error rate, then bob approves with the CLI.
+    for _ in 0..5 {
+        let r = t
+            .http
+            .post(format!("{}/v1/models/telco-churn:predict", t.staging()))
+            .json(&json!({ "instances": crate::harness::telco_records(3) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        let o = std::process::Command::new(crate::harness::modelbus_bin())
+            .args([
+                "approve",
+                "--model",
+                "telco-churn",
+                "--version",
+                &version.to_string(),
+                "--env",
+                "production",
+                "--key",
+                bob.key_file.to_str().unwrap(),
+                "--comment",
+                "looks good",
+            ])
+            .env("MODELBUS_REGISTRY__HTTP_URL", t.config.registry_http_url())
+            .env("MODELBUS_TOKEN", &bob.token)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    });
+    assert_eq!(code, Some(0), "{out}{err}");
+    // Granted once the soak is over; the deployer verifies and deploys.
+    let mut deployed = false;
+    for _ in 0..200 {
+        let m = t.client.model("telco-churn").await.unwrap();
+        if m["aliases"]["production"].as_u64() == Some(u64::from(version)) {
+            deployed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let approvals = t
+        .client
+        .get_json(&format!(
+            "/v1/models/telco-churn/versions/{version}/approvals"
+        ))
+        .await
+        .unwrap();
+    assert!(
+        deployed,
+        "production never served v{version}: {approvals:#}"
+    );
+    assert_eq!(approvals["promotion"]["allow"], true, "{approvals:#}");
+    let r = t
+        .http
+        .post(format!(
+            "http://{}/v1/models/telco-churn:predict",
+            t.config.serving.production_addr
+        ))
+        .json(&json!({ "instances": crate::harness::telco_records(2) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The audit log holds every step and verifies; a row edited in the database is caught.
+    let (code, out, _) = cli(&t, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact"), "{out}");
+    let export = t.client.audit_all().await.unwrap();
+    let actions: Vec<&str> = export.iter().map(|e| e.action.as_str()).collect();
+    for needed in [
+        "spec.applied",
+        "version.registered",
+        "gates.decided",
+        "approval.granted",
+        "deployment.completed",
+        "roster.added",
+        "roster.revoked",
+        "approval.accepted",
+        "approval.refused",
+        "promotion.decided",
+        "token.created",
+    ] {
+        assert!(actions.contains(&needed), "no {needed} in {actions:?}");
+    }
+    let refused = export
+        .iter()
+        .filter(|e| e.action == "approval.refused")
+        .count();
+    assert!(refused >= 9, "{refused} refusals audited");
+    let victim = export
+        .iter()
+        .find(|e| e.action == "approval.accepted")
+        .unwrap()
+        .seq;
+    let url = format!(
+        "sqlite://{}?mode=rw",
+        t.dir.path().join("registry.db").display()
+    );
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = $1")
+        .bind(victim as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, _) = cli(&t, &["audit", "verify"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&format!("BROKEN at entry {victim}")), "{out}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

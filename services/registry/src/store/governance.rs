@@ -1,0 +1,784 @@
+//! Governance tables: the hash-chained audit log, API tokens, the approver
+//! roster, signed decisions (approvals, rejections, rollbacks), promotion
+//! decisions and serving statistics.
+
+use modelbus_core::audit::{AuditEntry, GENESIS, entry_hash};
+use modelbus_core::auth::{Principal, Role};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, now, u32_of};
+use crate::error::RegistryError;
+
+/// A token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// Owner.
+    pub principal: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: String,
+    /// When it was revoked (empty: active).
+    pub revoked_at: String,
+}
+
+/// A roster entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approver {
+    /// Approver id (the principal name of the person's token).
+    pub id: String,
+    /// SPKI PEM public key.
+    pub public_key: String,
+    /// Its key id (`SHA256:<hex>`).
+    pub key_id: String,
+    /// `approver`, `operator` or `admin`.
+    pub role: Role,
+    /// Who added it.
+    pub added_by: String,
+    /// When.
+    pub added_at: String,
+    /// When it was revoked (empty: active).
+    pub revoked_at: String,
+    /// Who revoked it.
+    pub revoked_by: String,
+}
+
+/// A signed approval, rejection or rollback as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedDecision {
+    /// The statement's nonce (accepted once).
+    pub nonce: String,
+    /// `approve`, `reject` or `rollback`.
+    pub kind: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: u32,
+    /// Environment.
+    pub environment: String,
+    /// Artifact digest the statement names.
+    pub model_sha256: String,
+    /// Approver id that signed.
+    pub signer: String,
+    /// Key that signed.
+    pub key_id: String,
+    /// Principal whose token submitted it.
+    pub submitted_by: String,
+    /// Signed at.
+    pub issued_at: String,
+    /// Void after.
+    pub expires_at: String,
+    /// Signer's comment.
+    pub comment: String,
+    /// The DSSE envelope (JSON).
+    pub envelope: String,
+    /// When the registry accepted it.
+    pub created_at: String,
+}
+
+/// A promotion-policy decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: u32,
+    /// Target environment.
+    pub environment: String,
+    /// Whether the policy allowed it.
+    pub allow: bool,
+    /// Why not (or why).
+    pub reasons: Vec<String>,
+    /// Digest of the policy bundle that decided.
+    pub policy_digest: String,
+    /// The policy input, for the record.
+    pub input: serde_json::Value,
+    /// When.
+    pub decided_at: String,
+    /// Id of the `approval.granted` event, once published.
+    pub granted_event: String,
+}
+
+/// Totals of serving statistics over a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServingTotals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which failed with a server-side error.
+    pub errors: u64,
+    /// Worst p99 latency over the windows, milliseconds.
+    pub max_p99_ms: f64,
+    /// Windows counted.
+    pub windows: u64,
+}
+
+fn audit_row(r: &AnyRow) -> Result<AuditEntry, RegistryError> {
+    let detail: String = r.try_get("detail")?;
+    Ok(AuditEntry {
+        seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        subject: r.try_get("subject")?,
+        // An unparseable detail is kept as a string: verification then fails on
+        // that entry's hash, naming it, instead of the export failing.
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn roles_of(s: &str) -> Vec<Role> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn token_row(r: &AnyRow) -> Result<TokenInfo, RegistryError> {
+    Ok(TokenInfo {
+        id: r.try_get("id")?,
+        principal: r.try_get("principal")?,
+        roles: roles_of(&r.try_get::<String, _>("roles")?),
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn approver_row(r: &AnyRow) -> Result<Approver, RegistryError> {
+    let role: String = r.try_get("role")?;
+    Ok(Approver {
+        id: r.try_get("id")?,
+        public_key: r.try_get("public_key")?,
+        key_id: r.try_get("key_id")?,
+        role: role
+            .parse()
+            .map_err(|e| RegistryError::Internal(format!("approvers.role: {e}")))?,
+        added_by: r.try_get("added_by")?,
+        added_at: r.try_get("added_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revoked_by: r.try_get("revoked_by")?,
+    })
+}
+
+fn decision_row(r: &AnyRow) -> Result<SignedDecision, RegistryError> {
+    Ok(SignedDecision {
+        nonce: r.try_get("nonce")?,
+        kind: r.try_get("kind")?,
+        model: r.try_get("model")?,
+        version: u32_of(r.try_get("version")?),
+        environment: r.try_get("environment")?,
+        model_sha256: r.try_get("model_sha256")?,
+        signer: r.try_get("signer")?,
+        key_id: r.try_get("key_id")?,
+        submitted_by: r.try_get("submitted_by")?,
+        issued_at: r.try_get("issued_at")?,
+        expires_at: r.try_get("expires_at")?,
+        comment: r.try_get("comment")?,
+        envelope: r.try_get("envelope")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn promotion_row(r: &AnyRow) -> Result<Promotion, RegistryError> {
+    Ok(Promotion {
+        model: r.try_get("model")?,
+        version: u32_of(r.try_get("version")?),
+        environment: r.try_get("environment")?,
+        allow: r.try_get::<i64, _>("allow_promotion")? != 0,
+        reasons: serde_json::from_str(&r.try_get::<String, _>("reasons")?).unwrap_or_default(),
+        policy_digest: r.try_get("policy_digest")?,
+        input: serde_json::from_str(&r.try_get::<String, _>("input")?).unwrap_or_default(),
+        decided_at: r.try_get("decided_at")?,
+        granted_event: r.try_get("granted_event")?,
+    })
+}
+
+/// Attempts before an audit append gives up on contention.
+const AUDIT_APPEND_ATTEMPTS: usize = 50;
+
+impl Store {
+    // ---- audit log ----
+
+    /// Appends an entry to the audit chain. With a `dedup_key`, appending the same
+    /// key again returns the entry already written (redelivered events, retried
+    /// requests).
+    pub async fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &serde_json::Value,
+        dedup_key: Option<&str>,
+    ) -> Result<AuditEntry, RegistryError> {
+        for attempt in 0..AUDIT_APPEND_ATTEMPTS {
+            if let Some(key) = dedup_key
+                && let Some(row) = sqlx::query("SELECT * FROM audit_log WHERE dedup_key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?
+            {
+                return audit_row(&row);
+            }
+            let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+            let (prev_seq, prev_hash) = match &last {
+                Some(r) => (
+                    u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+                    r.try_get::<String, _>("hash")?,
+                ),
+                None => (0, GENESIS.to_string()),
+            };
+            let seq = prev_seq + 1;
+            let at = now();
+            // Store the detail exactly as hashed.
+            let detail = serde_json::from_str::<serde_json::Value>(&detail.to_string())
+                .unwrap_or(serde_json::Value::Null);
+            let hash = entry_hash(seq, &at, actor, action, subject, &detail, &prev_hash);
+            let inserted = sqlx::query(
+                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, dedup_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(&at)
+            .bind(actor)
+            .bind(action)
+            .bind(subject)
+            .bind(detail.to_string())
+            .bind(&prev_hash)
+            .bind(&hash)
+            .bind(dedup_key)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    metrics::counter!("modelbus_audit_entries_total", "action" => action.to_string())
+                        .increment(1);
+                    return Ok(AuditEntry {
+                        seq,
+                        at,
+                        actor: actor.into(),
+                        action: action.into(),
+                        subject: subject.into(),
+                        detail,
+                        prev_hash,
+                        hash,
+                    });
+                }
+                Err(sqlx::Error::Database(e))
+                    if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+                {
+                    // Another writer took this seq (or this dedup key): read again.
+                    tokio::time::sleep(std::time::Duration::from_millis(1 + (attempt as u64 % 7)))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RegistryError::Internal(format!(
+            "audit append of {action} on {subject}: gave up after {AUDIT_APPEND_ATTEMPTS} contended attempts"
+        )))
+    }
+
+    /// Audit entries after `after_seq`, oldest first, at most `limit`.
+    pub async fn audit_entries(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, RegistryError> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Audit entries whose subject is `subject` or starts with `subject/`.
+    pub async fn audit_for_subject(&self, subject: &str) -> Result<Vec<AuditEntry>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE subject = $1 OR subject LIKE $2 ORDER BY seq",
+        )
+        .bind(subject)
+        .bind(format!(
+            "{}/%",
+            subject.replace('%', "").replace('_', "\\_")
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    // ---- tokens ----
+
+    /// Stores a new token's hash.
+    pub async fn create_token(
+        &self,
+        id: &str,
+        principal: &str,
+        roles: &[Role],
+        token_sha256: &str,
+        created_by: &str,
+    ) -> Result<TokenInfo, RegistryError> {
+        let at = now();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, principal, roles, token_sha256, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(principal)
+        .bind(serde_json::to_string(roles).unwrap_or_else(|_| "[]".into()))
+        .bind(token_sha256)
+        .bind(created_by)
+        .bind(&at)
+        .execute(&self.pool)
+        .await?;
+        Ok(TokenInfo {
+            id: id.into(),
+            principal: principal.into(),
+            roles: roles.to_vec(),
+            created_by: created_by.into(),
+            created_at: at,
+            revoked_at: String::new(),
+        })
+    }
+
+    /// The principal of an active token with this hash.
+    pub async fn principal_by_token(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<Principal>, RegistryError> {
+        let row = sqlx::query(
+            "SELECT id, principal, roles FROM api_tokens WHERE token_sha256 = $1 AND revoked_at = ''",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Principal {
+                name: r.try_get("principal")?,
+                roles: roles_of(&r.try_get::<String, _>("roles")?),
+                token_id: r.try_get("id")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every token, newest first.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, RegistryError> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    /// Revokes tokens by id, or every token of a principal; returns those revoked.
+    pub async fn revoke_tokens(
+        &self,
+        id: Option<&str>,
+        principal: Option<&str>,
+        by: &str,
+    ) -> Result<Vec<TokenInfo>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_tokens WHERE revoked_at = '' AND (id = $1 OR principal = $2)",
+        )
+        .bind(id.unwrap_or("\u{0}"))
+        .bind(principal.unwrap_or("\u{0}"))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let mut t = token_row(r)?;
+            let at = now();
+            sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at = ''",
+            )
+            .bind(&at)
+            .bind(by)
+            .bind(&t.id)
+            .execute(&self.pool)
+            .await?;
+            t.revoked_at = at;
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// Whether an active token of this principal exists.
+    pub async fn has_active_token(&self, principal: &str) -> Result<bool, RegistryError> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_tokens WHERE principal = $1 AND revoked_at = ''",
+        )
+        .bind(principal)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
+
+    // ---- approver roster ----
+
+    /// Adds an approver, or re-admits a revoked one with a new key.
+    pub async fn add_approver(
+        &self,
+        id: &str,
+        public_key: &str,
+        key_id: &str,
+        role: Role,
+        by: &str,
+    ) -> Result<Approver, RegistryError> {
+        if let Some(existing) = self.approver(id).await? {
+            if existing.revoked_at.is_empty() {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "approver {id:?} is already on the roster (role {}, key {}); revoke it first to change its key",
+                    existing.role, existing.key_id
+                )));
+            }
+            sqlx::query(
+                "UPDATE approvers SET public_key = $1, key_id = $2, role = $3, added_by = $4, \
+                 added_at = $5, revoked_at = '', revoked_by = '' WHERE id = $6",
+            )
+            .bind(public_key)
+            .bind(key_id)
+            .bind(role.as_str())
+            .bind(by)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO approvers (id, public_key, key_id, role, added_by, added_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(public_key)
+            .bind(key_id)
+            .bind(role.as_str())
+            .bind(by)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        }
+        self.approver(id)
+            .await?
+            .ok_or_else(|| RegistryError::Internal(format!("approver {id} vanished")))
+    }
+
+    /// One roster entry (revoked ones too).
+    pub async fn approver(&self, id: &str) -> Result<Option<Approver>, RegistryError> {
+        sqlx::query("SELECT * FROM approvers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(approver_row)
+            .transpose()
+    }
+
+    /// The whole roster.
+    pub async fn list_approvers(&self) -> Result<Vec<Approver>, RegistryError> {
+        let rows = sqlx::query("SELECT * FROM approvers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(approver_row).collect()
+    }
+
+    /// Revokes an approver.
+    pub async fn revoke_approver(&self, id: &str, by: &str) -> Result<Approver, RegistryError> {
+        let existing = self
+            .approver(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no approver {id:?} on the roster")))?;
+        if !existing.revoked_at.is_empty() {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "approver {id:?} was already revoked at {} by {}",
+                existing.revoked_at, existing.revoked_by
+            )));
+        }
+        sqlx::query("UPDATE approvers SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
+            .bind(now())
+            .bind(by)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.approver(id)
+            .await?
+            .ok_or_else(|| RegistryError::Internal(format!("approver {id} vanished")))
+    }
+
+    // ---- signed decisions ----
+
+    /// Records a signed decision; `Ok(false)` if its nonce was already used.
+    pub async fn insert_signed_decision(&self, d: &SignedDecision) -> Result<bool, RegistryError> {
+        let r = sqlx::query(
+            "INSERT INTO signed_decisions (nonce, kind, model, version, environment, model_sha256, \
+             signer, key_id, submitted_by, issued_at, expires_at, comment, envelope, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+        )
+        .bind(&d.nonce)
+        .bind(&d.kind)
+        .bind(&d.model)
+        .bind(i64::from(d.version))
+        .bind(&d.environment)
+        .bind(&d.model_sha256)
+        .bind(&d.signer)
+        .bind(&d.key_id)
+        .bind(&d.submitted_by)
+        .bind(&d.issued_at)
+        .bind(&d.expires_at)
+        .bind(&d.comment)
+        .bind(&d.envelope)
+        .bind(&d.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The decision recorded under a nonce.
+    pub async fn signed_decision(
+        &self,
+        nonce: &str,
+    ) -> Result<Option<SignedDecision>, RegistryError> {
+        sqlx::query("SELECT * FROM signed_decisions WHERE nonce = $1")
+            .bind(nonce)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(decision_row)
+            .transpose()
+    }
+
+    /// Signed decisions on a version (every environment when `environment` is empty).
+    pub async fn signed_decisions(
+        &self,
+        model: &str,
+        version: u32,
+        environment: &str,
+    ) -> Result<Vec<SignedDecision>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM signed_decisions WHERE model = $1 AND version = $2 \
+             AND ($3 = '' OR environment = $3) ORDER BY created_at",
+        )
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decision_row).collect()
+    }
+
+    /// Versions with approvals for `environment` whose promotion is not granted yet.
+    pub async fn pending_promotions(
+        &self,
+        environment: &str,
+    ) -> Result<Vec<(String, u32)>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT d.model AS model, d.version AS version FROM signed_decisions d \
+             LEFT JOIN promotions p ON p.model = d.model AND p.version = d.version \
+             AND p.environment = d.environment \
+             WHERE d.environment = $1 AND d.kind = 'approve' \
+             AND (p.granted_event IS NULL OR p.granted_event = '')",
+        )
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("model")?, u32_of(r.try_get("version")?))))
+            .collect()
+    }
+
+    /// Approvals the registry's automation key signed for a version (staging).
+    pub async fn automation_approvals(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<Vec<serde_json::Value>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT environment, approver, key_id, envelope, created_at FROM approvals \
+             WHERE model = $1 AND version = $2 ORDER BY created_at",
+        )
+        .bind(model)
+        .bind(i64::from(version))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let envelope: String = r.try_get("envelope")?;
+                Ok(serde_json::json!({
+                    "environment": r.try_get::<String, _>("environment")?,
+                    "approver": r.try_get::<String, _>("approver")?,
+                    "key_id": r.try_get::<String, _>("key_id")?,
+                    "envelope": serde_json::from_str::<serde_json::Value>(&envelope).unwrap_or_default(),
+                    "created_at": r.try_get::<String, _>("created_at")?,
+                }))
+            })
+            .collect()
+    }
+
+    // ---- promotions ----
+
+    /// Records the latest policy decision, keeping `granted_event` once set.
+    pub async fn save_promotion(&self, p: &Promotion) -> Result<(), RegistryError> {
+        let reasons = serde_json::to_string(&p.reasons).unwrap_or_else(|_| "[]".into());
+        let input = p.input.to_string();
+        let updated = sqlx::query(
+            "UPDATE promotions SET allow_promotion = $1, reasons = $2, policy_digest = $3, input = $4, \
+             decided_at = $5 WHERE model = $6 AND version = $7 AND environment = $8",
+        )
+        .bind(i64::from(p.allow))
+        .bind(&reasons)
+        .bind(&p.policy_digest)
+        .bind(&input)
+        .bind(&p.decided_at)
+        .bind(&p.model)
+        .bind(i64::from(p.version))
+        .bind(&p.environment)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO promotions (model, version, environment, allow_promotion, reasons, \
+                 policy_digest, input, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&p.model)
+            .bind(i64::from(p.version))
+            .bind(&p.environment)
+            .bind(i64::from(p.allow))
+            .bind(&reasons)
+            .bind(&p.policy_digest)
+            .bind(&input)
+            .bind(&p.decided_at)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Marks a promotion granted; `false` if another writer granted it first.
+    pub async fn mark_promotion_granted(
+        &self,
+        model: &str,
+        version: u32,
+        environment: &str,
+        event_id: &str,
+    ) -> Result<bool, RegistryError> {
+        let r = sqlx::query(
+            "UPDATE promotions SET granted_event = $1 WHERE model = $2 AND version = $3 \
+             AND environment = $4 AND granted_event = ''",
+        )
+        .bind(event_id)
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The latest promotion decision of a version for an environment.
+    pub async fn promotion(
+        &self,
+        model: &str,
+        version: u32,
+        environment: &str,
+    ) -> Result<Option<Promotion>, RegistryError> {
+        sqlx::query(
+            "SELECT * FROM promotions WHERE model = $1 AND version = $2 AND environment = $3",
+        )
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(environment)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(promotion_row)
+        .transpose()
+    }
+
+    // ---- serving statistics ----
+
+    /// Records one statistics window (once per event).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_serving_stats(
+        &self,
+        event_id: &str,
+        environment: &str,
+        model: &str,
+        version: u32,
+        requests: u64,
+        errors: u64,
+        p99_ms: f64,
+        window_end: &str,
+    ) -> Result<(), RegistryError> {
+        sqlx::query(
+            "INSERT INTO serving_stats (event_id, environment, model, version, requests, errors, p99_ms, window_end) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(environment)
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(i64::try_from(requests).unwrap_or(i64::MAX))
+        .bind(i64::try_from(errors).unwrap_or(i64::MAX))
+        .bind(p99_ms)
+        .bind(window_end)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Totals of a version's statistics windows ending at or after `since`.
+    pub async fn serving_totals(
+        &self,
+        environment: &str,
+        model: &str,
+        version: u32,
+        since: &str,
+    ) -> Result<ServingTotals, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT requests, errors, p99_ms FROM serving_stats WHERE environment = $1 AND model = $2 \
+             AND version = $3 AND window_end >= $4",
+        )
+        .bind(environment)
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut t = ServingTotals::default();
+        for r in &rows {
+            t.requests += u64::try_from(r.try_get::<i64, _>("requests")?).unwrap_or(0);
+            t.errors += u64::try_from(r.try_get::<i64, _>("errors")?).unwrap_or(0);
+            t.max_p99_ms = t.max_p99_ms.max(r.try_get::<f64, _>("p99_ms")?);
+            t.windows += 1;
+        }
+        Ok(t)
+    }
+
+    /// When a digest was first reported serving in an environment, from the
+    /// deployment timeline.
+    pub async fn first_completed(
+        &self,
+        environment: &str,
+        model: &str,
+        version: u32,
+    ) -> Result<Option<String>, RegistryError> {
+        let row = sqlx::query(
+            "SELECT MIN(at) AS at FROM deployment_events WHERE environment = $1 AND model = $2 \
+             AND version = $3 AND kind = 'completed'",
+        )
+        .bind(environment)
+        .bind(model)
+        .bind(i64::from(version))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<String>, _>("at")?)
+    }
+}
