@@ -41,6 +41,8 @@ SERVICES = {
 EXTERNAL_SECRETS = {
     "modelbus-automation-key": {"automation.pem", "automation.pem.pub"},
     "modelbus-database": {"url"},
+    # One NATS password per user of deploy/nats/permissions.conf.
+    "modelbus-nats": {"registry", "ingest", "features", "trainer", "deployer", "serving", "monitor"},
 }
 
 problems: list[str] = []
