@@ -22,13 +22,40 @@ state="$root/.modelbus/demo"
 rm -rf "$state"
 mkdir -p "$state"
 
-echo "==> starting the platform (modelbus up --state-dir $state)"
-"$mb" up --state-dir "$state" >"$state/up.log" 2>&1 &
+# Two approvers' keys, made before the platform starts: the deployer trusts only
+# the public keys in its own configuration.
+for who in alice bob; do
+  "$mb" keygen --id "$who" --out "$state/keys/$who.pem" >/dev/null 2>&1
+done
+cat >"$state/demo.toml" <<EOF
+# Demo only: a 3-second staging soak instead of the default 10 minutes.
+[promotion]
+staging_soak = "3s"
+evaluate_interval = "500ms"
+
+[serving]
+stats_interval = "1s"
+
+[[deployer.trusted_keys]]
+id = "alice"
+public_key_file = "$state/keys/alice.pem.pub"
+environments = ["production"]
+
+[[deployer.trusted_keys]]
+id = "bob"
+public_key_file = "$state/keys/bob.pem.pub"
+environments = ["production"]
+EOF
+
+echo "==> starting the platform (modelbus up --state-dir $state --config $state/demo.toml)"
+"$mb" up --state-dir "$state" --config "$state/demo.toml" >"$state/up.log" 2>&1 &
 up_pid=$!
 cleanup() { [ "$keep" = 1 ] || kill "$up_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 1 120); do
-  if curl -fsS http://127.0.0.1:7070/readyz >/dev/null 2>&1 && curl -fsS http://127.0.0.1:7070/v1/datasets/telco-churn >/dev/null 2>&1; then
+  # The registry writes the first admin token to the state dir on its first start.
+  if [ -s "$state/admin.token" ] && curl -fsS http://127.0.0.1:7070/readyz >/dev/null 2>&1 \
+    && curl -fsS -H "Authorization: Bearer $(cat "$state/admin.token")" http://127.0.0.1:7070/v1/datasets/telco-churn >/dev/null 2>&1; then
     break
   fi
   if ! kill -0 "$up_pid" 2>/dev/null; then
@@ -39,6 +66,9 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 sed -n '/applied dataset spec/,/Ctrl-C/p' "$state/up.log"
+# Every API needs a bearer token; the demo acts as the first admin.
+MODELBUS_TOKEN=$(cat "$state/admin.token")
+export MODELBUS_TOKEN
 
 echo
 echo "==> modelbus submit --dataset telco-churn data/telco-churn/telco_customer_churn.csv --wait"
@@ -81,6 +111,28 @@ curl -fsS http://127.0.0.1:7080/v1/models/telco-churn | grep -o '"model_version"
 echo
 echo "==> modelbus runs list"
 "$mb" runs list
+
+echo
+echo "==> governance: two approvers sign version 1 for production"
+for who in alice bob; do
+  "$mb" approvers add --id "$who" --public-key-file "$state/keys/$who.pem.pub" --role approver
+done
+alice_token=$("$mb" tokens create --name alice --role approver 2>/dev/null)
+bob_token=$("$mb" tokens create --name bob --role approver 2>/dev/null)
+sleep 3 # the staging soak of this demo's configuration
+MODELBUS_TOKEN=$alice_token "$mb" approve --model telco-churn --version 1 --env production \
+  --key "$state/keys/alice.pem" --comment "holdout AUC and slices reviewed"
+MODELBUS_TOKEN=$bob_token "$mb" approve --model telco-churn --version 1 --env production \
+  --key "$state/keys/bob.pem" --comment "second approval"
+for _ in $(seq 1 60); do
+  if curl -fsS http://127.0.0.1:7081/v1/models/telco-churn >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+echo "    production now serves:"
+curl -fsS http://127.0.0.1:7081/v1/models/telco-churn | grep -o '"model_version":[0-9]*'
+echo
+echo "==> modelbus audit verify"
+"$mb" audit verify
 
 if [ "$keep" = 1 ]; then
   echo

@@ -405,26 +405,13 @@ impl Default for RolloutPolicy {
 }
 
 /// Rollouts per environment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolloutConfig {
     /// Staging: direct, no bake, by default.
     pub staging: RolloutPolicy,
-    /// Production: canary 10% → 50% → 100%, 2 minutes per step, by default.
+    /// Production: direct by default (canary rollouts are not executed yet).
     pub production: RolloutPolicy,
-}
-
-impl Default for RolloutConfig {
-    fn default() -> Self {
-        Self {
-            staging: RolloutPolicy::default(),
-            production: RolloutPolicy {
-                strategy: RolloutStrategy::Canary,
-                bake: Duration::from_secs(120),
-                ..RolloutPolicy::default()
-            },
-        }
-    }
 }
 
 impl RolloutConfig {
@@ -905,6 +892,10 @@ impl Config {
                         "must be increasing percentages above 0 ending at 100, like [10, 50, 100]",
                     ));
                 }
+                return Err(invalid(
+                    &format!("{key}.strategy"),
+                    "canary rollouts are not available yet; use \"direct\"",
+                ));
             }
             if !(0.0..=1.0).contains(&r.max_error_rate) {
                 return Err(invalid(
