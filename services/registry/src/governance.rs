@@ -511,7 +511,7 @@ impl Registry {
                 "too_long",
                 RegistryError::InvalidArgument(format!(
                     "the statement is valid for longer than promotion.max_approval_validity ({})",
-                    humantime_like(max)
+                    humantime::format_duration(max)
                 )),
             ));
         }
@@ -892,16 +892,5 @@ impl Registry {
                 }
             }
         }
-    }
-}
-
-fn humantime_like(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s.is_multiple_of(86_400) {
-        format!("{}d", s / 86_400)
-    } else if s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else {
-        format!("{s}s")
     }
 }

@@ -236,10 +236,7 @@ impl Store {
             };
             let seq = prev_seq + 1;
             let at = now();
-            // Store the detail exactly as hashed.
-            let detail = serde_json::from_str::<serde_json::Value>(&detail.to_string())
-                .unwrap_or(serde_json::Value::Null);
-            let hash = entry_hash(seq, &at, actor, action, subject, &detail, &prev_hash);
+            let hash = entry_hash(seq, &at, actor, action, subject, detail, &prev_hash);
             let inserted = sqlx::query(
                 "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, dedup_key) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -265,7 +262,7 @@ impl Store {
                         actor: actor.into(),
                         action: action.into(),
                         subject: subject.into(),
-                        detail,
+                        detail: detail.clone(),
                         prev_hash,
                         hash,
                     });
@@ -296,21 +293,6 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(audit_row).collect()
-    }
-
-    /// Audit entries whose subject is `subject` or starts with `subject/`.
-    pub async fn audit_for_subject(&self, subject: &str) -> Result<Vec<AuditEntry>, RegistryError> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE subject = $1 OR subject LIKE $2 ORDER BY seq",
-        )
-        .bind(subject)
-        .bind(format!(
-            "{}/%",
-            subject.replace('%', "").replace('_', "\\_")
-        ))
-        .fetch_all(&self.pool)
-        .await?;
         rows.iter().map(audit_row).collect()
     }
 
