@@ -3,7 +3,9 @@
 # (`modelbus up`, with its own embedded nats-server and SQLite registry), and runs
 # the whole pipeline on the shipped Telco churn data: submit → validate → features
 # → train → gates → signed staging approval → deploy → serve. Then it asks the
-# staging endpoint for predictions, shows a bad batch being rejected, and stops.
+# staging endpoint for predictions, shows a bad batch being rejected, has two
+# approvers sign version 1 for production, verifies the audit log, writes the
+# version's evidence bundle and verifies it offline, and stops.
 # Pass --keep-running to leave the platform up afterwards.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -122,17 +124,26 @@ bob_token=$("$mb" tokens create --name bob --role approver 2>/dev/null)
 sleep 3 # the staging soak of this demo's configuration
 MODELBUS_TOKEN=$alice_token "$mb" approve --model telco-churn --version 1 --env production \
   --key "$state/keys/alice.pem" --comment "holdout AUC and slices reviewed"
+start=$(date +%s%N)
 MODELBUS_TOKEN=$bob_token "$mb" approve --model telco-churn --version 1 --env production \
   --key "$state/keys/bob.pem" --comment "second approval"
-for _ in $(seq 1 60); do
+for _ in $(seq 1 1500); do
   if curl -fsS http://127.0.0.1:7081/v1/models/telco-churn >/dev/null 2>&1; then break; fi
-  sleep 0.5
+  sleep 0.02
 done
-echo "    production now serves:"
+end=$(date +%s%N)
+echo "    second signature → serving in production in $(( (end - start) / 1000000 )) ms; production now serves:"
 curl -fsS http://127.0.0.1:7081/v1/models/telco-churn | grep -o '"model_version":[0-9]*'
 echo
 echo "==> modelbus audit verify"
 "$mb" audit verify
+
+echo
+echo "==> modelbus evidence --model telco-churn --version 1 --out $state/evidence-v1"
+"$mb" evidence --model telco-churn --version 1 --out "$state/evidence-v1" | tail -1
+echo "==> modelbus evidence verify (offline, with the keys the auditor holds)"
+"$mb" evidence verify "$state/evidence-v1" --trusted-key "$state/keys/alice.pem.pub" \
+  --trusted-key "$state/keys/bob.pem.pub" --trusted-key "$state/keys/automation.pem.pub"
 
 if [ "$keep" = 1 ]; then
   echo

@@ -5,5 +5,6 @@
 
 pub mod bench;
 pub mod client;
+pub mod evidence;
 pub mod governance;
 pub mod platform;

@@ -175,6 +175,39 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Writes the compliance bundle of one model version (`evidence.json`,
+    /// `evidence.html`, `SHA256SUMS`); `evidence verify DIR` checks one offline.
+    #[command(args_conflicts_with_subcommands = true)]
+    Evidence {
+        #[command(subcommand)]
+        cmd: Option<EvidenceCmd>,
+        /// Model.
+        #[arg(long, required = true)]
+        model: Option<String>,
+        /// Version.
+        #[arg(long, required = true)]
+        version: Option<u32>,
+        /// Directory to write the bundle to.
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCmd {
+    /// Checks a bundle with no access to the platform: checksums, signatures,
+    /// the audit chain segment, audit entries for every claim; exit 3 if a
+    /// check fails.
+    Verify {
+        /// The bundle's directory.
+        dir: PathBuf,
+        /// A public key you hold (repeatable): every signature must be by one of them.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<PathBuf>,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -1071,6 +1104,62 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Cmd::Reject(_)
         | Cmd::Rollback { .. }
         | Cmd::Audit { .. }) => return governance(&client, cmd).await,
+        Cmd::Evidence {
+            cmd:
+                Some(EvidenceCmd::Verify {
+                    dir,
+                    trusted_keys,
+                    json,
+                }),
+            ..
+        } => {
+            let (e, findings) = modelbus_cli::evidence::verify_dir(&dir, &trusted_keys)?;
+            let ok = modelbus_cli::evidence::all_ok(&findings);
+            if json {
+                print_json(&serde_json::json!({
+                    "model": e.model, "version": e.version, "ok": ok, "findings": findings,
+                }));
+            } else {
+                modelbus_cli::evidence::print_findings(&findings);
+                println!(
+                    "evidence of {} v{}: {}",
+                    e.model,
+                    e.version,
+                    if ok { "verified" } else { "FAILED" }
+                );
+            }
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            });
+        }
+        Cmd::Evidence {
+            cmd: None,
+            model,
+            version,
+            out,
+        } => {
+            let (Some(model), Some(version), Some(out)) = (model, version, out) else {
+                anyhow::bail!(
+                    "evidence needs --model, --version and --out (or `evidence verify DIR`)"
+                );
+            };
+            let (e, findings) =
+                modelbus_cli::evidence::export(&client, &model, version, &out).await?;
+            modelbus_cli::evidence::print_findings(&findings);
+            println!(
+                "wrote the evidence of {} v{} to {} ({} signed statements, {} audit entries)",
+                e.model,
+                e.version,
+                out.display(),
+                e.signed.len() + e.automation.len(),
+                e.audit.entries.len()
+            );
+            if !modelbus_cli::evidence::all_ok(&findings) {
+                return Ok(ExitCode::from(3));
+            }
+        }
         Cmd::Up { datasets_dir } => {
             serve(config, &Service::ALL, Some(datasets_dir)).await?;
         }

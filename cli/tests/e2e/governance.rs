@@ -50,6 +50,11 @@ fn registry_routes() -> Vec<(&'static str, &'static str, &'static str)> {
         ("GET", "/v1/batches/00/report.json", "producer"),
         ("GET", "/v1/batches/00/report.html", "producer"),
         ("GET", "/v1/audit", "producer"),
+        (
+            "GET",
+            "/v1/models/telco-churn/versions/1/evidence",
+            "producer",
+        ),
         ("GET", "/v1/tokens", "approver"),
         ("POST", "/v1/tokens", "operator"),
         ("POST", "/v1/tokens/revoke", "viewer"),
@@ -72,7 +77,7 @@ async fn token(t: &TestPlatform, name: &str, roles: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_needs_a_token_and_the_right_role() {
-    let t = TestPlatform::start(Db::Sqlite).await;
+    let t = TestPlatform::start_with(Db::Sqlite, |c| c.serving.require_token = true).await;
     let anonymous = reqwest::Client::new();
     let base = t.config.registry_http_url();
     let mut tokens = std::collections::HashMap::new();
@@ -196,7 +201,9 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
             .is_ok()
     );
     let st = v
-        .authenticate(modelbus_proto::registry::v1::AuthenticateRequest { token: producer })
+        .authenticate(modelbus_proto::registry::v1::AuthenticateRequest {
+            token: producer.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(st.code(), tonic::Code::PermissionDenied);
@@ -213,6 +220,41 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
     // Tokens are stored hashed: no row holds the secret.
     let listed = t.client.get_json("/v1/tokens").await.unwrap();
     assert!(!listed.to_string().contains("mbt_"), "{listed}");
+
+    // Serving with `serving.require_token`: model routes need a token that may
+    // read (401 without, 403 for a producer-only token); health routes stay open.
+    let version = run["model_version"].as_u64().unwrap();
+    t.wait_serving("telco-churn", version).await;
+    let predict = format!("{}/v1/models/telco-churn:predict", t.staging());
+    let body = json!({ "instances": crate::harness::telco_records(2) });
+    let r = anonymous.post(&predict).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = authed_http(&producer)
+        .post(&predict)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let reader = authed_http(&token(&t, "dashboard", "viewer").await);
+    for _ in 0..2 {
+        // The second request is answered from serving's token cache.
+        let r = reader.post(&predict).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = anonymous
+        .post(format!("{}/v2/models/telco-churn/infer", t.staging()))
+        .json(&json!({ "inputs": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = anonymous
+        .get(format!("{}/v2/health/ready", t.staging()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 struct Person {
@@ -601,6 +643,81 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    // The version's evidence bundle: written, verified offline with the keys the
+    // auditor holds; a signer missing from those keys, or a bundle edited after
+    // export, fails verification (exit 3).
+    let ev = dir.path().join("evidence");
+    let ev_s = ev.to_str().unwrap().to_string();
+    let version_s = version.to_string();
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "evidence",
+            "--model",
+            "telco-churn",
+            "--version",
+            &version_s,
+            "--out",
+            &ev_s,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let html = std::fs::read_to_string(ev.join("evidence.html")).unwrap();
+    for needle in [
+        "alice",
+        "bob",
+        digest.to_hex().as_str(),
+        "deployment.completed",
+    ] {
+        assert!(html.contains(needle), "no {needle} in the HTML");
+    }
+    let key_of = |p: &Person| {
+        modelbus_core::signing::public_key_path(&p.key_file)
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let automation_pub = modelbus_core::signing::public_key_path(&t.config.automation_key_path())
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (alice_pub, bob_pub) = (key_of(&alice), key_of(&bob));
+    let verify = |keys: &[&str]| {
+        let mut args = vec!["evidence", "verify", ev_s.as_str()];
+        for k in keys {
+            args.extend(["--trusted-key", k]);
+        }
+        cli(&t, &args)
+    };
+    let (code, out, err) = verify(&[&alice_pub, &bob_pub, &automation_pub]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok     production approvals: 2 distinct valid approvers (alice, bob)"),
+        "{out}"
+    );
+    let (code, out, _) = verify(&[&bob_pub, &automation_pub]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("is not among the keys given"), "{out}");
+    let json_path = ev.join("evidence.json");
+    let original = std::fs::read_to_string(&json_path).unwrap();
+    let mut edited: Value = serde_json::from_str(&original).unwrap();
+    edited["model_sha256"] = json!(Sha256Digest::of(b"another model").to_hex());
+    let edited = serde_json::to_string_pretty(&edited).unwrap() + "\n";
+    std::fs::write(&json_path, &edited).unwrap();
+    let (code, out, _) = verify(&[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("FAILED checksum of evidence.json"), "{out}");
+    // Checksums recomputed by whoever edited it: the signatures and the audit
+    // entries still disagree.
+    let sums = std::fs::read_to_string(ev.join("SHA256SUMS")).unwrap();
+    let old = Sha256Digest::of(original.as_bytes()).to_hex();
+    let new = Sha256Digest::of(edited.as_bytes()).to_hex();
+    std::fs::write(ev.join("SHA256SUMS"), sums.replace(&old, &new)).unwrap();
+    let (code, out, _) = verify(&[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("FAILED registration"), "{out}");
+    assert!(out.contains("artifact digest does not match"), "{out}");
+
     // The audit log holds every step and verifies; a row edited in the database is caught.
     let (code, out, _) = cli(&t, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
@@ -646,6 +763,22 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
     let (code, out, _) = cli(&t, &["audit", "verify"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains(&format!("BROKEN at entry {victim}")), "{out}");
+    // A bundle exported now carries the broken chain and says so.
+    let again = dir.path().join("evidence-after-edit");
+    let (code, out, _) = cli(
+        &t,
+        &[
+            "evidence",
+            "--model",
+            "telco-churn",
+            "--version",
+            &version_s,
+            "--out",
+            again.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("FAILED audit chain"), "{out}");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

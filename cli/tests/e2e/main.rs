@@ -10,4 +10,5 @@ mod pipeline;
 mod producers;
 mod quality;
 mod restart;
+mod rollout;
 mod security;

@@ -122,7 +122,7 @@ async fn forged_and_mismatched_approvals_are_refused() {
         predicate(1, Environment::Production, time::Duration::hours(1)),
     ));
     let r = refused(&t, grant(Environment::Production, vec![env])).await;
-    assert!(r.contains("may not approve production"), "{r}");
+    assert!(r.contains("not trusted for production"), "{r}");
 
     // An expired approval.
     let env = automation.sign_statement(&Statement::approval(

@@ -410,7 +410,7 @@ impl Default for RolloutPolicy {
 pub struct RolloutConfig {
     /// Staging: direct, no bake, by default.
     pub staging: RolloutPolicy,
-    /// Production: direct by default (canary rollouts are not executed yet).
+    /// Production: direct, no bake, by default; set `canary` with steps and a bake.
     pub production: RolloutPolicy,
 }
 
@@ -689,6 +689,15 @@ pub struct ServingConfig {
     /// p99 latency per served version): the evidence of soaks and rollbacks.
     #[serde(with = "duration")]
     pub stats_interval: Duration,
+    /// Whether prediction and model endpoints need a bearer token with the
+    /// `viewer` role (checked with the registry, cached for `token_cache`).
+    /// Off by default: serving sits behind the caller's own gateway, and a
+    /// token sent anyway is ignored.
+    pub require_token: bool,
+    /// How long serving trusts a token the registry accepted (a revoked token
+    /// keeps working at most this long).
+    #[serde(with = "duration")]
+    pub token_cache: Duration,
 }
 
 impl Default for ServingConfig {
@@ -699,6 +708,8 @@ impl Default for ServingConfig {
             max_request_bytes: 8 * 1024 * 1024,
             replica_id: None,
             stats_interval: Duration::from_secs(10),
+            require_token: false,
+            token_cache: Duration::from_secs(30),
         }
     }
 }
@@ -892,9 +903,21 @@ impl Config {
                         "must be increasing percentages above 0 ending at 100, like [10, 50, 100]",
                     ));
                 }
+                if r.bake.is_zero() {
+                    return Err(invalid(
+                        &format!("{key}.bake"),
+                        "a canary needs a bake time per step (like \"5m\"): with none, no step is ever watched",
+                    ));
+                }
+            }
+            if !r.bake.is_zero() && r.bake < self.serving.stats_interval {
                 return Err(invalid(
-                    &format!("{key}.strategy"),
-                    "canary rollouts are not available yet; use \"direct\"",
+                    &format!("{key}.bake"),
+                    &format!(
+                        "{} is shorter than serving.stats_interval ({}): a step would end before serving reports on it",
+                        humantime::format_duration(r.bake),
+                        humantime::format_duration(self.serving.stats_interval)
+                    ),
                 ));
             }
             if !(0.0..=1.0).contains(&r.max_error_rate) {
@@ -1177,6 +1200,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("serving.production_addr"), "{e}");
+    }
+
+    #[test]
+    fn canary_rollouts_need_steps_and_a_bake_longer_than_a_stats_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let load = |body: &str| {
+            std::fs::write(&p, body).unwrap();
+            Config::load_from(Some(&p), &[]).map_err(|e| e.to_string())
+        };
+        let c = load(
+            "[serving]\nstats_interval = \"1s\"\n[rollout.production]\nstrategy = \"canary\"\nsteps = [5, 25, 100]\nbake = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rollout.production.steps, vec![5, 25, 100]);
+        let e = load("[rollout.production]\nstrategy = \"canary\"\n").unwrap_err();
+        assert!(e.contains("rollout.production.bake"), "{e}");
+        let e = load(
+            "[rollout.staging]\nstrategy = \"canary\"\nsteps = [50, 20, 100]\nbake = \"1m\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("rollout.staging.steps"), "{e}");
+        let e = load("[rollout.staging]\nstrategy = \"canary\"\nsteps = [50]\nbake = \"1m\"\n")
+            .unwrap_err();
+        assert!(e.contains("ending at 100"), "{e}");
+        let e = load("[rollout.staging]\nbake = \"2s\"\n").unwrap_err();
+        assert!(
+            e.contains("rollout.staging.bake") && e.contains("serving.stats_interval"),
+            "{e}"
+        );
     }
 
     #[test]

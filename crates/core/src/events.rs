@@ -141,6 +141,10 @@ impl<T: EventPayload> Envelope<T> {
     }
 }
 
+fn full_traffic() -> u8 {
+    100
+}
+
 /// Id for an event of `name` keyed by `key` (32 hex characters).
 pub fn derive_event_id(name: &str, key: &str) -> String {
     let mut h = Sha256::new();
@@ -424,6 +428,9 @@ pub struct DeploymentStarted {
     pub model_sha256: Sha256Digest,
     /// Revision of the desired-state entry in the `deployments` KV bucket.
     pub revision: u64,
+    /// Share of traffic the version gets with this write (canary steps), percent.
+    #[serde(default = "full_traffic")]
+    pub traffic_percent: u8,
 }
 impl EventPayload for DeploymentStarted {
     const NAME: &'static str = "deployment.started";
@@ -445,6 +452,9 @@ pub struct ServingModelLoaded {
     pub replica: String,
     /// Revision of the desired-state entry this replica acted on.
     pub revision: u64,
+    /// Share of traffic the version answers on this replica, percent.
+    #[serde(default = "full_traffic")]
+    pub traffic_percent: u8,
 }
 impl EventPayload for ServingModelLoaded {
     const NAME: &'static str = "serving.model.loaded";
@@ -462,6 +472,9 @@ pub struct DeploymentCompleted {
     pub version: u32,
     /// The model artifact.
     pub model_sha256: Sha256Digest,
+    /// Share of traffic it answers now, percent (below 100 during a canary).
+    #[serde(default = "full_traffic")]
+    pub traffic_percent: u8,
 }
 impl EventPayload for DeploymentCompleted {
     const NAME: &'static str = "deployment.completed";

@@ -14,6 +14,7 @@ pub mod bus;
 pub mod config;
 pub mod deploy;
 pub mod events;
+pub mod evidence;
 pub mod ids;
 pub mod nats_server;
 pub mod online;

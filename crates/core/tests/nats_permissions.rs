@@ -203,6 +203,8 @@ fn desired(version: u32) -> DesiredState {
         pipelinerun: None,
         updated_at: "2026-01-01T00:00:00Z".into(),
         traceparent: None,
+        previous: None,
+        traffic_percent: 100,
     }
 }
 

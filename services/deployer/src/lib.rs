@@ -8,6 +8,9 @@
 //! `approval.refused`.
 #![forbid(unsafe_code)]
 
+mod rollback;
+mod rollout;
+
 use std::path::PathBuf;
 
 use async_nats::jetstream::kv;
@@ -17,7 +20,7 @@ use modelbus_core::config::Config;
 use modelbus_core::deploy::{DEPLOYMENTS_BUCKET, DesiredState, NONCES_BUCKET, deployment_key};
 use modelbus_core::events::{
     ApprovalGranted, ApprovalRefused, DeploymentCompleted, DeploymentStarted, Envelope,
-    EventPayload, ServingModelLoaded, ServingStats,
+    EventPayload, RollbackRequested, ServingModelLoaded, ServingStats,
 };
 use modelbus_core::ids::Environment;
 use modelbus_core::ids::Sha256Digest;
@@ -118,6 +121,7 @@ struct Deployer {
     nonces: kv::Store,
     policies: std::sync::Arc<modelbus_policy::PolicySet>,
     stats: Stats,
+    rollouts: rollout::Running,
 }
 
 /// Serving statistics windows the deployer has seen, per environment and
@@ -146,12 +150,21 @@ fn pending_marker(event_id: &str) -> String {
 /// Why an approval was refused: the metric label and the message.
 struct Refusal(&'static str, String);
 
+/// What a signed statement must name to count for an event.
+struct Expected<'a> {
+    model: &'a modelbus_core::ids::ModelName,
+    version: u32,
+    environment: Environment,
+    digest: &'a Sha256Digest,
+}
+
 impl Deployer {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
         match d.event_type().as_deref() {
             Some(t) if t == ApprovalGranted::event_type() => self.on_approval(d).await,
             Some(t) if t == ServingModelLoaded::event_type() => self.on_loaded(d).await,
             Some(t) if t == ServingStats::event_type() => self.on_stats(d),
+            Some(t) if t == RollbackRequested::event_type() => self.on_rollback(d).await,
             _ => Ok(()),
         }
     }
@@ -172,25 +185,40 @@ impl Deployer {
         }
     }
 
-    /// Logs, counts and publishes a refusal.
+    /// Logs, counts and publishes the refusal of an approval.
     async fn refuse(
         &self,
         e: &Envelope<ApprovalGranted>,
+        refusal: Refusal,
+    ) -> Result<(), HandlerError> {
+        let g = &e.data;
+        self.refuse_event(e, &g.model, g.version, g.environment, refusal)
+            .await
+    }
+
+    /// Logs, counts and publishes a refusal (`approval.refused`) of the approval
+    /// or rollback carried by `e`.
+    async fn refuse_event<T>(
+        &self,
+        e: &Envelope<T>,
+        model: &modelbus_core::ids::ModelName,
+        version: u32,
+        environment: Environment,
         Refusal(label, reason): Refusal,
     ) -> Result<(), HandlerError> {
         metrics::counter!("modelbus_deployer_refusals_total", "reason" => label).increment(1);
-        tracing::warn!(model = %e.data.model, version = e.data.version, env = %e.data.environment, %reason, "approval refused");
+        tracing::warn!(%model, version, env = %environment, event = %e.event_type, %reason, "refused");
         let out = Envelope::new(
             SOURCE,
             &e.id,
             ApprovalRefused {
-                model: e.data.model.clone(),
-                version: e.data.version,
-                environment: e.data.environment,
+                model: model.clone(),
+                version,
+                environment,
                 reason,
             },
         )
-        .with_subject(e.data.model.as_str())
+        .with_subject(model.as_str())
         .caused_by(e);
         self.ctx
             .bus
@@ -211,100 +239,25 @@ impl Deployer {
                 "the event carries no approval envelopes".into(),
             ));
         }
-        let keys: Vec<PublicKey> = self.trusted.iter().map(|t| t.key.clone()).collect();
         let now = time::OffsetDateTime::now_utc();
         let current = self.current(g.environment, &g.model).await;
         let mut approvers = Vec::new();
         let mut nonces = Vec::new();
         let mut replay_of_current = true;
         for (i, env) in g.approvals.iter().enumerate() {
-            let (payload, key_id) = verify_envelope(env, &keys).map_err(|err| {
-                let label = match err {
-                    modelbus_core::signing::SigningError::UnknownKey(_) => "unknown_key",
-                    modelbus_core::signing::SigningError::BadSignature(_) => "bad_signature",
-                    _ => "malformed",
-                };
-                Refusal(label, format!("approval {i}: {err}"))
-            })?;
-            let (st, digest) = Statement::parse(&payload)
-                .map_err(|err| Refusal("malformed", format!("approval {i}: {err}")))?;
-            if st.kind() != Some(StatementKind::Approve) {
-                return Err(Refusal(
-                    "wrong_kind",
-                    format!(
-                        "approval {i} is a {:?} statement, not an approval",
-                        st.predicate_type
-                    ),
-                ));
-            }
+            let (st, trusted) = self.check_statement(
+                env,
+                &format!("approval {i}"),
+                StatementKind::Approve,
+                &Expected {
+                    model: &g.model,
+                    version: g.version,
+                    environment: g.environment,
+                    digest: &g.model_sha256,
+                },
+                now,
+            )?;
             let p = &st.predicate;
-            let trusted = self
-                .trusted
-                .iter()
-                .find(|t| t.key.id() == key_id)
-                .ok_or_else(|| {
-                    Refusal(
-                        "unknown_key",
-                        format!("approval {i}: key {key_id} is not trusted"),
-                    )
-                })?;
-            if digest != g.model_sha256 {
-                return Err(Refusal(
-                    "digest_mismatch",
-                    format!(
-                        "approval {i} is for artifact {digest}, the event deploys {}",
-                        g.model_sha256
-                    ),
-                ));
-            }
-            if p.model != g.model || p.version != g.version {
-                return Err(Refusal(
-                    "subject_mismatch",
-                    format!(
-                        "approval {i} is for {} v{}, the event deploys {} v{}",
-                        p.model, p.version, g.model, g.version
-                    ),
-                ));
-            }
-            if p.environment != g.environment {
-                return Err(Refusal(
-                    "environment_mismatch",
-                    format!(
-                        "approval {i} is for {}, the event deploys to {}",
-                        p.environment, g.environment
-                    ),
-                ));
-            }
-            if !trusted.environments.contains(&g.environment) {
-                return Err(Refusal(
-                    "key_not_allowed",
-                    format!(
-                        "approval {i}: key of {} may not approve {}",
-                        trusted.id, g.environment
-                    ),
-                ));
-            }
-            if p.expires_at <= now {
-                return Err(Refusal(
-                    "expired",
-                    format!("approval {i} expired at {}", p.expires_at),
-                ));
-            }
-            if p.issued_at > now + MAX_CLOCK_SKEW {
-                return Err(Refusal(
-                    "not_yet_valid",
-                    format!("approval {i} is issued in the future ({})", p.issued_at),
-                ));
-            }
-            if p.nonce.is_empty()
-                || !p.nonce.chars().all(|c| c.is_ascii_alphanumeric())
-                || p.nonce.len() > 128
-            {
-                return Err(Refusal(
-                    "malformed",
-                    format!("approval {i}: nonce must be 1-128 letters or digits"),
-                ));
-            }
             let already_current = current.as_ref().is_some_and(|c| {
                 c.nonces.contains(&p.nonce)
                     && c.version == g.version
@@ -320,27 +273,6 @@ impl Deployer {
                 return Err(Refusal(
                     "replayed_nonce",
                     format!("approval {i}: nonce {} was already used", p.nonce),
-                ));
-            }
-            if !matches!(
-                trusted.role,
-                modelbus_core::auth::Role::Approver | modelbus_core::auth::Role::Admin
-            ) {
-                return Err(Refusal(
-                    "key_not_allowed",
-                    format!(
-                        "approval {i}: {} is configured as {}, which may not approve",
-                        trusted.id, trusted.role
-                    ),
-                ));
-            }
-            if p.approver != trusted.id {
-                return Err(Refusal(
-                    "signer_mismatch",
-                    format!(
-                        "approval {i} names approver {:?} but is signed with the key of {}",
-                        p.approver, trusted.id
-                    ),
                 ));
             }
             if approvers.contains(&trusted.id) {
@@ -363,6 +295,134 @@ impl Deployer {
             )
         })?;
         Ok((approvers, nonces, replay_of_current))
+    }
+
+    /// Checks one signed statement against the deployer's own trusted keys: a
+    /// valid signature by a known key, of the expected kind, naming exactly the
+    /// expected model, version, environment and artifact, in force now, with a
+    /// well-formed nonce, signed by the key of the approver it names, whose
+    /// configured role may sign this kind. `what` names it in refusals.
+    fn check_statement(
+        &self,
+        env: &modelbus_core::signing::DsseEnvelope,
+        what: &str,
+        kind: StatementKind,
+        expected: &Expected<'_>,
+        now: time::OffsetDateTime,
+    ) -> Result<(Statement, &Trusted), Refusal> {
+        use modelbus_core::auth::Role;
+        let keys: Vec<PublicKey> = self.trusted.iter().map(|t| t.key.clone()).collect();
+        let (payload, key_id) = verify_envelope(env, &keys).map_err(|err| {
+            let label = match err {
+                modelbus_core::signing::SigningError::UnknownKey(_) => "unknown_key",
+                modelbus_core::signing::SigningError::BadSignature(_) => "bad_signature",
+                _ => "malformed",
+            };
+            Refusal(label, format!("{what}: {err}"))
+        })?;
+        let (st, digest) = Statement::parse(&payload)
+            .map_err(|err| Refusal("malformed", format!("{what}: {err}")))?;
+        if st.kind() != Some(kind) {
+            return Err(Refusal(
+                "wrong_kind",
+                format!(
+                    "{what} is a {:?} statement, not a {kind:?}",
+                    st.predicate_type
+                ),
+            ));
+        }
+        let p = &st.predicate;
+        let trusted = self
+            .trusted
+            .iter()
+            .find(|t| t.key.id() == key_id)
+            .ok_or_else(|| {
+                Refusal(
+                    "unknown_key",
+                    format!("{what}: key {key_id} is not trusted"),
+                )
+            })?;
+        if digest != *expected.digest {
+            return Err(Refusal(
+                "digest_mismatch",
+                format!(
+                    "{what} is for artifact {digest}, the event names {}",
+                    expected.digest
+                ),
+            ));
+        }
+        if p.model != *expected.model || p.version != expected.version {
+            return Err(Refusal(
+                "subject_mismatch",
+                format!(
+                    "{what} is for {} v{}, the event names {} v{}",
+                    p.model, p.version, expected.model, expected.version
+                ),
+            ));
+        }
+        if p.environment != expected.environment {
+            return Err(Refusal(
+                "environment_mismatch",
+                format!(
+                    "{what} is for {}, the event names {}",
+                    p.environment, expected.environment
+                ),
+            ));
+        }
+        if !trusted.environments.contains(&expected.environment) {
+            return Err(Refusal(
+                "key_not_allowed",
+                format!(
+                    "{what}: the key of {} is not trusted for {}",
+                    trusted.id, expected.environment
+                ),
+            ));
+        }
+        if p.expires_at <= now {
+            return Err(Refusal(
+                "expired",
+                format!("{what} expired at {}", p.expires_at),
+            ));
+        }
+        if p.issued_at > now + MAX_CLOCK_SKEW {
+            return Err(Refusal(
+                "not_yet_valid",
+                format!("{what} is issued in the future ({})", p.issued_at),
+            ));
+        }
+        if p.nonce.is_empty()
+            || !p.nonce.chars().all(|c| c.is_ascii_alphanumeric())
+            || p.nonce.len() > 128
+        {
+            return Err(Refusal(
+                "malformed",
+                format!("{what}: nonce must be 1-128 letters or digits"),
+            ));
+        }
+        let allowed = match kind {
+            StatementKind::Approve => matches!(trusted.role, Role::Approver | Role::Admin),
+            StatementKind::Rollback => matches!(trusted.role, Role::Operator | Role::Admin),
+            StatementKind::Reject => false,
+        };
+        if !allowed {
+            return Err(Refusal(
+                "key_not_allowed",
+                format!(
+                    "{what}: {} is configured as {}, which may not sign a {kind:?}",
+                    trusted.id, trusted.role
+                ),
+            ));
+        }
+        if p.approver != trusted.id {
+            return Err(Refusal(
+                "signer_mismatch",
+                format!(
+                    "{what} names {:?} but is signed with the key of {}",
+                    p.approver, trusted.id
+                ),
+            ));
+        }
+        Ok((st, trusted))
     }
 
     /// Re-decides a production promotion with the production policy, on evidence
@@ -526,6 +586,35 @@ impl Deployer {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Records `nonces` as used by event `event_id`; returns a nonce another
+    /// event recorded first. `create` fails if the key exists: of two deployers
+    /// racing on one statement, only one records it.
+    async fn claim_nonces(
+        &self,
+        nonces: &[String],
+        event_id: &str,
+    ) -> Result<Option<String>, HandlerError> {
+        let marker = pending_marker(event_id);
+        for n in nonces {
+            if let Err(err) = self.nonces.create(n, marker.clone().into()).await {
+                if !matches!(err.kind(), kv::CreateErrorKind::AlreadyExists) {
+                    return Err(HandlerError::retry(err));
+                }
+                let ours = self
+                    .nonces
+                    .get(n)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v == marker.as_bytes());
+                if !ours {
+                    return Ok(Some(n.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     async fn apply(
         &self,
         e: &Envelope<ApprovalGranted>,
@@ -533,6 +622,7 @@ impl Deployer {
     ) -> Result<(), HandlerError> {
         let g = &e.data;
         let key = deployment_key(g.environment, &g.model);
+        let mut traffic_percent = 100;
         let revision = if replay {
             // A redelivered approval that is already the desired state: nothing to write.
             self.deployments
@@ -543,32 +633,29 @@ impl Deployer {
                 .map(|en| en.revision)
                 .unwrap_or(0)
         } else {
-            for n in &nonces {
-                // `create` fails if the key exists: of two deployers racing on one
-                // approval, only one records it.
-                if let Err(err) = self.nonces.create(n, pending_marker(&e.id).into()).await {
-                    let ours = self
-                        .nonces
-                        .get(n)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some_and(|v| v == pending_marker(&e.id).as_bytes());
-                    if !matches!(err.kind(), kv::CreateErrorKind::AlreadyExists) {
-                        return Err(HandlerError::retry(err));
-                    }
-                    if !ours {
-                        return self
-                            .refuse(
-                                e,
-                                Refusal(
-                                    "replayed_nonce",
-                                    format!("nonce {n} was used concurrently"),
-                                ),
-                            )
-                            .await;
-                    }
-                }
+            if let Some(n) = self.claim_nonces(&nonces, &e.id).await? {
+                return self
+                    .refuse(
+                        e,
+                        Refusal("replayed_nonce", format!("nonce {n} was used concurrently")),
+                    )
+                    .await;
+            }
+            // The version to fall back on while the new one is watched: the one
+            // serving before, or, when this approval supersedes a rollout still in
+            // progress, the one that rollout started from.
+            let policy = self.ctx.config.rollout.of(g.environment);
+            let stable = self
+                .current(g.environment, &g.model)
+                .await
+                .map(|c| match c.previous {
+                    Some(p) => *p,
+                    None => c,
+                })
+                .filter(|s| s.model_sha256 != g.model_sha256)
+                .filter(|_| !policy.bake.is_zero());
+            if stable.is_some() {
+                traffic_percent = rollout::steps(policy)[0];
             }
             let state = DesiredState {
                 environment: g.environment,
@@ -579,11 +666,14 @@ impl Deployer {
                 nonces,
                 pipelinerun: e.pipelinerun.clone(),
                 traceparent: modelbus_core::telemetry::current_traceparent(),
-                updated_at: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
+                updated_at: now_rfc3339(),
+                previous: stable.map(Box::new),
+                traffic_percent,
             };
-            self.deployments
+            // A rollout of an earlier approval stops here: this write replaces it.
+            self.rollouts.stop(&key);
+            let revision = self
+                .deployments
                 .put(
                     &key,
                     serde_json::to_vec(&state)
@@ -591,7 +681,11 @@ impl Deployer {
                         .into(),
                 )
                 .await
-                .map_err(HandlerError::retry)?
+                .map_err(HandlerError::retry)?;
+            if state.in_rollout() {
+                self.start_rollout(key.clone(), state, 0);
+            }
+            revision
         };
         metrics::counter!("modelbus_deployer_deployments_total", "environment" => g.environment.as_str()).increment(1);
         tracing::info!(model = %g.model, version = g.version, env = %g.environment, revision, "desired state written");
@@ -604,6 +698,7 @@ impl Deployer {
                 version: g.version,
                 model_sha256: g.model_sha256,
                 revision,
+                traffic_percent,
             },
         )
         .with_subject(g.model.as_str())
@@ -637,6 +732,7 @@ impl Deployer {
                 model: l.model.clone(),
                 version: l.version,
                 model_sha256: l.model_sha256,
+                traffic_percent: l.traffic_percent,
             },
         )
         .with_subject(l.model.as_str())
@@ -650,11 +746,22 @@ impl Deployer {
     }
 }
 
+/// Now, as RFC 3339.
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Runs the deployer until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
     metrics::describe_counter!(
         "modelbus_deployer_refusals_total",
-        "Approvals the deployer refused, by reason"
+        "Approvals and rollbacks the deployer refused, by reason"
+    );
+    metrics::describe_counter!(
+        "modelbus_deployer_rollbacks_total",
+        "Rollbacks the deployer applied, by environment and trigger (automatic, manual)"
     );
     let trusted = trusted_keys(&ctx.config)?;
     tracing::info!(
@@ -683,7 +790,9 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
         nonces,
         policies: std::sync::Arc::new(policies),
         stats: Default::default(),
+        rollouts: Default::default(),
     };
+    svc.resume_rollouts().await;
     modelbus_core::ops::run_consumer_service(
         &ctx,
         ops,
@@ -692,6 +801,7 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
             "modelbus.approval.granted",
             "modelbus.serving.model.loaded",
             "modelbus.serving.stats",
+            "modelbus.rollback.requested",
         ],
         |d| {
             let svc = svc.clone();

@@ -74,6 +74,10 @@ pub fn router(registry: Registry) -> Router {
             get(version_approvals),
         )
         .route("/v1/audit", get(audit_entries))
+        .route(
+            "/v1/models/{name}/versions/{version}/evidence",
+            get(version_evidence),
+        )
         .route("/v1/datasets", get(list_datasets).post(apply_spec))
         .route("/v1/datasets/{name}", get(get_dataset))
         .route("/v1/datasets/{name}/spec", get(latest_spec))
@@ -247,6 +251,17 @@ async fn version_approvals(
         "automation": r.store.automation_approvals(&name, v).await?,
         "promotion": r.store.promotion(&name, v, "production").await?,
     })))
+}
+
+/// `GET /v1/models/{name}/versions/{version}/evidence`: the version's evidence bundle.
+#[tracing::instrument(skip_all, fields(model = %name, version))]
+async fn version_evidence(
+    State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<modelbus_core::evidence::Evidence> {
+    let v = parse_version(&version)?;
+    Ok(Json(r.evidence(&name, v, &by.name).await?))
 }
 
 #[derive(Deserialize)]

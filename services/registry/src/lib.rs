@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod evidence;
 pub mod governance;
 pub mod grpc;
 pub mod http;

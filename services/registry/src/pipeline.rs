@@ -259,6 +259,7 @@ impl Registry {
                         "environment": e.data.environment,
                         "model_sha256": e.data.model_sha256.to_hex(),
                         "revision": e.data.revision,
+                        "traffic_percent": e.data.traffic_percent,
                     }),
                 )
                 .await?;
@@ -269,7 +270,14 @@ impl Registry {
                         e.data.environment.as_str(),
                         e.data.model.as_str(),
                         e.data.version,
-                        &format!("desired state revision {}", e.data.revision),
+                        &if e.data.traffic_percent < 100 {
+                            format!(
+                                "desired state revision {}, canary at {}% of traffic",
+                                e.data.revision, e.data.traffic_percent
+                            )
+                        } else {
+                            format!("desired state revision {}", e.data.revision)
+                        },
                     )
                     .await
                     .map_err(retry)?;
@@ -285,6 +293,7 @@ impl Registry {
                     serde_json::json!({
                         "environment": env,
                         "model_sha256": e.data.model_sha256.to_hex(),
+                        "traffic_percent": e.data.traffic_percent,
                     }),
                 )
                 .await?;
@@ -299,7 +308,11 @@ impl Registry {
                         env,
                         e.data.model.as_str(),
                         e.data.version,
-                        "serving",
+                        &if e.data.traffic_percent < 100 {
+                            format!("serving {}% of traffic", e.data.traffic_percent)
+                        } else {
+                            "serving".to_string()
+                        },
                     )
                     .await
                     .map_err(retry)?;

@@ -57,12 +57,59 @@ pub struct Served {
     pub predictor: Predictor,
 }
 
+/// What one model name answers with in an environment.
+#[derive(Debug)]
+pub struct Slot {
+    /// The version the desired state names.
+    pub current: Arc<Served>,
+    /// During a canary, the version answering the traffic `current` does not get.
+    pub stable: Option<Arc<Served>>,
+    /// Percent of entities `current` answers (100 outside a canary).
+    pub traffic_percent: u8,
+}
+
+impl Slot {
+    /// One version for everything.
+    pub fn single(served: Served) -> Self {
+        Self {
+            current: Arc::new(served),
+            stable: None,
+            traffic_percent: 100,
+        }
+    }
+
+    /// Whether requests are split between two versions.
+    pub fn is_split(&self) -> bool {
+        self.stable.is_some() && self.traffic_percent < 100
+    }
+
+    /// The version that answers a record: by the stable hash of its entity id
+    /// (of the whole record when it has none), so one customer always gets the
+    /// same version during a canary.
+    pub fn route(&self, rec: &Map<String, Value>) -> &Arc<Served> {
+        let Some(stable) = self.stable.as_ref().filter(|_| self.traffic_percent < 100) else {
+            return &self.current;
+        };
+        let entity_col = &self.current.predictor.artifact().input.entity_column;
+        let key = match rec.get(entity_col) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => Value::Object(rec.clone()).to_string(),
+        };
+        if modelbus_core::deploy::traffic_bucket(&key) < self.traffic_percent {
+            &self.current
+        } else {
+            stable
+        }
+    }
+}
+
 /// The models served in one environment; swapped atomically per model.
 #[derive(Debug)]
 pub struct EnvState {
     /// The environment.
     pub environment: Environment,
-    models: RwLock<HashMap<String, Arc<Served>>>,
+    models: RwLock<HashMap<String, Arc<Slot>>>,
     /// The online feature store, for requests that give only an entity id.
     online: RwLock<Option<async_nats::jetstream::kv::Store>>,
     /// Requests per served version since the last `serving.stats`.
@@ -91,17 +138,26 @@ impl EnvState {
         }
     }
 
-    /// The model currently served under `name`.
+    /// The version the desired state names under `name` (during a canary, the new one).
     pub fn get(&self, name: &str) -> Option<Arc<Served>> {
+        self.slot(name).map(|s| s.current.clone())
+    }
+
+    /// What answers under `name`: one version, or two during a canary.
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
         self.models.read().ok().and_then(|m| m.get(name).cloned())
     }
 
-    /// Installs a model: the swap is a single pointer replacement under the lock.
-    pub fn install(&self, served: Served) {
+    /// Installs a model (or a canary pair): the swap is a single pointer
+    /// replacement under the lock.
+    pub fn install(&self, slot: Slot) {
         if let Ok(mut m) = self.models.write() {
-            metrics::gauge!("modelbus_serving_model_version", "environment" => self.environment.as_str(), "model" => served.model.clone())
-                .set(f64::from(served.version));
-            m.insert(served.model.clone(), Arc::new(served));
+            let model = slot.current.model.clone();
+            metrics::gauge!("modelbus_serving_model_version", "environment" => self.environment.as_str(), "model" => model.clone())
+                .set(f64::from(slot.current.version));
+            metrics::gauge!("modelbus_serving_traffic_percent", "environment" => self.environment.as_str(), "model" => model.clone())
+                .set(f64::from(if slot.is_split() { slot.traffic_percent } else { 100 }));
+            m.insert(model, Arc::new(slot));
         }
     }
 
@@ -234,8 +290,27 @@ fn records(instances: Vec<Value>) -> Result<Vec<Map<String, Value>>, String> {
         .collect()
 }
 
-fn observe(env: &EnvState, model: &str, status: &str, started: Instant, rows: usize) {
-    if let Some(served) = env.get(model)
+/// The request-status label of an error response.
+fn status_label(resp: &Response) -> &'static str {
+    match resp.status() {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "error",
+    }
+}
+
+/// Counts a request against the version that answered it (its statistics
+/// window) and in the Prometheus metrics.
+fn observe(
+    env: &EnvState,
+    served: Option<&Served>,
+    model: &str,
+    status: &str,
+    started: Instant,
+    rows: usize,
+) {
+    if let Some(served) = served
         && let Ok(mut w) = env.window.lock()
     {
         let w = w
@@ -269,6 +344,76 @@ fn observe(env: &EnvState, model: &str, status: &str, started: Instant, rows: us
     }
 }
 
+/// Predictions of one request, each with the version that answered it.
+struct Answered {
+    predictions: Vec<modelbus_ml::model::Prediction>,
+    served_by: Vec<Arc<Served>>,
+    split: bool,
+}
+
+impl Answered {
+    /// The version that answered every record, if one did.
+    fn uniform(&self) -> Option<&Served> {
+        let first = self.served_by.first()?;
+        self.served_by
+            .iter()
+            .all(|s| Arc::ptr_eq(s, first))
+            .then_some(first.as_ref())
+    }
+}
+
+/// Routes each record to its version (see [`Slot::route`]), completes it from
+/// the online store and predicts; counts the request against every version
+/// that answered part of it. Errors name the record by its place in the request.
+async fn predict_split(
+    env: &EnvState,
+    slot: &Slot,
+    name: &str,
+    recs: Vec<Map<String, Value>>,
+    started: Instant,
+) -> Result<Answered, Response> {
+    let mut groups: Vec<(Arc<Served>, Vec<usize>, Vec<Map<String, Value>>)> = Vec::new();
+    for (i, rec) in recs.into_iter().enumerate() {
+        let served = slot.route(&rec).clone();
+        match groups.iter_mut().find(|g| Arc::ptr_eq(&g.0, &served)) {
+            Some(g) => {
+                g.1.push(i);
+                g.2.push(rec);
+            }
+            None => groups.push((served, vec![i], vec![rec])),
+        }
+    }
+    let n: usize = groups.iter().map(|g| g.1.len()).sum();
+    let mut predictions = vec![None; n];
+    let mut served_by: Vec<Option<Arc<Served>>> = vec![None; n];
+    for (served, idx, mut group) in groups {
+        if let Err(resp) = env.resolve(&served, &mut group).await {
+            observe(env, Some(&served), name, status_label(&resp), started, 0);
+            return Err(resp);
+        }
+        match served.predictor.predict_records(&group) {
+            Ok(preds) => {
+                observe(env, Some(&served), name, "ok", started, preds.len());
+                for (j, p) in idx.iter().zip(preds) {
+                    predictions[*j] = Some(p);
+                    served_by[*j] = Some(served.clone());
+                }
+            }
+            Err(mut e) => {
+                observe(env, Some(&served), name, "bad_request", started, 0);
+                // The index is the record's place in its group: report its place in the request.
+                e.index = idx.get(e.index).copied().unwrap_or(e.index);
+                return Err(error(StatusCode::BAD_REQUEST, e.to_string()));
+            }
+        }
+    }
+    Ok(Answered {
+        predictions: predictions.into_iter().flatten().collect(),
+        served_by: served_by.into_iter().flatten().collect(),
+        split: slot.is_split(),
+    })
+}
+
 /// `POST /v1/models/{name}:predict`.
 async fn predict_v1(
     State(env): State<Arc<EnvState>>,
@@ -282,13 +427,13 @@ async fn predict_v1(
             format!("unknown action in {target:?}: use /v1/models/{{name}}:predict"),
         );
     };
-    let Some(served) = env.get(name) else {
+    let Some(slot) = env.slot(name) else {
         return not_served(&env, name);
     };
     let req: PredictRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            observe(&env, name, "bad_request", started, 0);
+            observe(&env, Some(&slot.current), name, "bad_request", started, 0);
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -297,33 +442,36 @@ async fn predict_v1(
             );
         }
     };
-    let mut recs = match records(req.instances) {
+    let recs = match records(req.instances) {
         Ok(r) => r,
         Err(message) => {
-            observe(&env, name, "bad_request", started, 0);
+            observe(&env, Some(&slot.current), name, "bad_request", started, 0);
             return error(StatusCode::BAD_REQUEST, message);
         }
     };
-    if let Err(resp) = env.resolve(&served, &mut recs).await {
-        observe(&env, name, "not_found", started, 0);
-        return resp;
+    let answered = match predict_split(&env, &slot, name, recs, started).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let (version, sha) = match answered.uniform() {
+        Some(s) => (Value::from(s.version), Value::from(s.model_sha256.clone())),
+        // A canary split this request: each prediction names its version below.
+        None if !answered.served_by.is_empty() => (Value::Null, Value::Null),
+        None => (
+            Value::from(slot.current.version),
+            Value::from(slot.current.model_sha256.clone()),
+        ),
+    };
+    let mut out = serde_json::json!({
+        "model": slot.current.model,
+        "model_version": version,
+        "model_sha256": sha,
+        "predictions": answered.predictions,
+    });
+    if answered.split {
+        out["model_versions"] = answered.served_by.iter().map(|s| s.version).collect();
     }
-    match served.predictor.predict_records(&recs) {
-        Ok(preds) => {
-            observe(&env, name, "ok", started, preds.len());
-            Json(serde_json::json!({
-                "model": served.model,
-                "model_version": served.version,
-                "model_sha256": served.model_sha256,
-                "predictions": preds,
-            }))
-            .into_response()
-        }
-        Err(e) => {
-            observe(&env, name, "bad_request", started, 0);
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
-    }
+    Json(out).into_response()
 }
 
 /// `GET /v1/models/{name}`: what is served.
@@ -331,6 +479,18 @@ async fn model_v1(State(env): State<Arc<EnvState>>, Path(name): Path<String>) ->
     let Some(s) = env.get(&name) else {
         return not_served(&env, &name);
     };
+    let rollout = env
+        .slot(&name)
+        .filter(|slot| slot.is_split())
+        .and_then(|slot| {
+            slot.stable.as_ref().map(|stable| {
+                serde_json::json!({
+                    "traffic_percent": slot.traffic_percent,
+                    "previous_version": stable.version,
+                    "previous_sha256": stable.model_sha256,
+                })
+            })
+        });
     Json(serde_json::json!({
         "model": s.model,
         "environment": env.environment,
@@ -339,6 +499,7 @@ async fn model_v1(State(env): State<Arc<EnvState>>, Path(name): Path<String>) ->
         "loaded_at": s.loaded_at,
         "algorithm": s.predictor.artifact().algorithm,
         "input": s.predictor.artifact().input,
+        "canary": rollout,
     }))
     .into_response()
 }
@@ -480,13 +641,13 @@ async fn v2_infer(
     body: axum::body::Bytes,
 ) -> Response {
     let started = Instant::now();
-    let Some(served) = env.get(&name) else {
+    let Some(slot) = env.slot(&name) else {
         return not_served(&env, &name);
     };
     let req: InferRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            observe(&env, &name, "bad_request", started, 0);
+            observe(&env, Some(&slot.current), &name, "bad_request", started, 0);
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("invalid inference request: {e}"),
@@ -494,52 +655,151 @@ async fn v2_infer(
         }
     };
     let id = req.id.clone();
-    let mut recs = match tensors_to_records(req.inputs) {
+    let recs = match tensors_to_records(req.inputs) {
         Ok(r) => r,
         Err(m) => {
-            observe(&env, &name, "bad_request", started, 0);
+            observe(&env, Some(&slot.current), &name, "bad_request", started, 0);
             return error(StatusCode::BAD_REQUEST, m);
         }
     };
-    if let Err(resp) = env.resolve(&served, &mut recs).await {
-        observe(&env, &name, "not_found", started, 0);
-        return resp;
+    let answered = match predict_split(&env, &slot, &name, recs, started).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let n = answered.predictions.len();
+    let probs: Vec<f64> = answered.predictions.iter().map(|p| p.probability).collect();
+    let labels: Vec<&str> = answered
+        .predictions
+        .iter()
+        .map(|p| p.label.as_str())
+        .collect();
+    let version = answered
+        .uniform()
+        .map_or(slot.current.version, |s| s.version);
+    let mut resp = serde_json::json!({
+        "model_name": slot.current.model,
+        "model_version": version.to_string(),
+        "outputs": [
+            { "name": "probability", "shape": [n], "datatype": "FP64", "data": probs },
+            { "name": "label", "shape": [n], "datatype": "BYTES", "data": labels },
+        ],
+    });
+    if answered.split {
+        let versions: Vec<u32> = answered.served_by.iter().map(|s| s.version).collect();
+        resp["parameters"] = serde_json::json!({ "model_versions": versions });
     }
-    match served.predictor.predict_records(&recs) {
-        Ok(preds) => {
-            observe(&env, &name, "ok", started, preds.len());
-            let n = preds.len();
-            let probs: Vec<f64> = preds.iter().map(|p| p.probability).collect();
-            let labels: Vec<&str> = preds.iter().map(|p| p.label.as_str()).collect();
-            let mut resp = serde_json::json!({
-                "model_name": served.model,
-                "model_version": served.version.to_string(),
-                "outputs": [
-                    { "name": "probability", "shape": [n], "datatype": "FP64", "data": probs },
-                    { "name": "label", "shape": [n], "datatype": "BYTES", "data": labels },
-                ],
-            });
-            if let Some(id) = id {
-                resp["id"] = id.into();
+    if let Some(id) = id {
+        resp["id"] = id.into();
+    }
+    Json(resp).into_response()
+}
+
+/// Checks bearer tokens with the registry when `serving.require_token` is on,
+/// remembering accepted ones for `serving.token_cache`.
+pub struct TokenCheck {
+    registry: modelbus_proto::Client,
+    ttl: std::time::Duration,
+    accepted: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+impl TokenCheck {
+    /// A check against the registry at `ctx`'s configured gRPC address.
+    pub fn new(ctx: &Context) -> Result<Self, ServingError> {
+        let registry = modelbus_proto::connect_lazy(
+            &ctx.config.registry_grpc_url(),
+            ctx.config.service_token_source(),
+        )
+        .map_err(|e| ServingError::Fatal(format!("registry URL: {e}")))?;
+        Ok(Self {
+            registry,
+            ttl: ctx.config.serving.token_cache,
+            accepted: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `header` carries a token of a principal allowed to read.
+    async fn check(&self, header: Option<&str>) -> Result<(), Response> {
+        let Some(token) = header.and_then(modelbus_core::auth::bearer) else {
+            metrics::counter!("modelbus_auth_failures_total", "reason" => "missing").increment(1);
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs `Authorization: Bearer <token>` (serving.require_token is on)",
+            ));
+        };
+        let key = modelbus_core::ids::Sha256Digest::of(token.as_bytes()).to_hex();
+        if let Ok(m) = self.accepted.lock()
+            && m.get(&key).is_some_and(|at| at.elapsed() < self.ttl)
+        {
+            return Ok(());
+        }
+        let p = self
+            .registry
+            .clone()
+            .authenticate(modelbus_proto::registry::v1::AuthenticateRequest {
+                token: token.to_string(),
+            })
+            .await
+            .map_err(|st| match st.code() {
+                tonic::Code::Unauthenticated => error(StatusCode::UNAUTHORIZED, st.message()),
+                tonic::Code::PermissionDenied => error(StatusCode::FORBIDDEN, st.message()),
+                _ => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot check the token with the registry: {}", st.message()),
+                ),
+            })?
+            .into_inner();
+        let principal = modelbus_core::auth::Principal {
+            name: p.name,
+            roles: p.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+            token_id: p.token_id,
+        };
+        principal
+            .require(modelbus_core::auth::Permission::Read)
+            .map_err(|m| error(StatusCode::FORBIDDEN, m))?;
+        if let Ok(mut m) = self.accepted.lock() {
+            if m.len() > 10_000 {
+                m.retain(|_, at| at.elapsed() < self.ttl);
             }
-            Json(resp).into_response()
+            m.insert(key, Instant::now());
         }
-        Err(e) => {
-            observe(&env, &name, "bad_request", started, 0);
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
+        Ok(())
     }
 }
 
-/// Routes of one environment's endpoint (without operations endpoints).
-pub fn router(env: Arc<EnvState>, max_body: usize) -> Router {
-    Router::new()
+async fn require_token(
+    State(check): State<Arc<TokenCheck>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match check.check(header.as_deref()).await {
+        Ok(()) => next.run(req).await,
+        Err(resp) => resp,
+    }
+}
+
+/// Routes of one environment's endpoint (without operations endpoints); with
+/// `auth`, every model route needs a token (health routes never do).
+pub fn router(env: Arc<EnvState>, max_body: usize, auth: Option<Arc<TokenCheck>>) -> Router {
+    let models = Router::new()
         .route("/v1/models/{target}", post(predict_v1).get(model_v1))
-        .route("/v2/health/live", get(v2_live))
-        .route("/v2/health/ready", get(v2_ready))
         .route("/v2/models/{name}", get(v2_metadata))
         .route("/v2/models/{name}/ready", get(v2_model_ready))
-        .route("/v2/models/{name}/infer", post(v2_infer))
+        .route("/v2/models/{name}/infer", post(v2_infer));
+    let models = match auth {
+        Some(check) => {
+            models.route_layer(axum::middleware::from_fn_with_state(check, require_token))
+        }
+        None => models,
+    };
+    Router::new()
+        .route("/v2/health/live", get(v2_live))
+        .route("/v2/health/ready", get(v2_ready))
+        .merge(models)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(env)
 }
@@ -576,7 +836,28 @@ async fn load(ctx: &Context, desired: &DesiredState) -> Result<Served, String> {
     })
 }
 
-/// Loads (unless already served) and announces the model a desired state names.
+/// The loaded model for `desired`: the one already served when it is the same
+/// version and artifact, else freshly loaded.
+async fn loaded(
+    ctx: &Context,
+    existing: Option<&Slot>,
+    desired: &DesiredState,
+) -> Result<Arc<Served>, String> {
+    let hex = desired.model_sha256.to_hex();
+    let reuse = existing.and_then(|slot| {
+        std::iter::once(&slot.current)
+            .chain(slot.stable.iter())
+            .find(|s| s.model_sha256 == hex && s.version == desired.version)
+            .cloned()
+    });
+    match reuse {
+        Some(s) => Ok(s),
+        None => load(ctx, desired).await.map(Arc::new),
+    }
+}
+
+/// Loads (unless already served) and announces the model a desired state
+/// names, with the previous version beside it during a canary.
 async fn apply_desired(
     ctx: &Context,
     env: &EnvState,
@@ -585,21 +866,41 @@ async fn apply_desired(
     revision: u64,
     replica: &str,
 ) {
-    let current = env.get(desired.model.as_str());
-    let same = current.as_ref().is_some_and(|c| {
-        c.model_sha256 == desired.model_sha256.to_hex() && c.version == desired.version
-    });
-    if !same {
-        match load(ctx, desired).await {
-            Ok(served) => {
-                tracing::info!(env = %env.environment, model = %desired.model, version = desired.version, "model swapped in");
-                env.install(served);
+    let existing = env.slot(desired.model.as_str());
+    let slot = async {
+        let current = loaded(ctx, existing.as_deref(), desired).await?;
+        let stable = match &desired.previous {
+            Some(prev) if desired.is_split() => Some(
+                loaded(ctx, existing.as_deref(), prev)
+                    .await
+                    .map_err(|e| format!("previous version v{}: {e}", prev.version))?,
+            ),
+            _ => None,
+        };
+        Ok::<_, String>(Slot {
+            current,
+            stable,
+            traffic_percent: desired.traffic_percent.min(100),
+        })
+    }
+    .await;
+    match slot {
+        Ok(slot) => {
+            let changed = existing.as_ref().is_none_or(|e| {
+                !Arc::ptr_eq(&e.current, &slot.current)
+                    || e.traffic_percent != slot.traffic_percent
+                    || e.is_split() != slot.is_split()
+            });
+            if changed {
+                tracing::info!(env = %env.environment, model = %desired.model, version = desired.version,
+                    traffic_percent = slot.traffic_percent, split = slot.is_split(), "model swapped in");
             }
-            Err(e) => {
-                metrics::counter!("modelbus_serving_load_failures_total", "environment" => env.environment.as_str()).increment(1);
-                tracing::error!(env = %env.environment, model = %desired.model, error = %e, "cannot load model; keeping the current one");
-                return;
-            }
+            env.install(slot);
+        }
+        Err(e) => {
+            metrics::counter!("modelbus_serving_load_failures_total", "environment" => env.environment.as_str()).increment(1);
+            tracing::error!(env = %env.environment, model = %desired.model, error = %e, "cannot load model; keeping the current one");
+            return;
         }
     }
     let loaded = Envelope::new(
@@ -614,6 +915,11 @@ async fn apply_desired(
             model_sha256: desired.model_sha256,
             replica: replica.to_string(),
             revision,
+            traffic_percent: if desired.is_split() {
+                desired.traffic_percent
+            } else {
+                100
+            },
         },
     )
     .with_subject(desired.model.as_str())
@@ -765,6 +1071,28 @@ async fn publish_stats(ctx: Context, env: Arc<EnvState>, replica: String) {
     }
 }
 
+/// Opens the online feature store, retrying until it exists: serving may start
+/// before the features service has created it.
+async fn open_online(ctx: Context, env: Arc<EnvState>) -> Result<(), ServingError> {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match ctx.bus.kv(modelbus_core::online::ONLINE_BUCKET, 1).await {
+            Ok(kv) => {
+                env.set_online(kv);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "online feature store not available yet: entity-only requests answer 503 until it is")
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
 /// Bound listeners of serving.
 pub struct Listeners {
     /// Staging endpoint.
@@ -782,6 +1110,11 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
         .clone()
         .unwrap_or_else(|| format!("serving-{}", std::process::id()));
     let max_body = ctx.config.serving.max_request_bytes;
+    let auth = if ctx.config.serving.require_token {
+        Some(Arc::new(TokenCheck::new(&ctx)?))
+    } else {
+        None
+    };
     let mut tasks = Vec::new();
     for (env, listener) in [
         (Environment::Staging, listeners.staging),
@@ -790,13 +1123,8 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
         let component = format!("serving-{env}");
         ctx.readiness.register(&component);
         let state = Arc::new(EnvState::new(env));
-        match ctx.bus.kv(modelbus_core::online::ONLINE_BUCKET, 1).await {
-            Ok(kv) => state.set_online(kv),
-            Err(e) => {
-                tracing::warn!(error = %e, "no online feature store: entity-only requests will fail")
-            }
-        }
-        let app = router(state.clone(), max_body)
+        tasks.push(tokio::spawn(open_online(ctx.clone(), state.clone())));
+        let app = router(state.clone(), max_body, auth.clone())
             .merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
         let shutdown = ctx.shutdown.clone();
         tasks.push(tokio::spawn(async move {

@@ -1,0 +1,470 @@
+//! Rollouts end to end: a canary moves traffic through its weight steps with
+//! each customer pinned to one version by the stable hash of their id, and
+//! finishes; a new version that breaches its latency objective is rolled back
+//! automatically; an operator's signed rollback returns to an earlier version,
+//! while replayed or never-served rollback targets are refused by the deployer.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use modelbus_core::config::{RolloutStrategy, TrustedKey};
+use modelbus_core::deploy::traffic_bucket;
+use modelbus_core::events::{Envelope, RollbackRequested};
+use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
+use modelbus_core::signing::{ApprovalPredicate, KeyPair, Statement, StatementKind, new_nonce};
+use serde_json::{Value, json};
+
+use crate::harness::{Db, TestPlatform, cli, telco_records};
+
+/// Applies a spec whose champion comparison cannot block a second version
+/// trained on fewer rows, and submits the Telco rows without the last `drop`.
+async fn second_version(t: &TestPlatform, drop: usize) -> Value {
+    let spec = std::fs::read_to_string(modelbus_testkit::telco_spec()).unwrap();
+    let relaxed = t.dir.path().join("relaxed.toml");
+    std::fs::write(
+        &relaxed,
+        spec.replace("max_roc_auc_drop = 0.01", "max_roc_auc_drop = 1.0"),
+    )
+    .unwrap();
+    t.client.apply_spec(&relaxed).await.unwrap();
+    let text = std::fs::read_to_string(modelbus_testkit::telco_csv()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let file = t.dir.path().join(format!("without-{drop}.csv"));
+    std::fs::write(&file, lines[..lines.len() - drop].join("\n")).unwrap();
+    let run = t.submit_and_wait(&file).await;
+    assert_eq!(run["state"], "deployed", "{run:#}");
+    run
+}
+
+/// What staging serves for the model: (version, canary).
+async fn staging_state(t: &TestPlatform) -> (u64, Value) {
+    let v: Value = t
+        .http
+        .get(format!("{}/v1/models/telco-churn", t.staging()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["model_version"].as_u64().unwrap_or(0),
+        v["canary"].clone(),
+    )
+}
+
+/// Waits until staging serves `version` alone; returns how long it took.
+async fn wait_alone(t: &TestPlatform, version: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let (v, canary) = staging_state(t).await;
+        if v == version && canary.is_null() {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "staging never served v{version} alone: {:?}",
+        staging_state(t).await
+    );
+}
+
+async fn predict(t: &TestPlatform, records: &[Value]) -> Value {
+    let r = t
+        .http
+        .post(format!("{}/v1/models/telco-churn:predict", t.staging()))
+        .json(&json!({ "instances": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let olga = KeyPair::generate().unwrap();
+    let olga_file = dir.path().join("olga.pem");
+    modelbus_core::signing::write_private(&olga_file, &olga.to_pem().unwrap()).unwrap();
+    let olga_pub = modelbus_core::signing::public_key_path(&olga_file);
+    std::fs::write(&olga_pub, olga.public().to_pem()).unwrap();
+    let t = TestPlatform::start_with(Db::Postgres, |c| {
+        c.serving.stats_interval = Duration::from_millis(200);
+        c.rollout.staging.strategy = RolloutStrategy::Canary;
+        c.rollout.staging.steps = vec![50, 100];
+        c.rollout.staging.bake = Duration::from_secs(3);
+        c.rollout.staging.max_p99_ms = 60_000.0;
+        c.deployer.trusted_keys = vec![TrustedKey {
+            id: "olga".into(),
+            public_key_file: olga_pub.clone(),
+            environments: vec![Environment::Staging],
+            role: modelbus_core::auth::Role::Operator,
+        }];
+    })
+    .await;
+    let v1 = t.deploy_telco().await;
+    assert_eq!(v1["model_version"], 1);
+    // Nothing served before: the first version takes all traffic at once.
+    assert!(staging_state(&t).await.1.is_null());
+
+    let started = Instant::now();
+    let run = second_version(&t, 500).await;
+    assert_eq!(run["model_version"], 2);
+    // The run completes at the first step: half the customers on v2.
+    let (version, canary) = staging_state(&t).await;
+    assert_eq!(version, 2);
+    assert_eq!(canary["traffic_percent"], 50, "{canary}");
+    assert_eq!(canary["previous_version"], 1, "{canary}");
+    let records = telco_records(40);
+    let expected: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            if traffic_bucket(r["customerID"].as_str().unwrap()) < 50 {
+                2
+            } else {
+                1
+            }
+        })
+        .collect();
+    assert!(expected.contains(&1) && expected.contains(&2));
+    for (rec, want) in records.iter().zip(&expected).take(12) {
+        for _ in 0..2 {
+            let v = predict(&t, std::slice::from_ref(rec)).await;
+            assert_eq!(v["model_version"], *want, "{rec} -> {v}");
+        }
+    }
+    // One request for all of them: each record answered by its own version.
+    let v = predict(&t, &records).await;
+    assert!(v["model_version"].is_null(), "{v}");
+    let got: Vec<u64> = v["model_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, expected);
+    // 50% baked: all traffic on v2, still watched; 100% baked: the rollout is over.
+    let rest = wait_alone(&t, 2, Duration::from_secs(30)).await;
+    let at_full = started.elapsed();
+    let kv = async_nats::jetstream::new(t.nats().await)
+        .get_key_value("deployments")
+        .await
+        .unwrap();
+    let mut finished = false;
+    for _ in 0..300 {
+        let entry = kv.get("staging.telco-churn").await.unwrap().unwrap();
+        let state: Value = serde_json::from_slice(&entry).unwrap();
+        if state.get("previous").is_none() {
+            assert_eq!(state["version"], 2);
+            assert_eq!(state["traffic_percent"], 100);
+            finished = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(finished, "the rollout never finished");
+    eprintln!(
+        "canary [50, 100] with 3 s bake: submit to 100% {:.1} s (first step {:.1} s), to finished {:.1} s",
+        at_full.as_secs_f64(),
+        rest.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(predict(&t, &records).await["model_version"], 2);
+    let timeline = t
+        .client
+        .get_json("/v1/models/telco-churn/deployments")
+        .await
+        .unwrap();
+    let details: Vec<String> = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["version"] == 2)
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("canary at 50%")),
+        "{details:?}"
+    );
+
+    // An operator's signed rollback, through the CLI, returns to v1 at once.
+    let (code, out, err) = cli(
+        &t,
+        &["approvers", "add", "--id", "olga", "--public-key-file"]
+            .into_iter()
+            .chain([olga_pub.to_str().unwrap(), "--role", "operator"])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let nats = t.nats().await;
+    let mut rolled = nats
+        .subscribe("modelbus.deployment.rolled_back")
+        .await
+        .unwrap();
+    let mut refused = nats.subscribe("modelbus.approval.refused").await.unwrap();
+    nats.flush().await.unwrap();
+    let olga_token = t
+        .client
+        .post_json(
+            "/v1/tokens",
+            &json!({ "name": "olga", "roles": "operator" }),
+        )
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let signed = Instant::now();
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "--token",
+            &olga_token,
+            "rollback",
+            "--env",
+            "staging",
+            "--key",
+            olga_file.to_str().unwrap(),
+            "--reason",
+            "v2 misbehaves",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("to v1"), "{out}");
+    wait_alone(&t, 1, Duration::from_secs(20)).await;
+    eprintln!(
+        "signed rollback: CLI start to staging serving v1 alone {:.0} ms",
+        signed.elapsed().as_secs_f64() * 1000.0
+    );
+    let msg = tokio::time::timeout(Duration::from_secs(10), rolled.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let e: Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(e["data"]["automatic"], false, "{e}");
+    assert_eq!(e["data"]["operator"], "olga", "{e}");
+    assert_eq!(e["data"]["from_version"], 2, "{e}");
+    assert_eq!(e["data"]["to_version"], 1, "{e}");
+    assert_eq!(e["data"]["reason"], "v2 misbehaves", "{e}");
+
+    // The same signed rollback replayed on the bus, and a properly signed one
+    // for a version staging never served: both refused by the deployer.
+    let m = t.client.model("telco-churn").await.unwrap();
+    let digest_of = |v: u64| {
+        Sha256Digest::parse(
+            m["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["version"] == v)
+                .unwrap()["model_sha256"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let bus = modelbus_core::bus::Bus::connect(t.nats.url(), "test", t.config.bus.clone())
+        .await
+        .unwrap();
+    let rollback = |version: u32, digest: Sha256Digest, nonce: String| {
+        let now = time::OffsetDateTime::now_utc();
+        let st = Statement::of_kind(
+            StatementKind::Rollback,
+            &digest,
+            ApprovalPredicate {
+                model: ModelName::parse("telco-churn").unwrap(),
+                version,
+                environment: Environment::Staging,
+                approver: "olga".into(),
+                issued_at: now,
+                expires_at: now + time::Duration::hours(1),
+                nonce,
+                comment: String::new(),
+            },
+        );
+        Envelope::new(
+            "/attacker",
+            &new_nonce(),
+            RollbackRequested {
+                environment: Environment::Staging,
+                model: ModelName::parse("telco-churn").unwrap(),
+                to_version: version,
+                to_model_sha256: digest,
+                operator: "olga".into(),
+                envelope: olga.sign_statement(&st),
+            },
+        )
+    };
+    let used = t
+        .client
+        .get_json("/v1/models/telco-churn/versions/1/approvals")
+        .await
+        .unwrap()["decisions"][0]["nonce"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (what, event, reason) in [
+        (
+            "replayed nonce",
+            rollback(1, digest_of(1), used),
+            "already used",
+        ),
+        (
+            "never served",
+            rollback(9, Sha256Digest::of(b"never deployed"), new_nonce()),
+            "has not been deployed",
+        ),
+    ] {
+        bus.publish(&event).await.unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(15), refused.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+        let text = v["data"]["reason"].as_str().unwrap();
+        assert!(text.contains(reason), "{what}: {text}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(staging_state(&t).await, (1, Value::Null), "nothing changed");
+
+    // The registry records it all: alias, timeline, audit; the deployer counts it.
+    let m = t.client.model("telco-churn").await.unwrap();
+    assert_eq!(m["aliases"]["staging"], 1, "{m}");
+    let audit = t.client.audit_all().await.unwrap();
+    let rb = audit
+        .iter()
+        .find(|e| e.action == "deployment.rolled_back")
+        .expect("the rollback is audited");
+    assert_eq!(rb.actor, "olga");
+    assert!(audit.iter().any(|e| e.action == "rollback.accepted"));
+    assert!(
+        audit
+            .iter()
+            .filter(|e| e.action == "approval.refused")
+            .count()
+            >= 2
+    );
+    let metrics = t.metrics().await;
+    assert!(
+        metrics.contains(
+            "modelbus_deployer_rollbacks_total{environment=\"staging\",trigger=\"manual\"} 1"
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("modelbus_deployer_r"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metrics.contains("modelbus_deployer_refusals_total{reason=\"replayed_nonce\"}"));
+    assert!(metrics.contains("modelbus_deployer_refusals_total{reason=\"not_served_before\"}"));
+
+    // The evidence of v1 holds the rollback, and verifies offline with the keys
+    // the auditor holds (olga's and the registry's automation key).
+    let automation_pub = modelbus_core::signing::public_key_path(&t.config.automation_key_path());
+    let out_dir = dir.path().join("evidence-v1");
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "evidence",
+            "--model",
+            "telco-churn",
+            "--version",
+            "1",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "evidence",
+            "verify",
+            out_dir.to_str().unwrap(),
+            "--trusted-key",
+            olga_pub.to_str().unwrap(),
+            "--trusted-key",
+            automation_pub.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rollback by olga"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_breaches_its_latency_objective_is_rolled_back_automatically() {
+    // An objective no real request can meet: the new version breaches it with
+    // its first measured requests.
+    let t = TestPlatform::start_with(Db::Sqlite, |c| {
+        c.serving.stats_interval = Duration::from_millis(200);
+        c.rollout.staging.strategy = RolloutStrategy::Canary;
+        c.rollout.staging.steps = vec![50, 100];
+        c.rollout.staging.bake = Duration::from_secs(20);
+        c.rollout.staging.max_p99_ms = 0.000_001;
+        c.rollout.staging.min_requests = 5;
+    })
+    .await;
+    t.deploy_telco().await;
+    let nats = t.nats().await;
+    let mut rolled = nats
+        .subscribe("modelbus.deployment.rolled_back")
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    second_version(&t, 700).await;
+    assert_eq!(staging_state(&t).await.0, 2);
+    // Traffic for every customer: half of it reaches v2, which is too slow.
+    let records = telco_records(30);
+    let load = Instant::now();
+    let mut served_v2 = 0;
+    let event = loop {
+        assert!(
+            load.elapsed() < Duration::from_secs(30),
+            "no automatic rollback"
+        );
+        let v = predict(&t, &records[..10]).await;
+        served_v2 += v["model_versions"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|x| **x == 2).count());
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(50), rolled.next()).await
+        {
+            break serde_json::from_slice::<Value>(&msg.payload).unwrap();
+        }
+    };
+    eprintln!(
+        "automatic rollback: first request to rolled_back {:.0} ms",
+        load.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(served_v2 > 0);
+    let d = &event["data"];
+    assert_eq!(d["automatic"], true, "{event}");
+    assert_eq!(d["from_version"], 2);
+    assert_eq!(d["to_version"], 1);
+    assert!(
+        d["reason"].as_str().unwrap().contains("p99 latency"),
+        "{event}"
+    );
+    wait_alone(&t, 1, Duration::from_secs(10)).await;
+    assert_eq!(predict(&t, &records).await["model_version"], 1);
+    let mut alias = Value::Null;
+    for _ in 0..100 {
+        alias = t.client.model("telco-churn").await.unwrap()["aliases"]["staging"].clone();
+        if alias == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(alias, 1);
+    let audit = t.client.audit_all().await.unwrap();
+    let rb = audit
+        .iter()
+        .find(|e| e.action == "deployment.rolled_back")
+        .expect("audited");
+    assert_eq!(rb.actor, "deployer");
+    assert_eq!(rb.detail["automatic"], true);
+    assert!(t.metrics().await.contains(
+        "modelbus_deployer_rollbacks_total{environment=\"staging\",trigger=\"automatic\"} 1"
+    ));
+}

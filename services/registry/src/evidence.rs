@@ -1,0 +1,169 @@
+//! Assembles the evidence bundle of one model version from the registry's own
+//! records (see `modelbus_core::evidence` for what it holds and how it is
+//! verified).
+
+use modelbus_core::audit::{AuditEntry, ChainHead, GENESIS};
+use modelbus_core::evidence::{AuditSegment, Evidence, FORMAT, KeyRecord, SignedStatement};
+use modelbus_core::signing::DsseEnvelope;
+
+use crate::error::RegistryError;
+use crate::{AUTOMATION_APPROVER, Registry};
+
+/// Audit entries read per page while assembling.
+const PAGE: u32 = 5_000;
+
+impl Registry {
+    /// The evidence bundle of `model` v`version`, assembled for `by`.
+    pub async fn evidence(
+        &self,
+        model: &str,
+        version: u32,
+        by: &str,
+    ) -> Result<Evidence, RegistryError> {
+        let mv = self.model_version(model, version).await?;
+        let training_run = match self.run(&mv.run_id).await {
+            Ok(run) => serde_json::to_value(run).unwrap_or_default(),
+            Err(RegistryError::NotFound(_)) => serde_json::Value::Null,
+            Err(e) => return Err(e),
+        };
+        let report = |sha: String| async move {
+            if sha.is_empty() {
+                return Ok(serde_json::Value::Null);
+            }
+            match self.report(&sha).await {
+                Ok(v) => Ok(v),
+                Err(RegistryError::NotFound(_)) => Ok(serde_json::Value::Null),
+                Err(e) => Err(e),
+            }
+        };
+        let validation = report(mv.lineage.report_sha256.clone()).await?;
+        let evaluation = report(mv.evaluation_sha256.clone()).await?;
+
+        let envelope = |text: &str| -> Result<DsseEnvelope, RegistryError> {
+            serde_json::from_str(text)
+                .map_err(|e| RegistryError::Internal(format!("stored envelope: {e}")))
+        };
+        let mut signed = Vec::new();
+        for d in self.store.signed_decisions(model, version, "").await? {
+            signed.push(SignedStatement {
+                kind: d.kind.clone(),
+                environment: d.environment.clone(),
+                signer: d.signer.clone(),
+                key_id: d.key_id.clone(),
+                recorded_at: d.created_at.clone(),
+                envelope: envelope(&d.envelope)?,
+            });
+        }
+        let mut automation = Vec::new();
+        for a in self.store.automation_approvals(model, version).await? {
+            let text = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            automation.push(SignedStatement {
+                kind: "approve".into(),
+                environment: text("environment"),
+                signer: text("approver"),
+                key_id: text("key_id"),
+                recorded_at: text("created_at"),
+                envelope: serde_json::from_value(a["envelope"].clone())
+                    .map_err(|e| RegistryError::Internal(format!("stored envelope: {e}")))?,
+            });
+        }
+        let mut keys: Vec<KeyRecord> = Vec::new();
+        for s in signed.iter().chain(automation.iter()) {
+            if keys.iter().any(|k| k.key_id == s.key_id) {
+                continue;
+            }
+            if s.signer == AUTOMATION_APPROVER {
+                let public = self.automation.public();
+                keys.push(KeyRecord {
+                    id: AUTOMATION_APPROVER.into(),
+                    role: "approver".into(),
+                    key_id: public.id().to_string(),
+                    public_key: public.to_pem(),
+                    added_at: String::new(),
+                    revoked_at: String::new(),
+                });
+            } else if let Some(a) = self.store.approver(&s.signer).await? {
+                keys.push(KeyRecord {
+                    id: a.id,
+                    role: a.role.as_str().to_string(),
+                    key_id: a.key_id,
+                    public_key: a.public_key,
+                    added_at: a.added_at,
+                    revoked_at: a.revoked_at,
+                });
+            }
+        }
+        let promotion = self
+            .store
+            .promotion(model, version, "production")
+            .await?
+            .map(|p| serde_json::to_value(p).unwrap_or_default())
+            .unwrap_or_default();
+        let deployments = self.store.deployment_events(model).await?;
+
+        let mut all: Vec<AuditEntry> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |e| e.seq);
+            let page = self.store.audit_entries(after, PAGE).await?;
+            let done = page.len() < PAGE as usize;
+            all.extend(page);
+            if done {
+                break;
+            }
+        }
+        let subject = format!("model/{model}/v{version}");
+        let signers: Vec<String> = signed
+            .iter()
+            .map(|s| format!("approver/{}", s.signer))
+            .collect();
+        let relevant: Vec<u64> = all
+            .iter()
+            .filter(|e| {
+                e.subject == subject
+                    || (e.action == "deployment.rolled_back"
+                        && e.subject.starts_with(&format!("model/{model}/"))
+                        && e.detail["to_version"] == version)
+                    || (e.action == "spec.applied"
+                        && e.detail["digest"] == mv.lineage.spec_digest.as_str())
+                    || (e.action.starts_with("roster.") && signers.contains(&e.subject))
+            })
+            .map(|e| e.seq)
+            .collect();
+        let first = relevant.first().copied().unwrap_or(1);
+        let entries: Vec<AuditEntry> = all.into_iter().filter(|e| e.seq >= first).collect();
+        let head = ChainHead {
+            entries: entries.last().map_or(0, |e| e.seq),
+            hash: entries
+                .last()
+                .map_or_else(|| GENESIS.to_string(), |e| e.hash.clone()),
+        };
+        let prev_hash = entries
+            .first()
+            .map_or_else(|| GENESIS.to_string(), |e| e.prev_hash.clone());
+        Ok(Evidence {
+            format: FORMAT.into(),
+            generated_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            generated_by: by.to_string(),
+            model: mv.model.clone(),
+            version: mv.version,
+            model_sha256: mv.model_sha256.clone(),
+            version_record: serde_json::to_value(&mv).unwrap_or_default(),
+            training_run,
+            validation,
+            evaluation,
+            signed,
+            automation,
+            promotion,
+            keys,
+            deployments,
+            audit: AuditSegment {
+                prev_hash,
+                entries,
+                relevant,
+                head,
+            },
+        })
+    }
+}
