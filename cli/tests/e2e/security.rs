@@ -172,25 +172,34 @@ async fn forged_and_mismatched_approvals_are_refused() {
             "no refusal counted for {reason}"
         );
     }
-    // The registry recorded the refusals in the model's deployment timeline.
-    let timeline: Value = t
-        .http
-        .get(format!(
-            "{}/v1/models/telco-churn/deployments",
-            t.config.registry_http_url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let refusals = timeline["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "refused")
-        .count();
+    // The registry records the refusals in the model's deployment timeline (its
+    // consumer may still be catching up with the last ones).
+    let mut timeline = Value::Null;
+    let mut refusals = 0;
+    for _ in 0..100 {
+        timeline = t
+            .http
+            .get(format!(
+                "{}/v1/models/telco-churn/deployments",
+                t.config.registry_http_url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        refusals = timeline["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "refused")
+            .count();
+        if refusals >= 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(refusals >= 7, "{timeline:#}");
 }
 

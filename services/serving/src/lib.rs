@@ -372,7 +372,9 @@ async fn predict_split(
     recs: Vec<Map<String, Value>>,
     started: Instant,
 ) -> Result<Answered, Response> {
-    let mut groups: Vec<(Arc<Served>, Vec<usize>, Vec<Map<String, Value>>)> = Vec::new();
+    // Per answering version: the records' places in the request, and the records.
+    type Group = (Arc<Served>, Vec<usize>, Vec<Map<String, Value>>);
+    let mut groups: Vec<Group> = Vec::new();
     for (i, rec) in recs.into_iter().enumerate() {
         let served = slot.route(&rec).clone();
         match groups.iter_mut().find(|g| Arc::ptr_eq(&g.0, &served)) {
