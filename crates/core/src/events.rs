@@ -642,6 +642,27 @@ mod tests {
     }
 
     #[test]
+    fn checked_in_schemas_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+        for (name, schema) in schemas() {
+            let path = dir.join(format!("{name}.schema.json"));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+                panic!(
+                    "{} is missing: run `modelbus schemas --out schemas`",
+                    path.display()
+                )
+            });
+            let on_disk: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                on_disk,
+                schema,
+                "{} is stale: run `modelbus schemas --out schemas`",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
     fn round_trip_keeps_every_attribute() {
         let e = sample().with_subject("telco-churn");
         let back: Envelope<BatchSubmitted> = decode(&e.to_json()).unwrap();
