@@ -319,7 +319,7 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
     let dir = tempfile::tempdir().unwrap();
     let mut people = Vec::new();
     let mut trusted = Vec::new();
-    for name in ["alice", "bob", "carol", "olga"] {
+    for name in ["alice", "bob", "carol", "olga", "dave"] {
         let key_file = dir.path().join(format!("{name}.pem"));
         let (code, out, err) = {
             let o = std::process::Command::new(crate::harness::modelbus_bin())
@@ -393,7 +393,7 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
             token: tok,
         });
     }
-    let [alice, bob, carol, olga] = <[Person; 4]>::try_from(ps).ok().unwrap();
+    let [alice, bob, carol, olga, dave] = <[Person; 5]>::try_from(ps).ok().unwrap();
 
     // A roster change by a non-admin is refused.
     let (s, _) = post(
@@ -583,6 +583,24 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // A valid rejection blocks the promotion, whatever the approvals; it stops
+    // counting when it expires, and the registry's evaluation loop then grants.
+    let rejection = sign(
+        &dave,
+        StatementKind::Reject,
+        digest,
+        version,
+        Environment::Production,
+        time::Duration::seconds(4),
+    );
+    let (s, v) = post(&dave, &t, "/v1/approvals", &rejection).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(
+        v["promotion"]["reasons"]
+            .to_string()
+            .contains("rejected by dave"),
+        "{v}"
+    );
     let (code, out, err) = tokio::task::block_in_place(|| {
         let o = std::process::Command::new(crate::harness::modelbus_bin())
             .args([
@@ -609,7 +627,13 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         )
     });
     assert_eq!(code, Some(0), "{out}{err}");
-    // Granted once the soak is over; the deployer verifies and deploys.
+    assert!(out.contains("rejected by dave"), "{out}");
+    assert_eq!(
+        production_kv(&t).await,
+        None,
+        "the rejection holds production back"
+    );
+    // Granted once the rejection has expired; the deployer verifies and deploys.
     let mut deployed = false;
     for _ in 0..200 {
         let m = t.client.model("telco-churn").await.unwrap();
@@ -681,7 +705,7 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         .to_str()
         .unwrap()
         .to_string();
-    let (alice_pub, bob_pub) = (key_of(&alice), key_of(&bob));
+    let (alice_pub, bob_pub, dave_pub) = (key_of(&alice), key_of(&bob), key_of(&dave));
     let verify = |keys: &[&str]| {
         let mut args = vec!["evidence", "verify", ev_s.as_str()];
         for k in keys {
@@ -689,13 +713,13 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         }
         cli(&t, &args)
     };
-    let (code, out, err) = verify(&[&alice_pub, &bob_pub, &automation_pub]);
+    let (code, out, err) = verify(&[&alice_pub, &bob_pub, &dave_pub, &automation_pub]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("ok     production approvals: 2 distinct valid approvers (alice, bob)"),
         "{out}"
     );
-    let (code, out, _) = verify(&[&bob_pub, &automation_pub]);
+    let (code, out, _) = verify(&[&bob_pub, &dave_pub, &automation_pub]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("is not among the keys given"), "{out}");
     let json_path = ev.join("evidence.json");
