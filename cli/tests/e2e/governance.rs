@@ -547,20 +547,36 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         "{v}"
     );
 
-    // One valid approval where two are needed: recorded, not granted.
+    // One valid approval where two are needed, submitted over gRPC: recorded,
+    // not granted.
     let first = approve(&alice);
-    let (s, v) = post(&alice, &t, "/v1/approvals", &first).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["promotion"]["allow"], false, "{v}");
+    let alice_token = alice.token.clone();
+    let mut grpc = modelbus_proto::connect_lazy(
+        &t.config.registry_grpc_url(),
+        std::sync::Arc::new(move || Some(alice_token.clone())),
+    )
+    .unwrap();
+    let submit = modelbus_proto::registry::v1::SubmitSignedStatementRequest {
+        envelope_json: first.to_string(),
+    };
+    let out = grpc
+        .submit_signed_statement(submit.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((out.kind.as_str(), out.version), ("approve", version));
+    assert!(out.promotion_decided && !out.promotion_allowed, "{out:?}");
     assert!(
-        v["promotion"]["reasons"]
-            .to_string()
+        out.promotion_reasons
+            .join("; ")
             .contains("1 valid approval(s)"),
-        "{v}"
+        "{out:?}"
     );
-    // The same envelope again: a replayed nonce.
+    // The same envelope again, over HTTP or gRPC: a replayed nonce.
     let (s, v) = post(&alice, &t, "/v1/approvals", &first).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let st = grpc.submit_signed_statement(submit).await.unwrap_err();
+    assert_eq!(st.code(), tonic::Code::FailedPrecondition, "{st:?}");
     // The revoked approver's approval stops counting.
     let (code, _, err) = cli(&t, &["approvers", "revoke", "--id", "carol"]);
     assert_eq!(code, 0, "{err}");

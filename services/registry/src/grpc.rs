@@ -163,6 +163,44 @@ impl RegistryService for Registry {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn submit_signed_statement(
+        &self,
+        req: Request<pb::SubmitSignedStatementRequest>,
+    ) -> R<pb::SubmitSignedStatementResponse> {
+        // Who may submit which kind is decided by `submit_signed` (approver,
+        // operator), once the statement's kind is known.
+        let principal = self.grpc_auth(&req, Permission::Read).await?;
+        let envelope: modelbus_core::signing::DsseEnvelope =
+            serde_json::from_str(&req.into_inner().envelope_json).map_err(|e| {
+                Status::invalid_argument(format!("envelope_json is not a DSSE envelope: {e}"))
+            })?;
+        use modelbus_core::signing::StatementKind;
+        let out = self
+            .submit_signed(
+                &principal,
+                &envelope,
+                &[
+                    StatementKind::Approve,
+                    StatementKind::Reject,
+                    StatementKind::Rollback,
+                ],
+            )
+            .await?;
+        let d = out.decision;
+        Ok(Response::new(pb::SubmitSignedStatementResponse {
+            kind: d.kind,
+            model: d.model,
+            version: d.version,
+            environment: d.environment,
+            nonce: d.nonce,
+            audit_seq: out.audit_seq,
+            promotion_decided: out.promotion.is_some(),
+            promotion_allowed: out.promotion.as_ref().is_some_and(|p| p.allow),
+            promotion_reasons: out.promotion.map(|p| p.reasons).unwrap_or_default(),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(run = %req.get_ref().id))]
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> R<pb::Run> {
         self.grpc_auth(&req, Permission::Read).await?;
