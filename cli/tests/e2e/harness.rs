@@ -75,6 +75,16 @@ impl TestPlatform {
 
     /// Same, letting the test adjust the configuration.
     pub async fn start_with(db: Db, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_services(db, adjust, &Service::ALL).await
+    }
+
+    /// Starts only `services` (a test may run the others itself, to stop and
+    /// restart them).
+    pub async fn start_services(
+        db: Db,
+        adjust: impl FnOnce(&mut Config),
+        services: &[Service],
+    ) -> Self {
         let nats = TestNats::start().await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path(), nats.url());
@@ -87,7 +97,7 @@ impl TestPlatform {
             }
         };
         adjust(&mut config);
-        let platform = platform::start(config, &Service::ALL)
+        let platform = platform::start(config, services)
             .await
             .expect("platform starts");
         platform

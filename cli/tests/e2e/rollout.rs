@@ -15,6 +15,7 @@ use modelbus_core::signing::{ApprovalPredicate, KeyPair, Statement, StatementKin
 use serde_json::{Value, json};
 
 use crate::harness::{Db, TestPlatform, cli, telco_records};
+use modelbus_cli::platform::{self, Service};
 
 /// Applies a spec whose champion comparison cannot block a second version
 /// trained on fewer rows, and submits the Telco rows without the last `drop`.
@@ -467,4 +468,71 @@ async fn a_version_that_breaches_its_latency_objective_is_rolled_back_automatica
     assert!(t.metrics().await.contains(
         "modelbus_deployer_rollbacks_total{environment=\"staging\",trigger=\"automatic\"} 1"
     ));
+}
+
+/// The staging desired state as JSON.
+async fn staging_kv(t: &TestPlatform) -> Value {
+    let kv = async_nats::jetstream::new(t.nats().await)
+        .get_key_value("deployments")
+        .await
+        .unwrap();
+    let entry = kv.get("staging.telco-churn").await.unwrap().unwrap();
+    serde_json::from_slice(&entry).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_canary_resumes_when_the_deployer_restarts() {
+    let bake = Duration::from_secs(2);
+    let others: Vec<Service> = Service::ALL
+        .into_iter()
+        .filter(|s| *s != Service::Deployer)
+        .collect();
+    let t = TestPlatform::start_services(
+        Db::Sqlite,
+        |c| {
+            c.serving.stats_interval = Duration::from_millis(200);
+            c.rollout.staging.strategy = RolloutStrategy::Canary;
+            c.rollout.staging.steps = vec![20, 100];
+            c.rollout.staging.bake = bake;
+        },
+        &others,
+    )
+    .await;
+    let deployer = platform::start((*t.config).clone(), &[Service::Deployer])
+        .await
+        .unwrap();
+    deployer.wait_ready(Duration::from_secs(30)).await.unwrap();
+    t.deploy_telco().await;
+    second_version(&t, 400).await;
+    let state = staging_kv(&t).await;
+    assert_eq!(
+        (state["version"].as_u64(), state["traffic_percent"].as_u64()),
+        (Some(2), Some(20))
+    );
+    // The deployer stops in the middle of the first step: nothing moves.
+    deployer.stop().await.unwrap();
+    tokio::time::sleep(bake + Duration::from_millis(500)).await;
+    let held = staging_kv(&t).await;
+    assert_eq!(held["traffic_percent"], 20, "{held}");
+    assert_eq!(held["previous"]["version"], 1, "{held}");
+    assert_eq!(staging_state(&t).await.1["traffic_percent"], 20);
+    // A new deployer resumes the step (its bake starts again), then finishes.
+    let restarted = Instant::now();
+    let deployer = platform::start((*t.config).clone(), &[Service::Deployer])
+        .await
+        .unwrap();
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = staging_kv(&t).await;
+        if last.get("previous").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.get("previous").is_none(), "never finished: {last}");
+    assert_eq!(last["version"], 2);
+    // Two bakes: the resumed 20% step and the 100% step.
+    assert!(restarted.elapsed() >= bake * 2, "{:?}", restarted.elapsed());
+    wait_alone(&t, 2, Duration::from_secs(5)).await;
+    deployer.stop().await.unwrap();
 }
