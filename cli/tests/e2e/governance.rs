@@ -830,3 +830,141 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// The deployer re-decides a production promotion on its own evidence; a
+/// restarted deployer rebuilds the staging statistics it had from the event
+/// stream, so traffic served before the restart still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_deployer_still_counts_the_staging_traffic_it_saw() {
+    use modelbus_cli::platform::{self, Service};
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    let mut trusted = Vec::new();
+    for name in ["alice", "bob"] {
+        let key = KeyPair::generate().unwrap();
+        let file = dir.path().join(format!("{name}.pem.pub"));
+        std::fs::write(&file, key.public().to_pem()).unwrap();
+        trusted.push(TrustedKey {
+            id: name.into(),
+            public_key_file: file.clone(),
+            environments: vec![Environment::Production],
+            role: modelbus_core::auth::Role::Approver,
+        });
+        keys.push((name, key, file));
+    }
+    let others: Vec<Service> = Service::ALL
+        .into_iter()
+        .filter(|s| *s != Service::Deployer)
+        .collect();
+    let t = TestPlatform::start_services(
+        Db::Postgres,
+        |c| {
+            c.promotion.staging_soak = Duration::from_secs(1);
+            c.promotion.evaluate_interval = Duration::from_millis(200);
+            c.promotion.min_staging_requests = 6;
+            c.serving.stats_interval = Duration::from_millis(200);
+            c.deployer.trusted_keys = trusted.clone();
+        },
+        &others,
+    )
+    .await;
+    let deployer = platform::start((*t.config).clone(), &[Service::Deployer])
+        .await
+        .unwrap();
+    deployer.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let run = t.deploy_telco().await;
+    let version = run["model_version"].as_u64().unwrap() as u32;
+    let digest = Sha256Digest::parse(
+        t.client
+            .model_version("telco-churn", version.into())
+            .await
+            .unwrap()["model_sha256"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    for _ in 0..6 {
+        let r = t
+            .http
+            .post(format!("{}/v1/models/telco-churn:predict", t.staging()))
+            .json(&json!({ "instances": crate::harness::telco_records(1) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Serving counted them; a few statistics windows later the deployer has
+    // consumed their report.
+    let mut seen = false;
+    for _ in 0..100 {
+        let stats = t.metrics().await;
+        if stats.lines().any(|l| {
+            l.starts_with("modelbus_serving_requests_total")
+                && l.contains("staging")
+                && l.ends_with(" 6")
+        }) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the requests were not counted");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    deployer.stop().await.unwrap();
+    let deployer = platform::start((*t.config).clone(), &[Service::Deployer])
+        .await
+        .unwrap();
+    deployer.wait_ready(Duration::from_secs(30)).await.unwrap();
+    for (name, key, _) in &keys {
+        let tok = token(&t, name, "approver").await;
+        let (code, _, err) = cli(
+            &t,
+            &[
+                "approvers",
+                "add",
+                "--id",
+                name,
+                "--public-key-file",
+                dir.path().join(format!("{name}.pem.pub")).to_str().unwrap(),
+                "--role",
+                "approver",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let p = Person {
+            name: *name,
+            key: KeyPair::from_pem(&key.to_pem().unwrap(), "t").unwrap(),
+            http: authed_http(&tok),
+            key_file: dir.path().join(format!("{name}.pem")),
+            token: tok,
+        };
+        let body = sign(
+            &p,
+            StatementKind::Approve,
+            digest,
+            version,
+            Environment::Production,
+            time::Duration::hours(1),
+        );
+        let (s, v) = post(&p, &t, "/v1/approvals", &body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let mut alias = Value::Null;
+    for _ in 0..100 {
+        alias = t.client.model("telco-churn").await.unwrap()["aliases"]["production"].clone();
+        if alias == version {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let timeline = t
+        .client
+        .get_json("/v1/models/telco-churn/deployments")
+        .await
+        .unwrap();
+    assert_eq!(
+        alias, version,
+        "the restarted deployer refused: {timeline:#}"
+    );
+    deployer.stop().await.unwrap();
+}

@@ -398,6 +398,86 @@ impl Bus {
         }
     }
 
+    /// The payloads of events on `subject` published since `since`, oldest
+    /// first, read through the short-lived consumer `name` (made afresh, removed
+    /// afterwards): how a restarted service rebuilds what it kept in memory.
+    /// NATS permissions grant it by name and subject
+    /// (`$JS.API.CONSUMER.CREATE.MODELBUS_EVENTS.<name>.<subject>`, `INFO`,
+    /// `MSG.NEXT` and `DELETE` of `<name>`), so the consumer can read nothing else.
+    pub async fn replay(
+        &self,
+        name: &str,
+        subject: &str,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<bytes::Bytes>, BusError> {
+        let api = |verb: &str| format!("{JS_API}.CONSUMER.{verb}.{EVENTS_STREAM}.{name}");
+        let stream = self
+            .guarded(
+                "get events stream",
+                &[format!("{JS_API}.STREAM.INFO.{EVENTS_STREAM}")],
+                self.js.get_stream(EVENTS_STREAM),
+            )
+            .await?;
+        // One left by a run that stopped half-way would start at the wrong place.
+        let _ = self
+            .guarded(
+                &format!("remove replay consumer {name}"),
+                &[api("DELETE")],
+                stream.delete_consumer(name),
+            )
+            .await;
+        let op = format!("replay {subject} through {name}");
+        let mut consumer = self
+            .guarded(
+                &op,
+                &[format!("{}.{subject}", api("CREATE"))],
+                stream.create_consumer(consumer::pull::Config {
+                    name: Some(name.to_string()),
+                    filter_subject: subject.to_string(),
+                    deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: since },
+                    ack_policy: consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(60),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        let mut pending = self
+            .guarded(&op, &[api("INFO")], consumer.info())
+            .await?
+            .num_pending;
+        let mut out = Vec::new();
+        while pending > 0 {
+            let mut batch = self
+                .guarded(
+                    &op,
+                    &[api("MSG.NEXT")],
+                    consumer
+                        .fetch()
+                        .max_messages(500)
+                        .expires(Duration::from_secs(2))
+                        .messages(),
+                )
+                .await?;
+            let before = out.len();
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| BusError::JetStream {
+                    op: op.clone(),
+                    reason: e.to_string(),
+                })?;
+                out.push(m.payload.clone());
+            }
+            let got = (out.len() - before) as u64;
+            if got == 0 {
+                break;
+            }
+            pending = pending.saturating_sub(got);
+        }
+        let _ = self
+            .guarded(&op, &[api("DELETE")], stream.delete_consumer(name))
+            .await;
+        Ok(out)
+    }
+
     /// The underlying client, for request/reply and plain subscriptions.
     pub fn client(&self) -> &async_nats::Client {
         &self.client

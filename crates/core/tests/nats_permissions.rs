@@ -966,6 +966,57 @@ async fn services_cannot_publish_each_others_events_or_use_each_others_consumers
 // (d) credentials and start-up order
 
 #[tokio::test]
+async fn only_the_deployer_replays_serving_stats_and_nothing_else() {
+    let nats = SecuredNats::start().await;
+    let _registry = nats.bus("registry").await;
+    let serving = nats.bus("serving").await;
+    publish(&serving, "modelbus.serving.stats", "{\"window\":1}")
+        .await
+        .unwrap();
+    let deployer = nats.bus("deployer").await;
+    let since = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    for _ in 0..2 {
+        // Twice: the first replay leaves nothing behind that breaks the next.
+        let got = deployer
+            .replay("deployer-stats", "modelbus.serving.stats", since)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0][..], b"{\"window\":1}");
+    }
+    // Its replay consumer reads serving.stats only.
+    let err = deployer
+        .replay("deployer-stats", "modelbus.approval.granted", since)
+        .await
+        .unwrap_err();
+    assert_denied(
+        &err,
+        "deployer",
+        "$JS.API.CONSUMER.CREATE.MODELBUS_EVENTS.deployer-stats.modelbus.approval.granted",
+    );
+    // Nobody else may read through it, or replay under another name.
+    let trainer = nats.bus("trainer").await;
+    let err = trainer
+        .replay("deployer-stats", "modelbus.serving.stats", since)
+        .await
+        .unwrap_err();
+    assert_denied(
+        &err,
+        "trainer",
+        "$JS.API.CONSUMER.CREATE.MODELBUS_EVENTS.deployer-stats.modelbus.serving.stats",
+    );
+    let err = deployer
+        .replay("other", "modelbus.serving.stats", since)
+        .await
+        .unwrap_err();
+    assert_denied(
+        &err,
+        "deployer",
+        "$JS.API.CONSUMER.CREATE.MODELBUS_EVENTS.other.modelbus.serving.stats",
+    );
+}
+
+#[tokio::test]
 async fn a_wrong_password_or_no_credentials_are_refused_at_connect() {
     let nats = SecuredNats::start().await;
     let wrong = NatsCredentials::new("deployer", Some(Secret::new("not-the-password")));

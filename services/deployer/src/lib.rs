@@ -131,13 +131,17 @@ type Stats = std::sync::Arc<
 >;
 
 /// One statistics window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct StatsWindow {
+    replica: String,
     end: time::OffsetDateTime,
     requests: u64,
     errors: u64,
     p99_ms: f64,
 }
+
+/// The deployer's short-lived consumer that replays `serving.stats` at start.
+pub const STATS_REPLAY: &str = "deployer-stats";
 
 /// Windows kept per artifact.
 const MAX_WINDOWS: usize = 10_000;
@@ -550,15 +554,50 @@ impl Deployer {
     /// Keeps a serving statistics window.
     fn on_stats(&self, d: &Delivery) -> Result<(), HandlerError> {
         let e = d.decode::<ServingStats>()?;
-        let s = &e.data;
+        self.keep_stats(&e.data)
+            .map_err(|err| HandlerError::Reject(format!("serving.stats window_end: {err}")))
+    }
+
+    /// Rebuilds the statistics windows of the recent past from the event stream,
+    /// so a restarted deployer judges soaks and rollouts on the evidence it had.
+    async fn replay_stats(&self) {
+        let window = (self.ctx.config.promotion.staging_soak * 2
+            + std::time::Duration::from_secs(600))
+        .min(std::time::Duration::from_secs(86_400));
+        let since = time::OffsetDateTime::now_utc() - window;
+        match self
+            .ctx
+            .bus
+            .replay(STATS_REPLAY, "modelbus.serving.stats", since)
+            .await
+        {
+            Ok(payloads) => {
+                let kept = payloads
+                    .iter()
+                    .filter_map(|p| modelbus_core::events::decode::<ServingStats>(p).ok())
+                    .filter(|e| self.keep_stats(&e.data).is_ok())
+                    .count();
+                tracing::info!(windows = kept, since = %since, "serving statistics replayed");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot replay serving statistics: soak and rollout evidence starts empty")
+            }
+        }
+    }
+
+    /// Adds one window, once (the replay and the consumer may both deliver it).
+    fn keep_stats(&self, s: &ServingStats) -> Result<(), time::error::Parse> {
         let end = time::OffsetDateTime::parse(
             &s.window_end,
             &time::format_description::well_known::Rfc3339,
-        )
-        .map_err(|err| HandlerError::Reject(format!("serving.stats window_end: {err}")))?;
+        )?;
         if let Ok(mut m) = self.stats.lock() {
             let w = m.entry((s.environment, s.model_sha256)).or_default();
+            if w.iter().any(|x| x.end == end && x.replica == s.replica) {
+                return Ok(());
+            }
             w.push(StatsWindow {
+                replica: s.replica.clone(),
                 end,
                 requests: s.requests,
                 errors: s.errors,
@@ -792,6 +831,7 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
         stats: Default::default(),
         rollouts: Default::default(),
     };
+    svc.replay_stats().await;
     svc.resume_rollouts().await;
     modelbus_core::ops::run_consumer_service(
         &ctx,

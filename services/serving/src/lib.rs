@@ -938,11 +938,22 @@ async fn watch(
     replica: String,
     component: String,
 ) -> Result<(), ServingError> {
-    let kv = ctx
-        .bus
-        .kv(DEPLOYMENTS_BUCKET, 64)
-        .await
-        .map_err(|e| ServingError::Fatal(e.to_string()))?;
+    // The deployer creates the bucket (with NATS permissions, serving may not):
+    // wait for it rather than fail when serving starts first.
+    let mut delay = std::time::Duration::from_millis(200);
+    let kv = loop {
+        match ctx.bus.kv(DEPLOYMENTS_BUCKET, 64).await {
+            Ok(kv) => break kv,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "deployments bucket not available yet")
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    };
     let prefix = format!("{}.", env.environment.as_str());
     let mut watcher = kv
         .watch_with_history(format!("{prefix}>"))
