@@ -932,7 +932,7 @@ async fn a_restarted_deployer_still_counts_the_staging_traffic_it_saw() {
         );
         assert_eq!(code, 0, "{err}");
         let p = Person {
-            name: *name,
+            name,
             key: KeyPair::from_pem(&key.to_pem().unwrap(), "t").unwrap(),
             http: authed_http(&tok),
             key_file: dir.path().join(format!("{name}.pem")),
