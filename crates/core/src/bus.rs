@@ -398,6 +398,16 @@ impl Bus {
         }
     }
 
+    /// One of the shared streams, which must exist.
+    async fn stream(&self, name: &str) -> Result<stream::Stream, BusError> {
+        self.guarded(
+            &format!("get stream {name}"),
+            &[format!("{JS_API}.STREAM.INFO.{name}")],
+            self.js.get_stream(name),
+        )
+        .await
+    }
+
     /// The payloads of events on `subject` published since `since`, oldest
     /// first, read through the short-lived consumer `name` (made afresh, removed
     /// afterwards): how a restarted service rebuilds what it kept in memory.
@@ -411,13 +421,7 @@ impl Bus {
         since: time::OffsetDateTime,
     ) -> Result<Vec<bytes::Bytes>, BusError> {
         let api = |verb: &str| format!("{JS_API}.CONSUMER.{verb}.{EVENTS_STREAM}.{name}");
-        let stream = self
-            .guarded(
-                "get events stream",
-                &[format!("{JS_API}.STREAM.INFO.{EVENTS_STREAM}")],
-                self.js.get_stream(EVENTS_STREAM),
-            )
-            .await?;
+        let stream = self.stream(EVENTS_STREAM).await?;
         // One left by a run that stopped half-way would start at the wrong place.
         let _ = self
             .guarded(
@@ -608,13 +612,7 @@ impl Bus {
         name: &str,
         subjects: &[&str],
     ) -> Result<consumer::PullConsumer, BusError> {
-        let stream = self
-            .guarded(
-                "get events stream",
-                &[format!("{JS_API}.STREAM.INFO.{EVENTS_STREAM}")],
-                self.js.get_stream(EVENTS_STREAM),
-            )
-            .await?;
+        let stream = self.stream(EVENTS_STREAM).await?;
         let cfg = consumer::pull::Config {
             durable_name: Some(name.to_string()),
             description: Some(format!("modelbus {name} service")),
@@ -809,13 +807,7 @@ impl Bus {
         H: Fn(DeadLetter) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let stream = self
-            .guarded(
-                "get DLQ stream",
-                &[format!("{JS_API}.STREAM.INFO.{DLQ_STREAM}")],
-                self.js.get_stream(DLQ_STREAM),
-            )
-            .await?;
+        let stream = self.stream(DLQ_STREAM).await?;
         let consumer = self
             .guarded(
                 "create DLQ consumer",

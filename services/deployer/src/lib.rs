@@ -709,18 +709,7 @@ impl Deployer {
                 previous: stable.map(Box::new),
                 traffic_percent,
             };
-            // A rollout of an earlier approval stops here: this write replaces it.
-            self.rollouts.stop(&key);
-            let revision = self
-                .deployments
-                .put(
-                    &key,
-                    serde_json::to_vec(&state)
-                        .map_err(HandlerError::retry)?
-                        .into(),
-                )
-                .await
-                .map_err(HandlerError::retry)?;
+            let revision = self.write_state(&key, &state).await?;
             if state.in_rollout() {
                 self.start_rollout(key.clone(), state, 0);
             }
@@ -745,6 +734,21 @@ impl Deployer {
         self.ctx
             .bus
             .publish(&out)
+            .await
+            .map_err(HandlerError::retry)
+    }
+
+    /// Writes a desired state decided by an approval or a signed rollback; a
+    /// rollout still watching the key stops first, since this write replaces it.
+    async fn write_state(&self, key: &str, state: &DesiredState) -> Result<u64, HandlerError> {
+        self.rollouts.stop(key);
+        self.deployments
+            .put(
+                key,
+                serde_json::to_vec(state)
+                    .map_err(HandlerError::retry)?
+                    .into(),
+            )
             .await
             .map_err(HandlerError::retry)
     }

@@ -188,17 +188,7 @@ impl Deployer {
             traffic_percent: 100,
             ..v.target
         };
-        self.rollouts.stop(&key);
-        let revision = self
-            .deployments
-            .put(
-                &key,
-                serde_json::to_vec(&state)
-                    .map_err(HandlerError::retry)?
-                    .into(),
-            )
-            .await
-            .map_err(HandlerError::retry)?;
+        let revision = self.write_state(&key, &state).await?;
         metrics::counter!("modelbus_deployer_rollbacks_total", "environment" => r.environment.as_str(), "trigger" => "manual").increment(1);
         tracing::warn!(model = %r.model, env = %r.environment, from_version, to_version = r.to_version, operator = %v.operator, revision, "signed rollback applied");
         let reason = if v.comment.trim().is_empty() {
