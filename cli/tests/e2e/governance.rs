@@ -319,7 +319,8 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
     let dir = tempfile::tempdir().unwrap();
     let mut people = Vec::new();
     let mut trusted = Vec::new();
-    for name in ["alice", "bob", "carol", "olga", "dave"] {
+    // "admin" is the author of the version (its token submits the batch).
+    for name in ["alice", "bob", "carol", "olga", "dave", "admin"] {
         let key_file = dir.path().join(format!("{name}.pem"));
         let (code, out, err) = {
             let o = std::process::Command::new(crate::harness::modelbus_bin())
@@ -393,7 +394,7 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
             token: tok,
         });
     }
-    let [alice, bob, carol, olga, dave] = <[Person; 5]>::try_from(ps).ok().unwrap();
+    let [alice, bob, carol, olga, dave, author] = <[Person; 6]>::try_from(ps).ok().unwrap();
 
     // A roster change by a non-admin is refused.
     let (s, _) = post(
@@ -522,6 +523,13 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
             approve(&olga),
             StatusCode::FORBIDDEN,
             "may not approve",
+        ),
+        (
+            "the author approving their own version",
+            &author,
+            approve(&author),
+            StatusCode::FORBIDDEN,
+            "an author may not approve their own version",
         ),
     ];
     for (what, who, body, status, text) in cases {
@@ -783,7 +791,51 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         .iter()
         .filter(|e| e.action == "approval.refused")
         .count();
-    assert!(refused >= 9, "{refused} refusals audited");
+    assert!(refused >= 10, "{refused} refusals audited");
+    // Requests without the role never reach the signature checks: denied by the
+    // API, audited and counted all the same.
+    for (who, permission) in [("olga", "approve"), ("alice", "administer")] {
+        assert!(
+            export.iter().any(|e| e.action == "access.denied"
+                && e.actor == who
+                && e.subject == format!("permission/{permission}")),
+            "no access.denied of {who} for {permission}"
+        );
+    }
+    let by_author = export.iter().find(|e| {
+        e.action == "approval.refused"
+            && e.actor == "admin"
+            && e.detail.to_string().contains("author_approval")
+    });
+    assert!(
+        by_author.is_some(),
+        "the author's approval is not in the audit log"
+    );
+    let metrics = t.metrics().await;
+    assert!(metrics.contains("modelbus_auth_denials_total{permission=\"approve\"}"));
+    for reason in [
+        "unknown_key",
+        "digest_mismatch",
+        "unknown_version",
+        "expired",
+        "not_signer",
+        "author_approval",
+        "bad_signature",
+        "replayed_nonce",
+        "revoked",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "modelbus_registry_approval_refusals_total{{reason=\"{reason}\"}}"
+            )),
+            "no refusal counted for {reason}: {}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("modelbus_registry_approval_refusals_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     let victim = export
         .iter()
         .find(|e| e.action == "approval.accepted")

@@ -107,11 +107,32 @@ impl Registry {
         p: Permission,
     ) -> Result<Principal, RegistryError> {
         let principal = self.authenticate(header).await?;
-        principal.require(p).map_err(|msg| {
+        if let Err(msg) = principal.require(p) {
             metrics::counter!("modelbus_auth_denials_total", "permission" => p.as_str())
                 .increment(1);
-            RegistryError::PermissionDenied(msg)
-        })?;
+            // Attempts at governance (signing, rolling back, administering) by
+            // someone without the role are evidence too.
+            if matches!(
+                p,
+                Permission::Approve | Permission::Rollback | Permission::Admin
+            ) {
+                let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
+                if let Err(e) = self
+                    .store
+                    .append_audit(
+                        &principal.name,
+                        "access.denied",
+                        &format!("permission/{}", p.as_str()),
+                        &serde_json::json!({ "roles": roles, "token_id": principal.token_id, "message": msg }),
+                        None,
+                    )
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot audit a denied request");
+                }
+            }
+            return Err(RegistryError::PermissionDenied(msg));
+        }
         Ok(principal)
     }
 
@@ -461,6 +482,15 @@ impl Registry {
                 RegistryError::InvalidArgument(format!(
                     "the statement is about artifact {digest}, but {} v{} is {}",
                     p.model, p.version, version.model_sha256
+                )),
+            ));
+        }
+        if kind == StatementKind::Approve && version.author == p.approver {
+            return Err((
+                "author_approval",
+                RegistryError::PermissionDenied(format!(
+                    "{} submitted the batch that trained {} v{}: an author may not approve their own version",
+                    p.approver, p.model, p.version
                 )),
             ));
         }
