@@ -196,9 +196,20 @@ pub fn render_html(e: &Evidence, findings: &[Finding]) -> String {
         o.push_str("<p>No validation report is stored.</p>");
     } else {
         fields(&mut o, &e.validation);
-        if let Some(s) = e.validation.get("summary") {
-            fields(&mut o, s);
+        o.push_str("<table><tr><th>expectation</th><th>column</th><th>severity</th><th>success</th><th>unexpected</th></tr>");
+        for r in e.validation["results"].as_array().into_iter().flatten() {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                escape(&text(&r["expectation"])),
+                escape(&text(&r["kwargs"]["column"])),
+                escape(&text(&r["severity"])),
+                if r["success"] == true { "ok" } else { "bad" },
+                escape(&text(&r["success"])),
+                escape(&text(&r["result"]["unexpected_count"]))
+            );
         }
+        o.push_str("</table>");
     }
     o.push_str("<h2>Training run</h2>");
     fields(&mut o, &e.training_run);
@@ -207,6 +218,11 @@ pub fn render_html(e: &Evidence, findings: &[Finding]) -> String {
     o.push_str("<h2>Evaluation and gates</h2>");
     if !e.evaluation.is_null() {
         fields(&mut o, &e.evaluation);
+        fields(&mut o, &e.evaluation["evaluation"]);
+        if !e.evaluation["comparison"].is_null() {
+            o.push_str("<h3>Against the champion</h3>");
+            fields(&mut o, &e.evaluation["comparison"]);
+        }
     }
     o.push_str("<table><tr><th>gate</th><th>passed</th><th>detail</th></tr>");
     for g in e.version_record["gate_checks"]
