@@ -339,3 +339,176 @@ fn check_signed(
     }
     Ok(p.nonce.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::entry_hash;
+    use crate::ids::{Environment, ModelName};
+    use crate::signing::{ApprovalPredicate, KeyPair, new_nonce};
+
+    fn entry(
+        seq: u64,
+        prev: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> AuditEntry {
+        let at = "2026-11-27T00:00:00Z";
+        AuditEntry {
+            seq,
+            at: at.into(),
+            actor: "admin".into(),
+            action: action.into(),
+            subject: subject.into(),
+            hash: entry_hash(seq, at, "admin", action, subject, &detail, prev),
+            detail,
+            prev_hash: prev.into(),
+        }
+    }
+
+    /// A bundle with one production approval by alice, its audit entries and her key.
+    fn bundle() -> (Evidence, KeyPair) {
+        let digest = crate::ids::Sha256Digest::of(b"model");
+        let alice = KeyPair::generate().unwrap();
+        let nonce = new_nonce();
+        let now = time::OffsetDateTime::now_utc();
+        let st = Statement::of_kind(
+            StatementKind::Approve,
+            &digest,
+            ApprovalPredicate {
+                model: ModelName::parse("churn").unwrap(),
+                version: 3,
+                environment: Environment::Production,
+                approver: "alice".into(),
+                issued_at: now,
+                expires_at: now + time::Duration::hours(1),
+                nonce: nonce.clone(),
+                comment: String::new(),
+            },
+        );
+        let e1 = entry(
+            7,
+            "aa",
+            "version.registered",
+            "model/churn/v3",
+            serde_json::json!({ "model_sha256": digest.to_hex() }),
+        );
+        let e2 = entry(
+            8,
+            &e1.hash,
+            "approval.accepted",
+            "model/churn/v3",
+            serde_json::json!({ "nonce": nonce }),
+        );
+        let head = ChainHead {
+            entries: 8,
+            hash: e2.hash.clone(),
+        };
+        let evidence = Evidence {
+            format: FORMAT.into(),
+            generated_at: String::new(),
+            generated_by: "auditor".into(),
+            model: "churn".into(),
+            version: 3,
+            model_sha256: digest.to_hex(),
+            version_record: serde_json::json!({ "author": "pat" }),
+            training_run: serde_json::Value::Null,
+            validation: serde_json::Value::Null,
+            evaluation: serde_json::Value::Null,
+            signed: vec![SignedStatement {
+                kind: "approve".into(),
+                environment: "production".into(),
+                signer: "alice".into(),
+                key_id: alice.id().to_string(),
+                recorded_at: String::new(),
+                envelope: alice.sign_statement(&st),
+            }],
+            automation: vec![],
+            promotion: serde_json::Value::Null,
+            keys: vec![KeyRecord {
+                id: "alice".into(),
+                role: "approver".into(),
+                key_id: alice.id().to_string(),
+                public_key: alice.public().to_pem(),
+                added_at: String::new(),
+                revoked_at: String::new(),
+            }],
+            deployments: vec![],
+            audit: AuditSegment {
+                prev_hash: "aa".into(),
+                entries: vec![e1, e2],
+                relevant: vec![7, 8],
+                head,
+            },
+        };
+        (evidence, alice)
+    }
+
+    fn failed(findings: &[Finding]) -> Vec<String> {
+        findings
+            .iter()
+            .filter(|f| !f.ok)
+            .map(|f| format!("{}: {}", f.check, f.detail))
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_bundle_verifies_with_or_without_the_auditors_keys() {
+        let (e, alice) = bundle();
+        assert_eq!(failed(&verify(&e, &[])), Vec::<String>::new());
+        assert_eq!(failed(&verify(&e, &[alice.public()])), Vec::<String>::new());
+        let stranger = KeyPair::generate().unwrap();
+        let f = failed(&verify(&e, &[stranger.public()]));
+        assert!(f[0].contains("not among the keys given"), "{f:?}");
+    }
+
+    #[test]
+    fn edits_to_signatures_digests_or_the_audit_segment_are_named() {
+        let (mut e, _) = bundle();
+        e.audit.entries[0].actor = "mallory".into();
+        let f = failed(&verify(&e, &[]));
+        assert!(
+            f.iter()
+                .any(|x| x.starts_with("audit chain") && x.contains("entry 7")),
+            "{f:?}"
+        );
+
+        let (mut e, _) = bundle();
+        e.model_sha256 = crate::ids::Sha256Digest::of(b"other").to_hex();
+        let f = failed(&verify(&e, &[]));
+        assert!(f.iter().any(|x| x.starts_with("registration")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|x| x.contains("artifact digest does not match")),
+            "{f:?}"
+        );
+
+        let (mut e, _) = bundle();
+        let forger = KeyPair::generate().unwrap();
+        e.keys[0].public_key = forger.public().to_pem();
+        let f = failed(&verify(&e, &[]));
+        assert!(
+            f.iter().any(|x| x.contains("the bundled key of alice is")),
+            "{f:?}"
+        );
+
+        let (mut e, _) = bundle();
+        e.audit.entries.pop();
+        e.audit.head = ChainHead {
+            entries: 7,
+            hash: e.audit.entries[0].hash.clone(),
+        };
+        let f = failed(&verify(&e, &[]));
+        assert!(
+            f.iter()
+                .any(|x| x.contains("no approval.accepted audit entry")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|x| x.contains("listed but not in the segment")),
+            "{f:?}"
+        );
+    }
+}
