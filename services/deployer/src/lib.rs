@@ -132,7 +132,7 @@ type Stats = std::sync::Arc<
 
 /// One statistics window.
 #[derive(Debug, Clone)]
-struct StatsWindow {
+pub(crate) struct StatsWindow {
     replica: String,
     end: time::OffsetDateTime,
     requests: u64,

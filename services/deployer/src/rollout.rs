@@ -74,6 +74,40 @@ fn tick(policy: &RolloutPolicy, stats_interval: Duration) -> Duration {
         .clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
+/// The objective breached by the windows that ended after `since`, if any:
+/// the error rate first, then the worst p99; no verdict on fewer than
+/// `min_requests` requests.
+fn judge(
+    windows: &[crate::StatsWindow],
+    since: time::OffsetDateTime,
+    policy: &RolloutPolicy,
+    percent: u8,
+) -> Option<String> {
+    let (requests, errors, p99) = windows
+        .iter()
+        .filter(|w| w.end > since)
+        .fold((0u64, 0u64, 0f64), |(r, e, p), w| {
+            (r + w.requests, e + w.errors, p.max(w.p99_ms))
+        });
+    if requests == 0 || requests < policy.min_requests {
+        return None;
+    }
+    let rate = errors as f64 / requests as f64;
+    if rate > policy.max_error_rate {
+        return Some(format!(
+            "error rate {rate:.4} ({errors} of {requests} requests) at {percent}% of traffic is above the objective {}",
+            policy.max_error_rate
+        ));
+    }
+    if p99 > policy.max_p99_ms {
+        return Some(format!(
+            "p99 latency {p99:.3} ms ({requests} requests) at {percent}% of traffic is above the objective {} ms",
+            policy.max_p99_ms
+        ));
+    }
+    None
+}
+
 /// What a compare-and-set on a rollout's desired state found.
 enum Cas {
     /// Written at this revision.
@@ -252,30 +286,7 @@ impl Deployer {
         percent: u8,
     ) -> Option<String> {
         let m = self.stats.lock().ok()?;
-        let windows = m.get(&(env, *digest))?;
-        let (requests, errors, p99) = windows
-            .iter()
-            .filter(|w| w.end > since)
-            .fold((0u64, 0u64, 0f64), |(r, e, p), w| {
-                (r + w.requests, e + w.errors, p.max(w.p99_ms))
-            });
-        if requests == 0 || requests < policy.min_requests {
-            return None;
-        }
-        let rate = errors as f64 / requests as f64;
-        if rate > policy.max_error_rate {
-            return Some(format!(
-                "error rate {rate:.4} ({errors} of {requests} requests) at {percent}% of traffic is above the objective {}",
-                policy.max_error_rate
-            ));
-        }
-        if p99 > policy.max_p99_ms {
-            return Some(format!(
-                "p99 latency {p99:.3} ms ({requests} requests) at {percent}% of traffic is above the objective {} ms",
-                policy.max_p99_ms
-            ));
-        }
-        None
+        judge(m.get(&(env, *digest))?, since, policy, percent)
     }
 
     /// Returns `key` to the version the rollout started from.
@@ -352,5 +363,64 @@ impl Deployer {
         if let Err(e) = self.ctx.bus.publish(&event).await {
             tracing::warn!(error = %e, "cannot publish deployment.started");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StatsWindow;
+
+    fn window(secs_ago: i64, requests: u64, errors: u64, p99_ms: f64) -> StatsWindow {
+        StatsWindow {
+            replica: "r".into(),
+            end: time::OffsetDateTime::now_utc() - time::Duration::seconds(secs_ago),
+            requests,
+            errors,
+            p99_ms,
+        }
+    }
+
+    fn policy() -> RolloutPolicy {
+        RolloutPolicy {
+            max_error_rate: 0.05,
+            max_p99_ms: 100.0,
+            min_requests: 50,
+            ..RolloutPolicy::default()
+        }
+    }
+
+    #[test]
+    fn judges_only_this_steps_windows_and_only_with_enough_requests() {
+        let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(30);
+        // Errors before the step began do not count against it.
+        let w = [window(60, 100, 100, 10.0), window(10, 100, 1, 20.0)];
+        assert_eq!(judge(&w, since, &policy(), 10), None);
+        // Too few requests for a verdict, however bad.
+        let w = [window(10, 10, 10, 5000.0)];
+        assert_eq!(judge(&w, since, &policy(), 10), None);
+    }
+
+    #[test]
+    fn names_the_breached_objective_with_its_figures() {
+        let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(30);
+        let w = [window(20, 60, 2, 30.0), window(5, 40, 4, 40.0)];
+        let why = judge(&w, since, &policy(), 10).unwrap();
+        assert!(
+            why.starts_with("error rate 0.0600 (6 of 100 requests) at 10%"),
+            "{why}"
+        );
+        let w = [window(20, 60, 0, 30.0), window(5, 40, 0, 140.0)];
+        let why = judge(&w, since, &policy(), 50).unwrap();
+        assert!(
+            why.starts_with("p99 latency 140.000 ms (100 requests) at 50%"),
+            "{why}"
+        );
+        let w = [window(20, 60, 3, 100.0)];
+        assert_eq!(
+            judge(&w, since, &policy(), 50),
+            None,
+            "at the objective is not above it"
+        );
     }
 }
