@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use modelbus_core::config::TrustedKey;
 use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
 use modelbus_core::signing::{ApprovalPredicate, KeyPair, Statement, StatementKind, new_nonce};
@@ -935,6 +936,9 @@ async fn a_restarted_deployer_still_counts_the_staging_traffic_it_saw() {
             .unwrap(),
     )
     .unwrap();
+    let nats = t.nats().await;
+    let mut stats = nats.subscribe("modelbus.serving.stats").await.unwrap();
+    nats.flush().await.unwrap();
     for _ in 0..6 {
         let r = t
             .http
@@ -945,23 +949,34 @@ async fn a_restarted_deployer_still_counts_the_staging_traffic_it_saw() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    // Serving counted them; a few statistics windows later the deployer has
-    // consumed their report.
-    let mut seen = false;
+    // Serving reports them, and the deployer has consumed every event (its
+    // durable consumer has nothing pending) before it stops.
+    let mut reported = 0;
+    while reported < 6 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stats.next())
+            .await
+            .expect("serving.stats")
+            .unwrap();
+        let e: Value = serde_json::from_slice(&msg.payload).unwrap();
+        if e["data"]["environment"] == "staging" {
+            reported += e["data"]["requests"].as_u64().unwrap();
+        }
+    }
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut drained = false;
     for _ in 0..100 {
-        let stats = t.metrics().await;
-        if stats.lines().any(|l| {
-            l.starts_with("modelbus_serving_requests_total")
-                && l.contains("staging")
-                && l.ends_with(" 6")
-        }) {
-            seen = true;
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream("deployer", "MODELBUS_EVENTS")
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            drained = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(seen, "the requests were not counted");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(drained, "the deployer never caught up");
     deployer.stop().await.unwrap();
     let deployer = platform::start((*t.config).clone(), &[Service::Deployer])
         .await
