@@ -41,6 +41,8 @@ SERVICES = {
 EXTERNAL_SECRETS = {
     "modelbus-automation-key": {"automation.pem", "automation.pem.pub"},
     "modelbus-database": {"url"},
+    # The services' API token (auth.service_token), registered by the registry.
+    "modelbus-service-token": {"token"},
     # One NATS password per user of deploy/nats/permissions.conf.
     "modelbus-nats": {"registry", "ingest", "features", "trainer", "deployer", "serving", "monitor"},
 }
@@ -314,8 +316,8 @@ def check_rendered(where: str, docs: list) -> None:
                 if k not in KEYS.get(section, set()):
                     fail(f"{where}: modelbus.toml: unknown key {section}.{k}")
         for tk in conf.get("deployer", {}).get("trusted_keys", []):
-            if set(tk) - {"id", "public_key_file", "environments"} or not {"id", "public_key_file"} <= set(tk):
-                fail(f"{where}: modelbus.toml: trusted key {tk} needs id and public_key_file only")
+            if set(tk) - {"id", "public_key_file", "environments", "role"} or not {"id", "public_key_file"} <= set(tk):
+                fail(f"{where}: modelbus.toml: trusted key {tk} needs id and public_key_file (environments and role optional)")
             trusted_files.append(tk.get("public_key_file", ""))
 
     for doc in docs:
@@ -401,6 +403,11 @@ def check_rendered(where: str, docs: list) -> None:
                     fail(f"{cw}: MODELBUS_REGISTRY__AUTOMATION_KEY must be a file:// reference to the mounted Secret")
                 if "DATABASE_URL" not in env:
                     fail(f"{cw}: no DATABASE_URL")
+            if name in ("registry", "ingest", "features", "trainer", "serving"):
+                sk = next((((e.get("valueFrom") or {}).get("secretKeyRef") or {}) for e in c.get("env", [])
+                           if e["name"] == "MODELBUS_SERVICE_TOKEN"), {})
+                if env.get("MODELBUS_AUTH__SERVICE_TOKEN") != "env://MODELBUS_SERVICE_TOKEN" or sk.get("name") != "modelbus-service-token":
+                    fail(f"{cw}: needs MODELBUS_AUTH__SERVICE_TOKEN=env://MODELBUS_SERVICE_TOKEN from Secret modelbus-service-token")
             if name == "deployer":
                 if not trusted_files:
                     fail(f"{cw}: modelbus.toml names no deployer.trusted_keys")

@@ -1035,3 +1035,35 @@ async fn a_restarted_deployer_still_counts_the_staging_traffic_it_saw() {
     );
     deployer.stop().await.unwrap();
 }
+
+/// A deployment hands every service the same services' token from a secret
+/// (`auth.service_token`); the registry registers it on first start, and the
+/// pipeline runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_services_token_is_registered_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let minted = modelbus_core::auth::mint_token().unwrap();
+    let file = dir.path().join("service.token");
+    std::fs::write(&file, format!("{}\n", minted.token)).unwrap();
+    let t = TestPlatform::start_with(Db::Sqlite, |c| {
+        c.auth.service_token = Some(modelbus_core::config::SecretRef::file(&file));
+    })
+    .await;
+    // Ingest authenticates the producer, the trainer registers the version:
+    // both with the configured token.
+    t.deploy_telco().await;
+    let tokens = t.client.get_json("/v1/tokens").await.unwrap();
+    let services: Vec<&Value> = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["principal"] == "modelbus-services")
+        .collect();
+    assert_eq!(services.len(), 1, "{tokens:#}");
+    assert_eq!(services[0]["id"], minted.id.as_str());
+    assert_eq!(services[0]["created_by"], "configuration");
+    assert!(
+        !t.config.service_token_path().exists(),
+        "no second token written to the state dir"
+    );
+}

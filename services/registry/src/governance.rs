@@ -143,7 +143,9 @@ impl Registry {
         &self,
         config: &Config,
     ) -> Result<Option<PathBuf>, RegistryError> {
-        if config.auth.service_token.is_none() {
+        if let Some(reference) = &config.auth.service_token {
+            self.register_configured_service_token(reference).await?;
+        } else {
             let path = config.service_token_path();
             let valid = match std::fs::read_to_string(&path) {
                 Ok(t) => self
@@ -170,6 +172,58 @@ impl Registry {
             .await?;
         write_secret(&path, &token)?;
         Ok(Some(path))
+    }
+
+    /// Makes the configured services' token valid (a deployment generates it
+    /// into a secret every service reads): stored hashed for the services'
+    /// principal on first sight. A token id already known is left alone, so a
+    /// revoked configured token stays revoked.
+    async fn register_configured_service_token(
+        &self,
+        reference: &modelbus_core::config::SecretRef,
+    ) -> Result<(), RegistryError> {
+        let bad =
+            |why: String| RegistryError::InvalidArgument(format!("auth.service_token: {why}"));
+        let secret = reference
+            .resolve("auth.service_token")
+            .map_err(|e| bad(e.to_string()))?;
+        let token = secret.expose().trim();
+        let id = auth::token_id(token).ok_or_else(|| {
+            bad("not a modelbus token (mbt_<12 hex>_<64 hex>; `modelbus tokens create` or `openssl rand -hex` make the parts)".into())
+        })?;
+        let sha256 = auth::token_sha256(token);
+        match self.store.token(id).await? {
+            Some(existing) if existing.0 != sha256 => {
+                Err(bad(format!("its id {id} belongs to another token already")))
+            }
+            Some((_, revoked_at)) => {
+                if !revoked_at.is_empty() {
+                    tracing::warn!(token_id = id, %revoked_at, "the configured services' token was revoked: services will be refused");
+                }
+                Ok(())
+            }
+            None => {
+                self.store
+                    .create_token(
+                        id,
+                        SERVICE_PRINCIPAL,
+                        &[Role::Service],
+                        &sha256,
+                        "configuration",
+                    )
+                    .await?;
+                self.store
+                    .append_audit(
+                        "configuration",
+                        "token.created",
+                        &format!("principal/{SERVICE_PRINCIPAL}"),
+                        &serde_json::json!({ "token_id": id, "roles": [Role::Service] }),
+                        Some(&format!("token.created/{id}")),
+                    )
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     async fn mint(

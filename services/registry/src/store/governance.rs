@@ -330,6 +330,16 @@ impl Store {
         })
     }
 
+    /// The stored hash and revocation time of a token id, whatever its state.
+    pub async fn token(&self, id: &str) -> Result<Option<(String, String)>, RegistryError> {
+        let row = sqlx::query("SELECT token_sha256, revoked_at FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("token_sha256")?, r.try_get("revoked_at")?)))
+            .transpose()
+    }
+
     /// The principal of an active token with this hash.
     pub async fn principal_by_token(
         &self,
