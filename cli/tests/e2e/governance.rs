@@ -15,6 +15,11 @@ use serde_json::{Value, json};
 
 use crate::harness::{Db, TestPlatform, authed_http, cli};
 
+/// The status code of a gRPC answer (`Ok` for a success).
+fn code<T>(r: Result<T, tonic::Status>) -> tonic::Code {
+    r.err().map_or(tonic::Code::Ok, |s| s.code())
+}
+
 /// Every HTTP route of the registry with a method, a concrete path and the role
 /// whose token must be refused with 403.
 fn registry_routes() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -184,18 +189,130 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
         .unwrap();
     assert_eq!(v["author"], "pat");
 
-    // gRPC: unauthenticated and permission-denied codes.
+    // gRPC: every method answers Unauthenticated without a token and
+    // PermissionDenied to a role that lacks its permission.
     let url = t.config.registry_grpc_url();
-    let mut none = modelbus_proto::connect_lazy(&url, std::sync::Arc::new(|| None)).unwrap();
-    let st = none
-        .list_models(modelbus_proto::registry::v1::ListModelsRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), tonic::Code::Unauthenticated);
+    let client = |tok: Option<String>| {
+        modelbus_proto::connect_lazy(&url, std::sync::Arc::new(move || tok.clone())).unwrap()
+    };
     let viewer = token(&t, "grpc-viewer", "viewer").await;
-    let mut v =
-        modelbus_proto::connect_lazy(&url, std::sync::Arc::new(move || Some(viewer.clone())))
-            .unwrap();
+    let grpc_producer = token(&t, "grpc-producer", "producer").await;
+    for (who, tok, wrong_role) in [
+        ("nobody", None, false),
+        ("viewer", Some(viewer.clone()), true),
+        ("producer", Some(grpc_producer.clone()), true),
+    ] {
+        let mut c = client(tok);
+        // (method, code, whether this role is the wrong one for it)
+        use modelbus_proto::registry::v1 as pb;
+        let calls: Vec<(&str, tonic::Code, bool)> = vec![
+            (
+                "ApplySpec",
+                code(c.apply_spec(pb::ApplySpecRequest::default()).await),
+                who == "viewer",
+            ),
+            (
+                "GetSpec",
+                code(c.get_spec(pb::GetSpecRequest::default()).await),
+                who == "producer",
+            ),
+            (
+                "ListDatasets",
+                code(c.list_datasets(pb::ListDatasetsRequest::default()).await),
+                who == "producer",
+            ),
+            (
+                "CreatePipelineRun",
+                code(
+                    c.create_pipeline_run(pb::CreatePipelineRunRequest::default())
+                        .await,
+                ),
+                true,
+            ),
+            (
+                "GetPipelineRun",
+                code(
+                    c.get_pipeline_run(pb::GetPipelineRunRequest::default())
+                        .await,
+                ),
+                who == "producer",
+            ),
+            (
+                "ListPipelineRuns",
+                code(
+                    c.list_pipeline_runs(pb::ListPipelineRunsRequest::default())
+                        .await,
+                ),
+                who == "producer",
+            ),
+            (
+                "RegisterModelVersion",
+                code(
+                    c.register_model_version(pb::RegisterModelVersionRequest::default())
+                        .await,
+                ),
+                true,
+            ),
+            (
+                "GetModel",
+                code(c.get_model(pb::GetModelRequest::default()).await),
+                who == "producer",
+            ),
+            (
+                "ListModels",
+                code(c.list_models(pb::ListModelsRequest::default()).await),
+                who == "producer",
+            ),
+            (
+                "GetModelVersion",
+                code(
+                    c.get_model_version(pb::GetModelVersionRequest::default())
+                        .await,
+                ),
+                who == "producer",
+            ),
+            (
+                "GetRun",
+                code(c.get_run(pb::GetRunRequest::default()).await),
+                who == "producer",
+            ),
+            (
+                "Authenticate",
+                code(c.authenticate(pb::AuthenticateRequest::default()).await),
+                true,
+            ),
+            (
+                "SubmitSignedStatement",
+                code(
+                    c.submit_signed_statement(pb::SubmitSignedStatementRequest {
+                        envelope_json: "{}".into(),
+                    })
+                    .await,
+                ),
+                who == "producer",
+            ),
+        ];
+        for (method, code, wrong) in calls {
+            if !wrong_role {
+                assert_eq!(
+                    code,
+                    tonic::Code::Unauthenticated,
+                    "{method} without a token"
+                );
+            } else if wrong {
+                assert_eq!(code, tonic::Code::PermissionDenied, "{method} as {who}");
+            } else {
+                assert!(
+                    !matches!(
+                        code,
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    ),
+                    "{method} as {who}: {code:?}"
+                );
+            }
+        }
+    }
+    let mut v = client(Some(viewer.clone()));
     assert!(
         v.list_models(modelbus_proto::registry::v1::ListModelsRequest {})
             .await
