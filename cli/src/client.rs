@@ -86,20 +86,39 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
+    async fn send_get(&self, path: &str) -> Result<reqwest::Response> {
         let url = format!("{}{path}", self.registry);
-        let resp = self.http.get(&url).send().await.with_context(|| {
+        self.http.get(&url).send().await.with_context(|| {
             format!(
                 "cannot reach the registry at {} (is `modelbus up` running?)",
                 self.registry
             )
-        })?;
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let resp = self.send_get(path).await?;
         json_or_error(resp, &format!("GET {path}")).await
     }
 
     /// `GET` on the registry's API.
     pub async fn get_json(&self, path: &str) -> Result<Value> {
         self.get(path).await
+    }
+
+    /// `GET` on the registry's API, with the value of one response header.
+    pub async fn get_json_and_header(
+        &self,
+        path: &str,
+        header: &str,
+    ) -> Result<(Value, Option<String>)> {
+        let resp = self.send_get(path).await?;
+        let value = resp
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((json_or_error(resp, &format!("GET {path}")).await?, value))
     }
 
     /// `POST` a JSON body to the registry's API.

@@ -21,15 +21,24 @@ pub const HTML_FILE: &str = "evidence.html";
 /// Checksums of both.
 pub const SUMS_FILE: &str = "SHA256SUMS";
 
+/// An exported bundle: what was written, its checks, and the digest under which
+/// the registry keeps it in the artifact store.
+pub struct Exported {
+    /// The bundle.
+    pub evidence: Evidence,
+    /// Its checks at export.
+    pub findings: Vec<Finding>,
+    /// Its artifact digest in the registry's store, when the registry said.
+    pub artifact_sha256: Option<String>,
+}
+
 /// Fetches the bundle of `model` v`version`, checks it, and writes it to `out`.
-pub async fn export(
-    client: &Client,
-    model: &str,
-    version: u32,
-    out: &Path,
-) -> Result<(Evidence, Vec<Finding>)> {
-    let value = client
-        .get_json(&format!("/v1/models/{model}/versions/{version}/evidence"))
+pub async fn export(client: &Client, model: &str, version: u32, out: &Path) -> Result<Exported> {
+    let (value, artifact_sha256) = client
+        .get_json_and_header(
+            &format!("/v1/models/{model}/versions/{version}/evidence"),
+            "x-modelbus-artifact-sha256",
+        )
         .await?;
     let evidence: Evidence =
         serde_json::from_value(value).context("the registry's evidence bundle is malformed")?;
@@ -46,7 +55,11 @@ pub async fn export(
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok((evidence, findings))
+    Ok(Exported {
+        evidence,
+        findings,
+        artifact_sha256,
+    })
 }
 
 /// Verifies a bundle directory with no access to the platform: the checksums,

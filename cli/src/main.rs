@@ -1145,18 +1145,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "evidence needs --model, --version and --out (or `evidence verify DIR`)"
                 );
             };
-            let (e, findings) =
-                modelbus_cli::evidence::export(&client, &model, version, &out).await?;
-            modelbus_cli::evidence::print_findings(&findings);
+            let x = modelbus_cli::evidence::export(&client, &model, version, &out).await?;
+            let e = &x.evidence;
+            modelbus_cli::evidence::print_findings(&x.findings);
             println!(
-                "wrote the evidence of {} v{} to {} ({} signed statements, {} audit entries)",
+                "wrote the evidence of {} v{} to {} ({} signed statements, {} audit entries){}",
                 e.model,
                 e.version,
                 out.display(),
                 e.signed.len() + e.automation.len(),
-                e.audit.entries.len()
+                e.audit.entries.len(),
+                x.artifact_sha256
+                    .as_deref()
+                    .map(|d| format!("; the registry keeps it as artifact sha256:{d}"))
+                    .unwrap_or_default()
             );
-            if !modelbus_cli::evidence::all_ok(&findings) {
+            if !modelbus_cli::evidence::all_ok(&x.findings) {
                 return Ok(ExitCode::from(3));
             }
         }

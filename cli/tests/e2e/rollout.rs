@@ -378,6 +378,35 @@ async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() 
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+    // The registry kept the bundle as an artifact and audited who exported it.
+    let kept = out
+        .split("artifact sha256:")
+        .nth(1)
+        .expect("the artifact digest is printed")
+        .trim()
+        .to_string();
+    let exported = t
+        .client
+        .audit_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "evidence.exported")
+        .expect("the export is audited");
+    assert_eq!(
+        (exported.actor.as_str(), exported.subject.as_str()),
+        ("admin", "model/telco-churn/v1")
+    );
+    assert_eq!(exported.detail["sha256"], kept.as_str());
+    let stored = t
+        .client
+        .get_json(&format!("/v1/reports/{kept}"))
+        .await
+        .unwrap();
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("evidence.json")).unwrap())
+            .unwrap();
+    assert_eq!(stored, written);
     let (code, out, err) = cli(
         &t,
         &[

@@ -13,6 +13,38 @@ use crate::{AUTOMATION_APPROVER, Registry};
 const PAGE: u32 = 5_000;
 
 impl Registry {
+    /// Assembles the evidence bundle of `model` v`version` for `by`, keeps it
+    /// in the artifact store (content-addressed, as every report is) and audits
+    /// the export (`evidence.exported` with its digest): who pulled what, when.
+    pub async fn export_evidence(
+        &self,
+        model: &str,
+        version: u32,
+        by: &str,
+    ) -> Result<(Evidence, String), RegistryError> {
+        let evidence = self.evidence(model, version, by).await?;
+        let bytes = serde_json::to_vec(&evidence)
+            .map_err(|e| RegistryError::Internal(format!("evidence: {e}")))?;
+        let stored =
+            self.artifacts.put(bytes.into()).await.map_err(|e| {
+                RegistryError::Internal(format!("storing the evidence bundle: {e}"))
+            })?;
+        let sha256 = stored.sha256.to_hex();
+        self.store
+            .append_audit(
+                by,
+                "evidence.exported",
+                &format!("model/{model}/v{version}"),
+                &serde_json::json!({
+                    "sha256": sha256,
+                    "audit_head": evidence.audit.head,
+                }),
+                None,
+            )
+            .await?;
+        Ok((evidence, sha256))
+    }
+
     /// The evidence bundle of `model` v`version`, assembled for `by`.
     pub async fn evidence(
         &self,

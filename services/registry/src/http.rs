@@ -259,9 +259,10 @@ async fn version_evidence(
     State(r): State<Registry>,
     Extension(by): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
-) -> ApiResult<modelbus_core::evidence::Evidence> {
+) -> Result<Response, RegistryError> {
     let v = parse_version(&version)?;
-    Ok(Json(r.evidence(&name, v, &by.name).await?))
+    let (evidence, sha256) = r.export_evidence(&name, v, &by.name).await?;
+    Ok(([("x-modelbus-artifact-sha256", sha256)], Json(evidence)).into_response())
 }
 
 #[derive(Deserialize)]
