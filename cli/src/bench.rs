@@ -459,3 +459,275 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
     }
     Ok(())
 }
+
+/// `modelbus bench governance`: what a production approval costs end to end,
+/// and how long a canary and a signed rollback take, on an embedded platform.
+/// Each run trains a new version (a distinct batch), waits out the staging
+/// soak, has two approvers sign it for production (the clock starts at the
+/// second signature, the one that makes the policy allow), and times: the new
+/// version answering in production (first canary step), the canary finished,
+/// and an operator's signed rollback to the version before answering alone.
+pub async fn governance(
+    mut config: Config,
+    runs: usize,
+    data: &Path,
+    spec: &Path,
+    bake: Duration,
+) -> Result<()> {
+    use modelbus_core::config::{RolloutStrategy, TrustedKey};
+    use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
+    use modelbus_core::signing::{ApprovalPredicate, KeyPair, Statement, StatementKind, new_nonce};
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let dir = tempfile::tempdir()?;
+    config.general.state_dir = dir.path().to_path_buf();
+    for a in [
+        &mut config.registry.http_addr,
+        &mut config.registry.grpc_addr,
+        &mut config.ingest.http_addr,
+        &mut config.features.ops_addr,
+        &mut config.trainer.ops_addr,
+        &mut config.deployer.ops_addr,
+        &mut config.serving.staging_addr,
+        &mut config.serving.production_addr,
+    ] {
+        a.set_port(0);
+    }
+    config.promotion.staging_soak = Duration::from_secs(1);
+    config.promotion.evaluate_interval = Duration::from_millis(200);
+    config.serving.stats_interval = (bake / 4).max(Duration::from_millis(50));
+    config.rollout.production.strategy = RolloutStrategy::Canary;
+    config.rollout.production.steps = vec![50, 100];
+    config.rollout.production.bake = bake;
+    // People: two approvers and an operator, trusted by the deployer for production.
+    let people = [
+        ("alice", "approver"),
+        ("bob", "approver"),
+        ("olga", "operator"),
+    ];
+    let mut keys = Vec::new();
+    for (id, role) in people {
+        let key = KeyPair::generate()?;
+        let file = dir.path().join(format!("{id}.pem.pub"));
+        std::fs::write(&file, key.public().to_pem())?;
+        config.deployer.trusted_keys.push(TrustedKey {
+            id: id.into(),
+            public_key_file: file,
+            environments: vec![Environment::Production],
+            role: role.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+        });
+        keys.push(key);
+    }
+    let p = platform::start(config, &Service::ALL).await?;
+    p.wait_ready(Duration::from_secs(60)).await?;
+    let c = p.config.clone();
+    let token = std::fs::read_to_string(c.admin_token_path()).ok();
+    let admin = Client::new(&c.registry_http_url(), &c.ingest_url(), token.as_deref());
+    admin.apply_spec(spec).await?;
+    let mut clients = Vec::new();
+    for ((id, role), key) in people.iter().zip(&keys) {
+        admin
+            .post_json(
+                "/v1/approvers",
+                &serde_json::json!({ "id": id, "public_key": key.public().to_pem(), "role": role }),
+            )
+            .await?;
+        let t = admin
+            .post_json(
+                "/v1/tokens",
+                &serde_json::json!({ "name": id, "roles": role }),
+            )
+            .await?;
+        clients.push(Client::new(
+            &c.registry_http_url(),
+            &c.ingest_url(),
+            t["token"].as_str(),
+        ));
+    }
+    let spec_name = modelbus_ml::spec::DatasetSpec::parse(
+        &std::fs::read_to_string(spec)?,
+        &spec.display().to_string(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?
+    .spec
+    .name;
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let http = reqwest::Client::new();
+    let production = format!("http://{}", c.serving.production_addr);
+    // What production serves: (version, whether a canary splits it).
+    let serving = |model: String| {
+        let http = http.clone();
+        let url = format!("{production}/v1/models/{model}");
+        async move {
+            let Ok(r) = http.get(&url).send().await else {
+                return (0, false);
+            };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (
+                v["model_version"].as_u64().unwrap_or(0),
+                !v["canary"].is_null(),
+            )
+        }
+    };
+    let wait = |model: String, want: u64, alone: bool, limit: Duration| {
+        let serving = &serving;
+        async move {
+            let started = Instant::now();
+            loop {
+                let (v, split) = serving(model.clone()).await;
+                if v == want && (!alone || !split) {
+                    return Ok(started.elapsed().as_secs_f64());
+                }
+                if started.elapsed() > limit {
+                    bail!("production did not serve v{want} within {limit:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let sign = |key: &KeyPair,
+                who: &str,
+                kind: StatementKind,
+                model: &str,
+                version: u32,
+                digest: Sha256Digest|
+     -> Result<serde_json::Value> {
+        let now = time::OffsetDateTime::now_utc();
+        let st = Statement::of_kind(
+            kind,
+            &digest,
+            ApprovalPredicate {
+                model: ModelName::parse(model).map_err(|e| anyhow::anyhow!("{e}"))?,
+                version,
+                environment: Environment::Production,
+                approver: who.into(),
+                issued_at: now,
+                expires_at: now + time::Duration::hours(1),
+                nonce: new_nonce(),
+                comment: "bench".into(),
+            },
+        );
+        Ok(serde_json::to_value(key.sign_statement(&st))?)
+    };
+    let (mut approve, mut finished, mut rollback) = (Vec::new(), Vec::new(), Vec::new());
+    let mut previous: Option<(u32, Sha256Digest)> = None;
+    for i in 0..=runs {
+        // A distinct batch per run, so each trains a new version.
+        let drop = 1 + (i % (lines.len() - 1));
+        let body: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != drop)
+            .map(|(_, l)| *l)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = dir.path().join(format!("batch-{i}.csv"));
+        std::fs::write(&file, body)?;
+        let resp = admin.submit(&spec_name, &file).await?;
+        let id = resp["pipeline_run"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let run = admin.wait_run(&id, Duration::from_secs(600)).await?;
+        if run["state"] != "deployed" {
+            bail!("run {id} ended {}: {}", run["state"], run["reasons"]);
+        }
+        let model = run["model"].as_str().unwrap_or_default().to_string();
+        let version = u32::try_from(run["model_version"].as_u64().unwrap_or(0))?;
+        let digest = Sha256Digest::parse(
+            admin.model_version(&model, version.into()).await?["model_sha256"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The soak: the policy counts from the staging deployment.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        clients[0]
+            .post_json(
+                "/v1/approvals",
+                &sign(
+                    &keys[0],
+                    "alice",
+                    StatementKind::Approve,
+                    &model,
+                    version,
+                    digest,
+                )?,
+            )
+            .await?;
+        let second = sign(
+            &keys[1],
+            "bob",
+            StatementKind::Approve,
+            &model,
+            version,
+            digest,
+        )?;
+        let started = Instant::now();
+        let out = clients[1].post_json("/v1/approvals", &second).await?;
+        if out["promotion"]["allow"] != true {
+            bail!(
+                "production refused v{version}: {}",
+                out["promotion"]["reasons"]
+            );
+        }
+        let first_step = started.elapsed().as_secs_f64()
+            + wait(
+                model.clone(),
+                version.into(),
+                false,
+                Duration::from_secs(30),
+            )
+            .await?;
+        let done = started.elapsed().as_secs_f64()
+            + wait(
+                model.clone(),
+                version.into(),
+                true,
+                bake * 4 + Duration::from_secs(30),
+            )
+            .await?;
+        // The first run only fills production; from the second on, time it all.
+        if let Some((prev, prev_digest)) = previous {
+            approve.push(first_step);
+            finished.push(done);
+            let st = sign(
+                &keys[2],
+                "olga",
+                StatementKind::Rollback,
+                &model,
+                prev,
+                prev_digest,
+            )?;
+            let started = Instant::now();
+            clients[2].post_json("/v1/rollbacks", &st).await?;
+            let back = started.elapsed().as_secs_f64()
+                + wait(model.clone(), prev.into(), true, Duration::from_secs(30)).await?;
+            rollback.push(back);
+            println!(
+                "run {i}: v{version} sign → production {:.0} ms, canary done {:.2} s; signed rollback to v{prev} {:.0} ms",
+                first_step * 1000.0,
+                done,
+                back * 1000.0
+            );
+        }
+        previous = Some((version, digest));
+    }
+    println!(
+        "second signature → new version answering in production, median of {runs}: {:.0} ms",
+        median(approve) * 1000.0
+    );
+    println!(
+        "second signature → canary [50, 100] with {bake:?} bake finished, median: {:.2} s",
+        median(finished)
+    );
+    println!(
+        "signed rollback → previous version answering alone, median: {:.0} ms",
+        median(rollback) * 1000.0
+    );
+    p.stop().await?;
+    Ok(())
+}

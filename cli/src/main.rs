@@ -403,6 +403,22 @@ enum PoliciesCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Cost of governance: second signature → production, a canary, a signed
+    /// rollback; medians over several runs on an embedded platform.
+    Governance {
+        /// Timed runs (one more fills production first).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// CSV file (default: the shipped Telco file).
+        #[arg(long, default_value = "data/telco-churn/telco_customer_churn.csv")]
+        data: PathBuf,
+        /// Spec file.
+        #[arg(long, default_value = "config/datasets/telco-churn.toml")]
+        spec: PathBuf,
+        /// Bake time of each canary step.
+        #[arg(long, default_value = "1s")]
+        bake: humantime::Duration,
+    },
     /// Submit → staging-serving latency over several runs, with the per-stage breakdown.
     Pipeline {
         /// Runs to time.
@@ -1439,6 +1455,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Config => print!("{}", config.to_redacted_toml()),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Governance {
+                    runs,
+                    data,
+                    spec,
+                    bake,
+                },
+        } => {
+            modelbus_cli::bench::governance(config, runs, &data, &spec, bake.into()).await?;
+        }
         Cmd::Bench {
             cmd: BenchCmd::Pipeline { runs, data, spec },
         } => {

@@ -725,6 +725,19 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // A signed rollback naming this version (an operator preparing to return to
+    // it) is no approval: it neither counts nor spoils the decision. The deployer
+    // refuses it, production never having served the version.
+    let rollback = sign(
+        &olga,
+        StatementKind::Rollback,
+        digest,
+        version,
+        Environment::Production,
+        time::Duration::hours(1),
+    );
+    let (s, v) = post(&olga, &t, "/v1/rollbacks", &rollback).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     // A valid rejection blocks the promotion, whatever the approvals; it stops
     // counting when it expires, and the registry's evaluation loop then grants.
     let rejection = sign(
@@ -847,7 +860,8 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         .to_str()
         .unwrap()
         .to_string();
-    let (alice_pub, bob_pub, dave_pub) = (key_of(&alice), key_of(&bob), key_of(&dave));
+    let (alice_pub, bob_pub, dave_pub, olga_pub) =
+        (key_of(&alice), key_of(&bob), key_of(&dave), key_of(&olga));
     let verify = |keys: &[&str]| {
         let mut args = vec!["evidence", "verify", ev_s.as_str()];
         for k in keys {
@@ -855,13 +869,13 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
         }
         cli(&t, &args)
     };
-    let (code, out, err) = verify(&[&alice_pub, &bob_pub, &dave_pub, &automation_pub]);
+    let (code, out, err) = verify(&[&alice_pub, &bob_pub, &dave_pub, &olga_pub, &automation_pub]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("ok     production approvals: 2 distinct valid approvers (alice, bob)"),
         "{out}"
     );
-    let (code, out, _) = verify(&[&bob_pub, &dave_pub, &automation_pub]);
+    let (code, out, _) = verify(&[&bob_pub, &dave_pub, &olga_pub, &automation_pub]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("is not among the keys given"), "{out}");
     let json_path = ev.join("evidence.json");

@@ -792,7 +792,7 @@ impl Registry {
             });
             if d.kind == "reject" {
                 rejections.push(item);
-            } else {
+            } else if d.kind == "approve" {
                 let counts = signature_valid
                     && !expired
                     && !revoked
