@@ -465,8 +465,9 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
 /// Each run trains a new version (a distinct batch), waits out the staging
 /// soak, has two approvers sign it for production (the clock starts at the
 /// second signature, the one that makes the policy allow), and times: the new
-/// version answering in production (first canary step), the canary finished,
-/// and an operator's signed rollback to the version before answering alone.
+/// version answering in production (first canary step), all traffic on it
+/// (after the first step's bake), and an operator's signed rollback to the
+/// version before answering alone.
 pub async fn governance(
     mut config: Config,
     runs: usize,
@@ -524,7 +525,29 @@ pub async fn governance(
     let c = p.config.clone();
     let token = std::fs::read_to_string(c.admin_token_path()).ok();
     let admin = Client::new(&c.registry_http_url(), &c.ingest_url(), token.as_deref());
-    admin.apply_spec(spec).await?;
+    // Each run's version must reach staging whatever its holdout AUC against the
+    // champion: this bench is about governance, not the gates.
+    let spec_text = std::fs::read_to_string(spec)?;
+    let relaxed_text = spec_text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("max_roc_auc_drop") {
+                "max_roc_auc_drop = 1.0"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if relaxed_text == spec_text.trim_end() {
+        bail!(
+            "{} sets no max_roc_auc_drop gate for this bench to relax",
+            spec.display()
+        );
+    }
+    let relaxed = dir.path().join("spec.toml");
+    std::fs::write(&relaxed, relaxed_text)?;
+    admin.apply_spec(&relaxed).await?;
     let mut clients = Vec::new();
     for ((id, role), key) in people.iter().zip(&keys) {
         admin
@@ -545,13 +568,10 @@ pub async fn governance(
             t["token"].as_str(),
         ));
     }
-    let spec_name = modelbus_ml::spec::DatasetSpec::parse(
-        &std::fs::read_to_string(spec)?,
-        &spec.display().to_string(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?
-    .spec
-    .name;
+    let spec_name = modelbus_ml::spec::DatasetSpec::parse(&spec_text, &spec.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .spec
+        .name;
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let lines: Vec<&str> = text.lines().collect();
@@ -614,13 +634,15 @@ pub async fn governance(
     };
     let (mut approve, mut finished, mut rollback) = (Vec::new(), Vec::new(), Vec::new());
     let mut previous: Option<(u32, Sha256Digest)> = None;
+    let mut seen = std::collections::BTreeSet::new();
     for i in 0..=runs {
-        // A distinct batch per run, so each trains a new version.
-        let drop = 1 + (i % (lines.len() - 1));
+        // A distinct batch per run: 25 rows left out, enough that some were
+        // training rows, so each run trains a new version.
+        let from = 1 + (i * 25) % (lines.len() - 26);
         let body: String = lines
             .iter()
             .enumerate()
-            .filter(|(k, _)| *k != drop)
+            .filter(|(k, _)| !(from..from + 25).contains(k))
             .map(|(_, l)| *l)
             .collect::<Vec<_>>()
             .join("\n");
@@ -637,6 +659,9 @@ pub async fn governance(
         }
         let model = run["model"].as_str().unwrap_or_default().to_string();
         let version = u32::try_from(run["model_version"].as_u64().unwrap_or(0))?;
+        if !seen.insert(version) {
+            bail!("run {i} trained v{version} again: the batches are not distinct enough");
+        }
         let digest = Sha256Digest::parse(
             admin.model_version(&model, version.into()).await?["model_sha256"]
                 .as_str()
@@ -708,7 +733,7 @@ pub async fn governance(
                 + wait(model.clone(), prev.into(), true, Duration::from_secs(30)).await?;
             rollback.push(back);
             println!(
-                "run {i}: v{version} sign → production {:.0} ms, canary done {:.2} s; signed rollback to v{prev} {:.0} ms",
+                "run {i}: v{version} sign → production {:.0} ms, → 100% of traffic {:.2} s; signed rollback to v{prev} {:.0} ms",
                 first_step * 1000.0,
                 done,
                 back * 1000.0
@@ -721,7 +746,7 @@ pub async fn governance(
         median(approve) * 1000.0
     );
     println!(
-        "second signature → canary [50, 100] with {bake:?} bake finished, median: {:.2} s",
+        "second signature → 100% of traffic through canary [50, 100] with {bake:?} bake, median: {:.2} s",
         median(finished)
     );
     println!(
