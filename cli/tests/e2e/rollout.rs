@@ -565,3 +565,29 @@ async fn an_interrupted_canary_resumes_when_the_deployer_restarts() {
     wait_alone(&t, 2, Duration::from_secs(5)).await;
     deployer.stop().await.unwrap();
 }
+
+/// The governance bench (the figures of the closing notes) runs end to end and
+/// prints its medians.
+#[test]
+fn the_governance_bench_runs_and_prints_its_medians() {
+    let out = std::process::Command::new(crate::harness::modelbus_bin())
+        .args(["bench", "governance", "--runs", "1", "--bake", "400ms"])
+        .current_dir(modelbus_testkit::repo_root())
+        .env_remove("NATS_URL")
+        .env_remove("MODELBUS_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "run 1: v2 sign → production",
+        "second signature → new version answering in production, median of 1:",
+        "signed rollback → previous version answering alone, median:",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+}
