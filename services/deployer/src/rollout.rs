@@ -137,7 +137,8 @@ impl Deployer {
     }
 
     /// Resumes the rollouts a previous deployer process left in progress: each
-    /// restarts the bake of the step it was in (statistics are not kept).
+    /// restarts the bake of the step it was in (windows that ended before the
+    /// restart are not judged against it).
     pub(crate) async fn resume_rollouts(&self) {
         use futures::StreamExt as _;
         let Ok(keys) = self.deployments.keys().await else {
