@@ -170,6 +170,19 @@ enum Cmd {
         #[arg(long, default_value = "1h")]
         expires: String,
     },
+    /// A model's deployment timeline: every desired-state write (with canary
+    /// steps), completion, rollback and refusal, oldest first.
+    Deployments {
+        /// Model.
+        #[arg(long)]
+        model: String,
+        /// Only this environment (`staging` or `production`).
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -1120,6 +1133,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Cmd::Reject(_)
         | Cmd::Rollback { .. }
         | Cmd::Audit { .. }) => return governance(&client, cmd).await,
+        Cmd::Deployments {
+            model,
+            environment,
+            json,
+        } => {
+            let v = client
+                .get_json(&format!("/v1/models/{model}/deployments"))
+                .await?;
+            let events: Vec<&Value> = v["timeline"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    environment
+                        .as_deref()
+                        .is_none_or(|env| e["environment"] == env)
+                })
+                .collect();
+            if json {
+                print_json(&serde_json::json!({ "model": model, "timeline": events }));
+            } else if events.is_empty() {
+                println!("{model} has no deployment events");
+            } else {
+                for e in events {
+                    println!(
+                        "{:<30} {:<10} v{:<4} {:<11} {}",
+                        e["at"].as_str().unwrap_or(""),
+                        e["environment"].as_str().unwrap_or(""),
+                        e["version"],
+                        e["kind"].as_str().unwrap_or(""),
+                        e["detail"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
         Cmd::Evidence {
             cmd:
                 Some(EvidenceCmd::Verify {

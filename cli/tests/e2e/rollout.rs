@@ -329,6 +329,19 @@ async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(staging_state(&t).await, (1, Value::Null), "nothing changed");
 
+    // `modelbus deployments` shows the canary steps and the rollback.
+    let (code, out, err) = cli(
+        &t,
+        &["deployments", "--model", "telco-churn", "--env", "staging"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for needle in [
+        "canary at 50% of traffic",
+        "rolled_back",
+        "back to v1: v2 misbehaves",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in:\n{out}");
+    }
     // The registry records it all: alias, timeline, audit; the deployer counts it.
     let m = t.client.model("telco-churn").await.unwrap();
     assert_eq!(m["aliases"]["staging"], 1, "{m}");
