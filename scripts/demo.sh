@@ -4,8 +4,10 @@
 # the whole pipeline on the shipped Telco churn data: submit → validate → features
 # → train → gates → signed staging approval → deploy → serve. Then it asks the
 # staging endpoint for predictions, shows a bad batch being rejected, has two
-# approvers sign version 1 for production, verifies the audit log, writes the
-# version's evidence bundle and verifies it offline, and stops.
+# approvers sign version 1 for production, sends a second version to production
+# as a canary (half the customers, then all), has an operator sign a rollback to
+# version 1, verifies the audit log, writes version 1's evidence bundle and
+# verifies it offline, and stops.
 # Pass --keep-running to leave the platform up afterwards.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +28,7 @@ mkdir -p "$state"
 
 # Two approvers' keys, made before the platform starts: the deployer trusts only
 # the public keys in its own configuration.
-for who in alice bob; do
+for who in alice bob olga; do
   "$mb" keygen --id "$who" --out "$state/keys/$who.pem" >/dev/null 2>&1
 done
 cat >"$state/demo.toml" <<EOF
@@ -47,6 +49,20 @@ environments = ["production"]
 id = "bob"
 public_key_file = "$state/keys/bob.pem.pub"
 environments = ["production"]
+
+# olga is an operator: her key signs rollbacks, never approvals.
+[[deployer.trusted_keys]]
+id = "olga"
+public_key_file = "$state/keys/olga.pem.pub"
+environments = ["production"]
+role = "operator"
+
+# A new production version replaces the old one in two steps, 4 seconds each,
+# and is rolled back on its own if its error rate or p99 breaches the objective.
+[rollout.production]
+strategy = "canary"
+steps = [50, 100]
+bake = "4s"
 EOF
 
 echo "==> starting the platform (modelbus up --state-dir $state --config $state/demo.toml)"
@@ -134,6 +150,56 @@ done
 end=$(date +%s%N)
 echo "    second signature → serving in production in $(( (end - start) / 1000000 )) ms; production now serves:"
 curl -fsS http://127.0.0.1:7081/v1/models/telco-churn | grep -o '"model_version":[0-9]*'
+
+echo
+echo "==> a second version goes to production as a canary: half the customers first"
+# For the demo only: let a version trained on fewer rows reach staging whatever
+# its holdout AUC against the champion.
+sed 's/^max_roc_auc_drop = 0.01/max_roc_auc_drop = 1.0/' config/datasets/telco-churn.toml \
+  >"$state/telco-churn-relaxed.toml"
+"$mb" datasets apply "$state/telco-churn-relaxed.toml"
+head -n -700 data/telco-churn/telco_customer_churn.csv >"$state/batch-2.csv"
+"$mb" submit --dataset telco-churn "$state/batch-2.csv" --wait | tail -1
+sleep 3 # the staging soak
+for who in alice bob; do
+  token_var="${who}_token"
+  MODELBUS_TOKEN=${!token_var} "$mb" approve --model telco-churn --version 2 --env production \
+    --key "$state/keys/$who.pem" --comment "canary it" >/dev/null
+done
+for _ in $(seq 1 500); do
+  curl -fsS http://127.0.0.1:7081/v1/models/telco-churn 2>/dev/null | grep -qE '"model_version":2[,}]' && break
+  sleep 0.02
+done
+echo "    production: $(curl -fsS http://127.0.0.1:7081/v1/models/telco-churn | grep -o '"canary":{[^}]*}')"
+echo "    each customer stays on one version (a SHA-256 of the customer id picks it):"
+python3 - <<'PY'
+import csv, json, urllib.request
+rows = list(csv.DictReader(open("data/telco-churn/telco_customer_churn.csv")))[:8]
+for r in rows:
+    r.pop("Churn")
+req = urllib.request.Request("http://127.0.0.1:7081/v1/models/telco-churn:predict",
+    data=json.dumps({"instances": rows}).encode(), headers={"content-type": "application/json"})
+answer = json.load(urllib.request.urlopen(req))
+for r, v in zip(rows, answer.get("model_versions") or [answer["model_version"]] * len(rows)):
+    print(f"      {r['customerID']} -> v{v}")
+PY
+
+echo
+echo "==> olga, an operator, signs a rollback to version 1"
+olga_token=$("$mb" tokens create --name olga --role operator 2>/dev/null)
+"$mb" approvers add --id olga --public-key-file "$state/keys/olga.pem.pub" --role operator
+start=$(date +%s%N)
+MODELBUS_TOKEN=$olga_token "$mb" rollback --env production --key "$state/keys/olga.pem" \
+  --reason "demo: back to the version the auditors reviewed"
+for _ in $(seq 1 500); do
+  curl -fsS http://127.0.0.1:7081/v1/models/telco-churn 2>/dev/null | grep -qE '"model_version":1[,}]' && break
+  sleep 0.02
+done
+end=$(date +%s%N)
+echo "    production serves version 1 again, $(( (end - start) / 1000000 )) ms after the signature"
+echo "==> modelbus deployments --model telco-churn --env production"
+"$mb" deployments --model telco-churn --env production
+
 echo
 echo "==> modelbus audit verify"
 "$mb" audit verify
@@ -143,7 +209,8 @@ echo "==> modelbus evidence --model telco-churn --version 1 --out $state/evidenc
 "$mb" evidence --model telco-churn --version 1 --out "$state/evidence-v1" | tail -1
 echo "==> modelbus evidence verify (offline, with the keys the auditor holds)"
 "$mb" evidence verify "$state/evidence-v1" --trusted-key "$state/keys/alice.pem.pub" \
-  --trusted-key "$state/keys/bob.pem.pub" --trusted-key "$state/keys/automation.pem.pub"
+  --trusted-key "$state/keys/bob.pem.pub" --trusted-key "$state/keys/olga.pem.pub" \
+  --trusted-key "$state/keys/automation.pem.pub"
 
 if [ "$keep" = 1 ]; then
   echo
