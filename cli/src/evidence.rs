@@ -163,7 +163,7 @@ fn fields(out: &mut String, v: &Value) {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem;color:#1f2328}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}code,pre{font-family:ui-monospace,monospace;font-size:.8rem}pre{margin:0;white-space:pre-wrap;word-break:break-all}
-.ok{color:#1a7f37}.bad{color:#cf222e;font-weight:bold}tr.relevant td{background:#fff8c5}";
+td code{word-break:break-all}.ok{color:#1a7f37}.bad{color:#cf222e;font-weight:bold}tr.relevant td{background:#fff8c5}";
 
 /// The readable report of a bundle; deterministic, so verification can
 /// re-render it and compare.
@@ -245,10 +245,11 @@ pub fn render_html(e: &Evidence, findings: &[Finding]) -> String {
     {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            escape(&text(&g["name"])),
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            escape(&text(&g["gate"])),
+            if g["passed"] == true { "ok" } else { "bad" },
             escape(&text(&g["passed"])),
-            escape(&g.to_string())
+            escape(&text(&g["detail"]))
         );
     }
     o.push_str("</table><h3>Promotion policy</h3>");
