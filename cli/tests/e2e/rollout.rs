@@ -524,7 +524,7 @@ async fn staging_kv(t: &TestPlatform) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_canary_resumes_when_the_deployer_restarts() {
-    let bake = Duration::from_secs(2);
+    let bake = Duration::from_secs(3);
     let others: Vec<Service> = Service::ALL
         .into_iter()
         .filter(|s| *s != Service::Deployer)
