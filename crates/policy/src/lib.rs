@@ -109,6 +109,64 @@ pub struct PolicySet {
     tests: Vec<(String, String)>,
 }
 
+/// An engine with the policy sources loaded and `input` set.
+fn engine_with_input(
+    sources: &[(String, String)],
+    input: &serde_json::Value,
+) -> Result<regorus::Engine, PolicyError> {
+    let mut e = engine(sources)?;
+    let value = regorus::Value::from_json_str(&input.to_string())
+        .map_err(|err| PolicyError::Eval(err.to_string()))?;
+    e.set_input(value);
+    Ok(e)
+}
+
+/// The value of rule `path` as JSON; `None` when it is undefined.
+fn rule(e: &mut regorus::Engine, path: &str) -> Result<Option<serde_json::Value>, PolicyError> {
+    let v = e
+        .eval_rule(path.into())
+        .map_err(|err| PolicyError::Eval(format!("{path}: {err}")))?;
+    if v == regorus::Value::Undefined {
+        return Ok(None);
+    }
+    let s = v
+        .to_json_str()
+        .map_err(|err| PolicyError::Eval(err.to_string()))?;
+    serde_json::from_str(&s)
+        .map(Some)
+        .map_err(|err| PolicyError::Eval(err.to_string()))
+}
+
+/// A `deny` set as sorted strings (undefined: none).
+fn strings(v: Option<serde_json::Value>, what: &str) -> Result<Vec<String>, PolicyError> {
+    let mut out: Vec<String> = match v {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        Some(other) => {
+            return Err(PolicyError::Eval(format!(
+                "{what} must be a set of strings, got {other}"
+            )));
+        }
+    };
+    out.sort();
+    Ok(out)
+}
+
+/// A denial always says why.
+fn with_a_reason(allow: bool, mut reasons: Vec<String>) -> Vec<String> {
+    if !allow && reasons.is_empty() {
+        reasons.push("denied by policy (no reason given)".into());
+    }
+    reasons
+}
+
 fn engine(sources: &[(String, String)]) -> Result<regorus::Engine, PolicyError> {
     let mut e = regorus::Engine::new();
     for (file, text) in sources {
@@ -194,73 +252,31 @@ impl PolicySet {
 
     /// Evaluates the promotion policy on `input`.
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
-        let mut e = engine(&self.sources)?;
-        let value = regorus::Value::from_json_str(&input.to_string())
-            .map_err(|err| PolicyError::Eval(err.to_string()))?;
-        e.set_input(value);
-        let to_json = |v: regorus::Value| -> Result<serde_json::Value, PolicyError> {
-            if v == regorus::Value::Undefined {
-                return Ok(serde_json::Value::Null);
-            }
-            let s = v
-                .to_json_str()
-                .map_err(|err| PolicyError::Eval(err.to_string()))?;
-            serde_json::from_str(&s).map_err(|err| PolicyError::Eval(err.to_string()))
-        };
-        let allow = to_json(
-            e.eval_rule(ALLOW.into())
-                .map_err(|err| PolicyError::Eval(err.to_string()))?,
-        )?;
-        let deny = to_json(
-            e.eval_rule(DENY.into())
-                .map_err(|err| PolicyError::Eval(err.to_string()))?,
-        )?;
-        let checks = to_json(
-            e.eval_rule(CHECKS.into())
-                .map_err(|err| PolicyError::Eval(err.to_string()))?,
-        )?;
+        let mut e = engine_with_input(&self.sources, input)?;
+        let allow = rule(&mut e, ALLOW)?.unwrap_or(serde_json::Value::Null);
         let allow = allow
             .as_bool()
             .ok_or_else(|| PolicyError::Eval(format!("{ALLOW} must be a boolean, got {allow}")))?;
-        let mut reasons: Vec<String> = match deny {
-            serde_json::Value::Null => Vec::new(),
-            serde_json::Value::Array(a) => a
-                .into_iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect(),
-            other => {
-                return Err(PolicyError::Eval(format!(
-                    "{DENY} must be a set of strings, got {other}"
-                )));
-            }
-        };
-        reasons.sort();
-        let mut checks: Vec<GateCheck> = match checks {
-            serde_json::Value::Null => Vec::new(),
-            serde_json::Value::Array(a) => a
+        let reasons = strings(rule(&mut e, DENY)?, DENY)?;
+        let mut checks: Vec<GateCheck> = match rule(&mut e, CHECKS)? {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a
                 .into_iter()
                 .map(|c| {
                     serde_json::from_value(c)
                         .map_err(|err| PolicyError::Eval(format!("{CHECKS}: {err}")))
                 })
                 .collect::<Result<_, _>>()?,
-            other => {
+            Some(other) => {
                 return Err(PolicyError::Eval(format!(
                     "{CHECKS} must be a set of objects, got {other}"
                 )));
             }
         };
         checks.sort_by(|a, b| a.gate.cmp(&b.gate));
-        if !allow && reasons.is_empty() {
-            reasons.push("denied by policy (no reason given)".into());
-        }
         Ok(Decision {
             allow,
-            reasons,
+            reasons: with_a_reason(allow, reasons),
             checks,
             policy_digest: self.digest(),
         })
@@ -268,54 +284,30 @@ impl PolicySet {
 
     /// Evaluates the production promotion rule (`modelbus.production`) on `input`.
     pub fn evaluate_production(&self, input: &serde_json::Value) -> Result<Verdict, PolicyError> {
-        let mut e = engine(&self.sources)?;
-        let value = regorus::Value::from_json_str(&input.to_string())
-            .map_err(|err| PolicyError::Eval(err.to_string()))?;
-        e.set_input(value);
-        let rule = |e: &mut regorus::Engine,
-                    name: &str|
-         -> Result<serde_json::Value, PolicyError> {
-            let v = e
-                .eval_rule(format!("{PRODUCTION_PACKAGE}.{name}"))
-                .map_err(|err| PolicyError::Eval(format!("{PRODUCTION_PACKAGE}.{name}: {err}")))?;
-            if v == regorus::Value::Undefined {
-                return Err(PolicyError::Eval(format!(
-                    "{PRODUCTION_PACKAGE}.{name} is undefined: is the production policy loaded?"
-                )));
-            }
-            let s = v
-                .to_json_str()
-                .map_err(|err| PolicyError::Eval(err.to_string()))?;
-            serde_json::from_str(&s).map_err(|err| PolicyError::Eval(err.to_string()))
+        let mut e = engine_with_input(&self.sources, input)?;
+        // Unlike the gates, the production rule must be there: a missing rule
+        // would read as "nothing to deny".
+        let mut required = |name: &str| {
+            let path = format!("{PRODUCTION_PACKAGE}.{name}");
+            rule(&mut e, &path)?.ok_or_else(|| {
+                PolicyError::Eval(format!(
+                    "{path} is undefined: is the production policy loaded?"
+                ))
+            })
         };
-        let allow = rule(&mut e, "allow")?;
+        let allow = required("allow")?;
         let allow = allow.as_bool().ok_or_else(|| {
             PolicyError::Eval(format!(
                 "{PRODUCTION_PACKAGE}.allow must be a boolean, got {allow}"
             ))
         })?;
-        let mut reasons: Vec<String> = match rule(&mut e, "deny")? {
-            serde_json::Value::Array(a) => a
-                .into_iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect(),
-            other => {
-                return Err(PolicyError::Eval(format!(
-                    "{PRODUCTION_PACKAGE}.deny must be a set of strings, got {other}"
-                )));
-            }
-        };
-        reasons.sort();
-        if !allow && reasons.is_empty() {
-            reasons.push("denied by policy (no reason given)".into());
-        }
+        let reasons = strings(
+            Some(required("deny")?),
+            &format!("{PRODUCTION_PACKAGE}.deny"),
+        )?;
         Ok(Verdict {
             allow,
-            reasons,
+            reasons: with_a_reason(allow, reasons),
             policy_digest: self.digest(),
         })
     }
