@@ -604,3 +604,81 @@ fn the_governance_bench_runs_and_prints_its_medians() {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
 }
+
+/// The error-rate objective, end to end: while a new version serves half the
+/// customers, the online feature store's records of some customers are
+/// corrupted, so entity-only requests fail on the server side (HTTP 500) for
+/// whichever version answers them. The new version's error rate breaches its
+/// objective and the deployer returns to the previous version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_fails_requests_is_rolled_back_on_its_error_rate() {
+    let t = TestPlatform::start_with(Db::Sqlite, |c| {
+        c.serving.stats_interval = Duration::from_millis(200);
+        c.rollout.staging.strategy = RolloutStrategy::Canary;
+        c.rollout.staging.steps = vec![50, 100];
+        c.rollout.staging.bake = Duration::from_secs(20);
+        c.rollout.staging.max_error_rate = 0.2;
+        c.rollout.staging.max_p99_ms = 60_000.0;
+        c.rollout.staging.min_requests = 5;
+    })
+    .await;
+    t.deploy_telco().await;
+    let nats = t.nats().await;
+    let mut rolled = nats
+        .subscribe("modelbus.deployment.rolled_back")
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    second_version(&t, 600).await;
+    assert_eq!(staging_state(&t).await.0, 2);
+    // Customers that v2 answers (their bucket is below 50), with their online
+    // records made unreadable.
+    let online = async_nats::jetstream::new(nats.clone())
+        .get_key_value(modelbus_core::online::ONLINE_BUCKET)
+        .await
+        .unwrap();
+    let ids: Vec<String> = telco_records(200)
+        .iter()
+        .map(|r| r["customerID"].as_str().unwrap().to_string())
+        .filter(|id| traffic_bucket(id) < 50)
+        .take(10)
+        .collect();
+    assert_eq!(ids.len(), 10);
+    for id in &ids {
+        online
+            .put(
+                modelbus_core::online::entity_key("telco-churn", id),
+                "{not json".into(),
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let event = loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "no rollback");
+        for id in &ids {
+            let r = t
+                .http
+                .post(format!("{}/v1/models/telco-churn:predict", t.staging()))
+                .json(&json!({ "instances": [{ "customerID": id }] }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 500, "{}", r.text().await.unwrap());
+        }
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(50), rolled.next()).await
+        {
+            break serde_json::from_slice::<Value>(&msg.payload).unwrap();
+        }
+    };
+    let d = &event["data"];
+    assert_eq!(d["automatic"], true, "{event}");
+    assert_eq!(
+        (d["from_version"].as_u64(), d["to_version"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.starts_with("error rate 1.0000"), "{reason}");
+    assert!(reason.contains("above the objective 0.2"), "{reason}");
+    wait_alone(&t, 1, Duration::from_secs(10)).await;
+}
