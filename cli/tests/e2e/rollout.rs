@@ -671,6 +671,10 @@ async fn a_version_that_fails_requests_is_rolled_back_on_its_error_rate() {
             break serde_json::from_slice::<Value>(&msg.payload).unwrap();
         }
     };
+    eprintln!(
+        "automatic rollback on error rate: first failing request to rolled_back {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     let d = &event["data"];
     assert_eq!(d["automatic"], true, "{event}");
     assert_eq!(
