@@ -37,13 +37,9 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Runs the benchmark and prints its figures.
-pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path) -> Result<()> {
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    let dir = tempfile::tempdir()?;
-    config.general.state_dir = dir.path().to_path_buf();
+/// Points `config` at a fresh state dir, `dir`, with every port chosen by the OS.
+fn embedded(config: &mut Config, dir: &Path) {
+    config.general.state_dir = dir.to_path_buf();
     for a in [
         &mut config.registry.http_addr,
         &mut config.registry.grpc_addr,
@@ -56,11 +52,61 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     ] {
         a.set_port(0);
     }
+}
+
+/// Starts every service in this process and waits until they are ready;
+/// returns the platform and a client holding the first admin token.
+async fn start(config: Config) -> Result<(platform::Platform, Client)> {
     let p = platform::start(config, &Service::ALL).await?;
     p.wait_ready(Duration::from_secs(60)).await?;
     let c = p.config.clone();
     let token = std::fs::read_to_string(c.admin_token_path()).ok();
     let client = Client::new(&c.registry_http_url(), &c.ingest_url(), token.as_deref());
+    Ok((p, client))
+}
+
+/// Writes `lines` without the rows `left_out` to `dir/batch-<i>.csv`.
+fn batch_without(
+    dir: &Path,
+    i: usize,
+    lines: &[&str],
+    left_out: std::ops::Range<usize>,
+) -> Result<std::path::PathBuf> {
+    let body: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !left_out.contains(k))
+        .map(|(_, l)| *l)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = dir.join(format!("batch-{i}.csv"));
+    std::fs::write(&file, body)?;
+    Ok(file)
+}
+
+/// Submits `file` to `dataset` and waits for its run, which must end deployed.
+async fn deployed_run(client: &Client, dataset: &str, file: &Path) -> Result<serde_json::Value> {
+    let resp = client.submit(dataset, file).await?;
+    let id = resp["pipeline_run"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let run = client.wait_run(&id, Duration::from_secs(600)).await?;
+    if run["state"] != "deployed" {
+        bail!("run {id} ended {}: {}", run["state"], run["reasons"]);
+    }
+    Ok(run)
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let dir = tempfile::tempdir()?;
+    embedded(&mut config, dir.path());
+    let (p, client) = start(config).await?;
+    let c = p.config.clone();
     client.apply_spec(spec).await?;
     let spec_name = modelbus_ml::spec::DatasetSpec::parse(
         &std::fs::read_to_string(spec)?,
@@ -78,25 +124,9 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     for i in 0..runs {
         // A distinct batch per run (one data row left out), so nothing is de-duplicated.
         let drop = 1 + (i % (lines.len() - 1));
-        let body: String = lines
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| *k != drop)
-            .map(|(_, l)| *l)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let file = dir.path().join(format!("batch-{i}.csv"));
-        std::fs::write(&file, body)?;
+        let file = batch_without(dir.path(), i, &lines, drop..drop + 1)?;
         let started = Instant::now();
-        let resp = client.submit(&spec_name.name, &file).await?;
-        let id = resp["pipeline_run"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let run = client.wait_run(&id, Duration::from_secs(600)).await?;
-        if run["state"] != "deployed" {
-            bail!("run {id} ended {}: {}", run["state"], run["reasons"]);
-        }
+        let run = deployed_run(&client, &spec_name.name, &file).await?;
         // Serving answers with the new version.
         let model = run["model"].as_str().unwrap_or_default().to_string();
         let version = run["model_version"].as_u64().unwrap_or(0);
@@ -482,19 +512,7 @@ pub async fn governance(
         bail!("--runs must be at least 1");
     }
     let dir = tempfile::tempdir()?;
-    config.general.state_dir = dir.path().to_path_buf();
-    for a in [
-        &mut config.registry.http_addr,
-        &mut config.registry.grpc_addr,
-        &mut config.ingest.http_addr,
-        &mut config.features.ops_addr,
-        &mut config.trainer.ops_addr,
-        &mut config.deployer.ops_addr,
-        &mut config.serving.staging_addr,
-        &mut config.serving.production_addr,
-    ] {
-        a.set_port(0);
-    }
+    embedded(&mut config, dir.path());
     config.promotion.staging_soak = Duration::from_secs(1);
     config.promotion.evaluate_interval = Duration::from_millis(200);
     config.serving.stats_interval = (bake / 4).max(Duration::from_millis(50));
@@ -520,11 +538,8 @@ pub async fn governance(
         });
         keys.push(key);
     }
-    let p = platform::start(config, &Service::ALL).await?;
-    p.wait_ready(Duration::from_secs(60)).await?;
+    let (p, admin) = start(config).await?;
     let c = p.config.clone();
-    let token = std::fs::read_to_string(c.admin_token_path()).ok();
-    let admin = Client::new(&c.registry_http_url(), &c.ingest_url(), token.as_deref());
     // Each run's version must reach staging whatever its holdout AUC against the
     // champion: this bench is about governance, not the gates.
     let spec_text = std::fs::read_to_string(spec)?;
@@ -639,24 +654,8 @@ pub async fn governance(
         // A distinct batch per run: 25 rows left out, enough that some were
         // training rows, so each run trains a new version.
         let from = 1 + (i * 25) % (lines.len() - 26);
-        let body: String = lines
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| !(from..from + 25).contains(k))
-            .map(|(_, l)| *l)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let file = dir.path().join(format!("batch-{i}.csv"));
-        std::fs::write(&file, body)?;
-        let resp = admin.submit(&spec_name, &file).await?;
-        let id = resp["pipeline_run"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let run = admin.wait_run(&id, Duration::from_secs(600)).await?;
-        if run["state"] != "deployed" {
-            bail!("run {id} ended {}: {}", run["state"], run["reasons"]);
-        }
+        let file = batch_without(dir.path(), i, &lines, from..from + 25)?;
+        let run = deployed_run(&admin, &spec_name, &file).await?;
         let model = run["model"].as_str().unwrap_or_default().to_string();
         let version = u32::try_from(run["model_version"].as_u64().unwrap_or(0))?;
         if !seen.insert(version) {

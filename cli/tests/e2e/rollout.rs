@@ -436,28 +436,40 @@ async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() 
     assert!(out.contains("rollback by olga"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_that_breaches_its_latency_objective_is_rolled_back_automatically() {
-    // An objective no real request can meet: the new version breaches it with
-    // its first measured requests.
+/// A platform whose staging rollouts are canaries [50, 100] with a 20 s bake,
+/// judged on at least 5 requests with the objectives `objectives` sets, serving
+/// v1 and, at the first step, a second version trained without the last
+/// `drop` rows; with a subscription to `deployment.rolled_back`.
+async fn watched_canary(
+    objectives: impl FnOnce(&mut modelbus_core::config::RolloutPolicy),
+    drop: usize,
+) -> (TestPlatform, async_nats::Subscriber) {
     let t = TestPlatform::start_with(Db::Sqlite, |c| {
         c.serving.stats_interval = Duration::from_millis(200);
         c.rollout.staging.strategy = RolloutStrategy::Canary;
         c.rollout.staging.steps = vec![50, 100];
         c.rollout.staging.bake = Duration::from_secs(20);
-        c.rollout.staging.max_p99_ms = 0.000_001;
         c.rollout.staging.min_requests = 5;
+        objectives(&mut c.rollout.staging);
     })
     .await;
     t.deploy_telco().await;
     let nats = t.nats().await;
-    let mut rolled = nats
+    let rolled = nats
         .subscribe("modelbus.deployment.rolled_back")
         .await
         .unwrap();
     nats.flush().await.unwrap();
-    second_version(&t, 700).await;
+    second_version(&t, drop).await;
     assert_eq!(staging_state(&t).await.0, 2);
+    (t, rolled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_breaches_its_latency_objective_is_rolled_back_automatically() {
+    // An objective no real request can meet: the new version breaches it with
+    // its first measured requests.
+    let (t, mut rolled) = watched_canary(|r| r.max_p99_ms = 0.000_001, 700).await;
     // Traffic for every customer: half of it reaches v2, which is too slow.
     let records = telco_records(30);
     let load = Instant::now();
@@ -612,25 +624,15 @@ fn the_governance_bench_runs_and_prints_its_medians() {
 /// objective and the deployer returns to the previous version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_that_fails_requests_is_rolled_back_on_its_error_rate() {
-    let t = TestPlatform::start_with(Db::Sqlite, |c| {
-        c.serving.stats_interval = Duration::from_millis(200);
-        c.rollout.staging.strategy = RolloutStrategy::Canary;
-        c.rollout.staging.steps = vec![50, 100];
-        c.rollout.staging.bake = Duration::from_secs(20);
-        c.rollout.staging.max_error_rate = 0.2;
-        c.rollout.staging.max_p99_ms = 60_000.0;
-        c.rollout.staging.min_requests = 5;
-    })
+    let (t, mut rolled) = watched_canary(
+        |r| {
+            r.max_error_rate = 0.2;
+            r.max_p99_ms = 60_000.0;
+        },
+        600,
+    )
     .await;
-    t.deploy_telco().await;
     let nats = t.nats().await;
-    let mut rolled = nats
-        .subscribe("modelbus.deployment.rolled_back")
-        .await
-        .unwrap();
-    nats.flush().await.unwrap();
-    second_version(&t, 600).await;
-    assert_eq!(staging_state(&t).await.0, 2);
     // Customers that v2 answers (their bucket is below 50), with their online
     // records made unreadable.
     let online = async_nats::jetstream::new(nats.clone())

@@ -140,6 +140,13 @@ pub(crate) struct StatsWindow {
     p99_ms: f64,
 }
 
+/// Requests, errors and the worst p99 of some statistics windows.
+fn totals<'a>(windows: impl Iterator<Item = &'a StatsWindow>) -> (u64, u64, f64) {
+    windows.fold((0, 0, 0.0), |(r, e, p), w| {
+        (r + w.requests, e + w.errors, p.max(w.p99_ms))
+    })
+}
+
 /// The deployer's short-lived consumer that replays `serving.stats` at start.
 pub const STATS_REPLAY: &str = "deployer-stats";
 
@@ -268,12 +275,7 @@ impl Deployer {
                     && c.model_sha256 == g.model_sha256
             });
             replay_of_current &= already_current;
-            if !already_current
-                && let Some(used) = self.nonces.get(&p.nonce).await.ok().flatten()
-                && used != pending_marker(&e.id).as_bytes()
-            {
-                // Only the same event, retried after a crash between recording the
-                // nonce and writing the state, may find its own pending marker.
+            if !already_current && self.nonce_used_by_another(&p.nonce, &e.id).await {
                 return Err(Refusal(
                     "replayed_nonce",
                     format!("approval {i}: nonce {} was already used", p.nonce),
@@ -528,13 +530,8 @@ impl Deployer {
             .lock()
             .ok()
             .and_then(|m| {
-                m.get(&(Environment::Staging, *digest)).map(|w| {
-                    w.iter()
-                        .filter(|w| w.end >= since)
-                        .fold((0u64, 0u64, 0f64), |(r, e, p), w| {
-                            (r + w.requests, e + w.errors, p.max(w.p99_ms))
-                        })
-                })
+                m.get(&(Environment::Staging, *digest))
+                    .map(|w| totals(w.iter().filter(|w| w.end >= since)))
             })
             .unwrap_or((0, 0, 0.0));
         let now = time::OffsetDateTime::now_utc();
@@ -616,13 +613,23 @@ impl Deployer {
         env: Environment,
         model: &modelbus_core::ids::ModelName,
     ) -> Option<DesiredState> {
-        let bytes = self
-            .deployments
-            .get(deployment_key(env, model))
+        self.entry(&deployment_key(env, model))
             .await
             .ok()
-            .flatten()?;
-        serde_json::from_slice(&bytes).ok()
+            .flatten()
+            .map(|(_, s)| s)
+    }
+
+    /// Whether `nonce` was recorded by an event other than `event_id`. Only the
+    /// same event, retried after a crash between recording the nonce and
+    /// writing the state, may find its own pending marker.
+    async fn nonce_used_by_another(&self, nonce: &str, event_id: &str) -> bool {
+        self.nonces
+            .get(nonce)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|used| used != pending_marker(event_id).as_bytes())
     }
 
     /// Records `nonces` as used by event `event_id`; returns a nonce another

@@ -73,9 +73,7 @@ impl Deployer {
             ));
         }
         let p = &st.predicate;
-        if let Some(used) = self.nonces.get(&p.nonce).await.ok().flatten()
-            && used != crate::pending_marker(&e.id).as_bytes()
-        {
+        if self.nonce_used_by_another(&p.nonce, &e.id).await {
             return Err(Refusal(
                 "replayed_nonce",
                 format!("nonce {} was already used", p.nonce),

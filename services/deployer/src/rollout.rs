@@ -83,12 +83,7 @@ fn judge(
     policy: &RolloutPolicy,
     percent: u8,
 ) -> Option<String> {
-    let (requests, errors, p99) = windows
-        .iter()
-        .filter(|w| w.end > since)
-        .fold((0u64, 0u64, 0f64), |(r, e, p), w| {
-            (r + w.requests, e + w.errors, p.max(w.p99_ms))
-        });
+    let (requests, errors, p99) = crate::totals(windows.iter().filter(|w| w.end > since));
     if requests == 0 || requests < policy.min_requests {
         return None;
     }
@@ -163,7 +158,7 @@ impl Deployer {
     }
 
     /// The desired state under `key` with its revision.
-    async fn entry(&self, key: &str) -> Result<Option<(u64, DesiredState)>, String> {
+    pub(crate) async fn entry(&self, key: &str) -> Result<Option<(u64, DesiredState)>, String> {
         let Some(entry) = self
             .deployments
             .entry(key)

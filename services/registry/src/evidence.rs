@@ -174,9 +174,7 @@ impl Registry {
             .map_or_else(|| GENESIS.to_string(), |e| e.prev_hash.clone());
         Ok(Evidence {
             format: FORMAT.into(),
-            generated_at: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            generated_at: crate::store::now(),
             generated_by: by.to_string(),
             model: mv.model.clone(),
             version: mv.version,

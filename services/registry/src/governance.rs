@@ -203,24 +203,14 @@ impl Registry {
                 Ok(())
             }
             None => {
-                self.store
-                    .create_token(
-                        id,
-                        SERVICE_PRINCIPAL,
-                        &[Role::Service],
-                        &sha256,
-                        "configuration",
-                    )
-                    .await?;
-                self.store
-                    .append_audit(
-                        "configuration",
-                        "token.created",
-                        &format!("principal/{SERVICE_PRINCIPAL}"),
-                        &serde_json::json!({ "token_id": id, "roles": [Role::Service] }),
-                        Some(&format!("token.created/{id}")),
-                    )
-                    .await?;
+                self.store_token(
+                    id,
+                    SERVICE_PRINCIPAL,
+                    &[Role::Service],
+                    &sha256,
+                    "configuration",
+                )
+                .await?;
                 Ok(())
             }
         }
@@ -234,20 +224,33 @@ impl Registry {
     ) -> Result<(TokenInfo, String), RegistryError> {
         auth::check_name(name).map_err(RegistryError::InvalidArgument)?;
         let t = auth::mint_token().map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let info = self.store_token(&t.id, name, roles, &t.sha256, by).await?;
+        Ok((info, t.token))
+    }
+
+    /// Stores a token's hash for `principal` and audits its creation by `by`.
+    async fn store_token(
+        &self,
+        id: &str,
+        principal: &str,
+        roles: &[Role],
+        sha256: &str,
+        by: &str,
+    ) -> Result<TokenInfo, RegistryError> {
         let info = self
             .store
-            .create_token(&t.id, name, roles, &t.sha256, by)
+            .create_token(id, principal, roles, sha256, by)
             .await?;
         self.store
             .append_audit(
                 by,
                 "token.created",
-                &format!("principal/{name}"),
-                &serde_json::json!({ "token_id": t.id, "roles": roles }),
-                Some(&format!("token.created/{}", t.id)),
+                &format!("principal/{principal}"),
+                &serde_json::json!({ "token_id": id, "roles": roles }),
+                Some(&format!("token.created/{id}")),
             )
             .await?;
-        Ok((info, t.token))
+        Ok(info)
     }
 
     /// Creates a token (admin only); returns it once.

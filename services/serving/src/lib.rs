@@ -940,19 +940,16 @@ async fn watch(
 ) -> Result<(), ServingError> {
     // The deployer creates the bucket (with NATS permissions, serving may not):
     // wait for it rather than fail when serving starts first.
-    let mut delay = std::time::Duration::from_millis(200);
-    let kv = loop {
-        match ctx.bus.kv(DEPLOYMENTS_BUCKET, 64).await {
-            Ok(kv) => break kv,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "deployments bucket not available yet")
-            }
-        }
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    let Some(kv) = wait_for_bucket(
+        &ctx,
+        DEPLOYMENTS_BUCKET,
+        64,
+        std::time::Duration::from_secs(5),
+        "deployments bucket not available yet",
+    )
+    .await
+    else {
+        return Ok(());
     };
     let prefix = format!("{}.", env.environment.as_str());
     let mut watcher = kv
@@ -1087,22 +1084,41 @@ async fn publish_stats(ctx: Context, env: Arc<EnvState>, replica: String) {
 /// Opens the online feature store, retrying until it exists: serving may start
 /// before the features service has created it.
 async fn open_online(ctx: Context, env: Arc<EnvState>) -> Result<(), ServingError> {
+    if let Some(kv) = wait_for_bucket(
+        &ctx,
+        modelbus_core::online::ONLINE_BUCKET,
+        1,
+        std::time::Duration::from_secs(10),
+        "online feature store not available yet: entity-only requests answer 503 until it is",
+    )
+    .await
+    {
+        env.set_online(kv);
+    }
+    Ok(())
+}
+
+/// Opens a KV bucket another service creates, retrying with backoff (up to
+/// `max_delay` apart, each failure logged as `waiting`) until it exists; `None`
+/// on shutdown.
+async fn wait_for_bucket(
+    ctx: &Context,
+    bucket: &str,
+    history: i64,
+    max_delay: std::time::Duration,
+    waiting: &str,
+) -> Option<async_nats::jetstream::kv::Store> {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
-        match ctx.bus.kv(modelbus_core::online::ONLINE_BUCKET, 1).await {
-            Ok(kv) => {
-                env.set_online(kv);
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "online feature store not available yet: entity-only requests answer 503 until it is")
-            }
+        match ctx.bus.kv(bucket, history).await {
+            Ok(kv) => return Some(kv),
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "{waiting}"),
         }
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = ctx.shutdown.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        delay = (delay * 2).min(max_delay);
     }
 }
 
