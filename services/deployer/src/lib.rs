@@ -140,6 +140,15 @@ pub(crate) struct StatsWindow {
     p99_ms: f64,
 }
 
+/// Decodes a signed request; an undecodable one is counted as a `malformed`
+/// refusal before the bus dead-letters it.
+fn decode_counted<T: EventPayload>(d: &Delivery) -> Result<Envelope<T>, HandlerError> {
+    d.decode::<T>().inspect_err(|err| {
+        metrics::counter!("modelbus_deployer_refusals_total", "reason" => "malformed").increment(1);
+        tracing::warn!(error = %err, event = T::NAME, "refused an undecodable event");
+    })
+}
+
 /// Requests, errors and the worst p99 of some statistics windows.
 fn totals<'a>(windows: impl Iterator<Item = &'a StatsWindow>) -> (u64, u64, f64) {
     windows.fold((0, 0, 0.0), |(r, e, p), w| {
@@ -181,15 +190,7 @@ impl Deployer {
     }
 
     async fn on_approval(&self, d: &Delivery) -> Result<(), HandlerError> {
-        let e = match d.decode::<ApprovalGranted>() {
-            Ok(e) => e,
-            Err(err) => {
-                metrics::counter!("modelbus_deployer_refusals_total", "reason" => "malformed")
-                    .increment(1);
-                tracing::warn!(error = %err, "refused an undecodable approval.granted");
-                return Err(err);
-            }
-        };
+        let e = decode_counted::<ApprovalGranted>(d)?;
         match self.verify(&e).await {
             Ok(verified) => self.apply(&e, verified).await,
             Err(refusal) => self.refuse(&e, refusal).await,

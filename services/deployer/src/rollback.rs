@@ -24,15 +24,7 @@ struct Verified {
 
 impl Deployer {
     pub(crate) async fn on_rollback(&self, d: &Delivery) -> Result<(), HandlerError> {
-        let e = match d.decode::<RollbackRequested>() {
-            Ok(e) => e,
-            Err(err) => {
-                metrics::counter!("modelbus_deployer_refusals_total", "reason" => "malformed")
-                    .increment(1);
-                tracing::warn!(error = %err, "refused an undecodable rollback.requested");
-                return Err(err);
-            }
-        };
+        let e = crate::decode_counted::<RollbackRequested>(d)?;
         let r = &e.data;
         match self.verify_rollback(&e).await {
             Ok(v) => self.apply_rollback(&e, v).await,
