@@ -8,6 +8,50 @@ use serde::{Deserialize, Serialize};
 /// KV bucket of the latest record per entity.
 pub const ONLINE_BUCKET: &str = "online-features";
 
+/// Longest entity id, in bytes, that the online store and serving accept. The id
+/// becomes part of a KV subject (base64-encoded when it is not plain), and
+/// nats-server drops a connection whose control line exceeds its limit (4 KiB by
+/// default), taking every service that shares the connection with it; 256 bytes
+/// leaves room for the bucket prefix and dataset name under any encoding.
+pub const MAX_ENTITY_ID_BYTES: usize = 256;
+
+/// Why an entity id is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntityIdError {
+    /// The id is empty.
+    #[error("entity id is empty")]
+    Empty,
+    /// The id is longer than [`MAX_ENTITY_ID_BYTES`].
+    #[error("entity id is {len} bytes long; at most {max} are accepted")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The id holds a control character (NUL, newline, ...).
+    #[error("entity id contains a control character")]
+    Control,
+}
+
+/// Checks that an entity id can be stored and looked up (see
+/// [`MAX_ENTITY_ID_BYTES`]).
+pub fn check_entity_id(entity: &str) -> Result<(), EntityIdError> {
+    if entity.is_empty() {
+        return Err(EntityIdError::Empty);
+    }
+    if entity.len() > MAX_ENTITY_ID_BYTES {
+        return Err(EntityIdError::TooLong {
+            len: entity.len(),
+            max: MAX_ENTITY_ID_BYTES,
+        });
+    }
+    if entity.chars().any(char::is_control) {
+        return Err(EntityIdError::Control);
+    }
+    Ok(())
+}
+
 /// KV key of an entity: `<dataset>.<id>` when the id is made of letters, digits,
 /// `-` and `_` (most ids are), else `<dataset>.b64_<base64url(id)>`, so every id
 /// maps to one valid key and back.
@@ -56,5 +100,21 @@ mod tests {
         );
         assert_ne!(entity_key("t", "b64_x"), "t.b64_x");
         assert_ne!(entity_key("t", "x y"), entity_key("t", "x_y"));
+    }
+
+    #[test]
+    fn entity_ids_are_bounded() {
+        assert_eq!(check_entity_id("7590-VHVEG"), Ok(()));
+        assert_eq!(check_entity_id(""), Err(EntityIdError::Empty));
+        assert_eq!(check_entity_id("a\nb"), Err(EntityIdError::Control));
+        let long = "x".repeat(MAX_ENTITY_ID_BYTES + 1);
+        assert!(matches!(
+            check_entity_id(&long),
+            Err(EntityIdError::TooLong { len, .. }) if len == MAX_ENTITY_ID_BYTES + 1
+        ));
+        // The longest accepted id, in its longest encoding, stays a short subject.
+        let worst = "\u{10FFFF}".repeat(MAX_ENTITY_ID_BYTES / 4);
+        assert_eq!(check_entity_id(&worst), Ok(()));
+        assert!(entity_key("a-long-dataset-name", &worst).len() < 512);
     }
 }
