@@ -11,11 +11,13 @@
 #   gates                          {passed: bool} of the promotion gates
 #   staging                        {deployed: bool, soaked_seconds, required_soak_seconds,
 #                                   requests, errors, error_rate, max_error_rate,
-#                                   min_requests} for this digest in staging
+#                                   min_requests} for this digest in staging; a
+#                                   missing min_requests means 1 (fail closed)
 #   approvals, rejections          [{approver, role, signature_valid, expired, revoked}]
 #   min_approvals                  distinct approvals required (2 by default)
 #
-# Output: allow (bool) and deny (set of reasons).
+# Output: allow (bool), deny (set of reasons) and ignored (the approvals that do
+# not count, with why).
 package modelbus.production
 
 import rego.v1
@@ -30,6 +32,10 @@ staging := object.get(input, "staging", {})
 
 author := object.get(input, "author", "")
 
+# A batch dropped on the bus names its submitter without proof
+# ("unverified:<name>"): that name may not approve the version either.
+author_names := {author, trim_prefix(author, "unverified:")}
+
 # Why one approval does not count (fields missing from an approval count against it).
 problems(a) := {msg |
 	some check in [
@@ -37,7 +43,7 @@ problems(a) := {msg |
 		[object.get(a, "expired", true) != false, "it has expired"],
 		[object.get(a, "revoked", true) != false, "the approver was revoked"],
 		[object.get(a, "role", "") != "approver", sprintf("the signer's role is %v, not approver", [object.get(a, "role", "none")])],
-		[object.get(a, "approver", "") == author, "the signer is the version's author"],
+		[object.get(a, "approver", "") in author_names, "the signer is the version's author"],
 	]
 	check[0]
 	msg := check[1]
@@ -65,10 +71,13 @@ deny contains sprintf("staging error rate %.4f is above the objective %.4f (%d e
 
 deny contains sprintf("staging served %d requests, fewer than the %d required to judge its error rate", [staging.requests, staging.min_requests]) if {
 	staging.deployed
-	staging.requests < object.get(staging, "min_requests", 0)
+	staging.requests < object.get(staging, "min_requests", 1)
 }
 
-deny contains sprintf("approval by %s does not count: %s", [a.approver, concat(", ", sort(problems(a)))]) if {
+# Invalid approvals are reported and ignored, never a reason to deny: one
+# expired or revoked signature among a version's approvals must not block it
+# forever once enough valid ones exist.
+ignored contains sprintf("approval by %s does not count: %s", [a.approver, concat(", ", sort(problems(a)))]) if {
 	some a in object.get(input, "approvals", [])
 	not valid(a)
 }

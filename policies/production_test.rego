@@ -15,7 +15,7 @@ base := {
 	"gates": {"passed": true},
 	"staging": {
 		"deployed": true, "soaked_seconds": 900, "required_soak_seconds": 600,
-		"requests": 1000, "errors": 2, "error_rate": 0.002, "max_error_rate": 0.01, "min_requests": 0,
+		"requests": 1000, "errors": 2, "error_rate": 0.002, "max_error_rate": 0.01, "min_requests": 100,
 	},
 	"approvals": [approval("alice"), approval("bob")],
 	"rejections": [],
@@ -25,6 +25,11 @@ base := {
 denied_with(inp, text) if {
 	not production.allow with input as inp
 	some msg in production.deny with input as inp
+	contains(msg, text)
+}
+
+ignored_with(inp, text) if {
+	some msg in production.ignored with input as inp
 	contains(msg, text)
 }
 
@@ -43,7 +48,13 @@ test_the_same_approver_twice_counts_once if {
 
 test_the_author_cannot_approve_their_own_version if {
 	inp := json.patch(base, [{"op": "add", "path": "/approvals/-", "value": approval("pat")}, {"op": "remove", "path": "/approvals/1"}])
-	denied_with(inp, "the signer is the version's author")
+	ignored_with(inp, "the signer is the version's author")
+	denied_with(inp, "1 valid approval(s)")
+}
+
+test_the_claimed_submitter_of_a_bus_batch_cannot_approve_it if {
+	inp := json.patch(base, [{"op": "replace", "path": "/author", "value": "unverified:alice"}])
+	ignored_with(inp, "approval by alice does not count: the signer is the version's author")
 	denied_with(inp, "1 valid approval(s)")
 }
 
@@ -52,17 +63,28 @@ test_expired_and_revoked_approvals_do_not_count if {
 		{"op": "replace", "path": "/approvals/0/expired", "value": true},
 		{"op": "replace", "path": "/approvals/1/revoked", "value": true},
 	])
-	denied_with(inp, "it has expired")
-	denied_with(inp, "the approver was revoked")
+	ignored_with(inp, "it has expired")
+	ignored_with(inp, "the approver was revoked")
 	denied_with(inp, "0 valid approval(s)")
 }
 
+test_an_invalid_approval_beside_enough_valid_ones_does_not_block if {
+	expired := object.union(approval("carol"), {"expired": true})
+	inp := json.patch(base, [{"op": "add", "path": "/approvals/-", "value": expired}])
+	production.allow with input as inp
+	ignored_with(inp, "approval by carol does not count: it has expired")
+}
+
 test_an_operator_signature_is_not_an_approval if {
-	denied_with(json.patch(base, [{"op": "replace", "path": "/approvals/1/role", "value": "operator"}]), "not approver")
+	inp := json.patch(base, [{"op": "replace", "path": "/approvals/1/role", "value": "operator"}])
+	ignored_with(inp, "not approver")
+	denied_with(inp, "1 valid approval(s)")
 }
 
 test_a_bad_signature_does_not_count if {
-	denied_with(json.patch(base, [{"op": "replace", "path": "/approvals/0/signature_valid", "value": false}]), "does not verify")
+	inp := json.patch(base, [{"op": "replace", "path": "/approvals/0/signature_valid", "value": false}])
+	ignored_with(inp, "does not verify")
+	denied_with(inp, "1 valid approval(s)")
 }
 
 test_a_short_soak_is_denied if {
@@ -79,6 +101,14 @@ test_a_high_staging_error_rate_is_denied if {
 
 test_too_little_staging_traffic_is_denied_when_required if {
 	denied_with(json.patch(base, [{"op": "replace", "path": "/staging/min_requests", "value": 5000}]), "fewer than the 5000 required")
+}
+
+test_a_soak_without_traffic_is_denied_even_without_a_minimum if {
+	inp := json.patch(base, [
+		{"op": "replace", "path": "/staging/requests", "value": 0},
+		{"op": "remove", "path": "/staging/min_requests"},
+	])
+	denied_with(inp, "fewer than the 1 required")
 }
 
 test_failed_gates_are_denied if {

@@ -36,6 +36,8 @@ cat >"$state/demo.toml" <<EOF
 [promotion]
 staging_soak = "3s"
 evaluate_interval = "500ms"
+# Demo only: the one staging request below is enough traffic (default 100).
+min_staging_requests = 1
 
 [serving]
 stats_interval = "1s"

@@ -42,14 +42,21 @@ pub fn read_key(path: &Path) -> Result<KeyPair> {
     Ok(KeyPair::from_pem(&pem, &path.display().to_string())?)
 }
 
-/// Parses `24h`, `30m`, `7d` into a duration.
+/// Longest validity a statement may be signed for (the registry's own
+/// `promotion.max_approval_validity` is usually much shorter).
+pub const MAX_VALIDITY: time::Duration = time::Duration::days(366);
+
+/// Parses `24h`, `30m`, `7d` into a duration of at most [`MAX_VALIDITY`].
 pub fn parse_validity(s: &str) -> Result<time::Duration> {
     let d = humantime::parse_duration(s)
         .with_context(|| format!("--expires {s:?} is not a duration like 24h"))?;
     if d.is_zero() {
         bail!("--expires must be longer than zero");
     }
-    time::Duration::try_from(d).context("--expires is too long")
+    match time::Duration::try_from(d) {
+        Ok(d) if d <= MAX_VALIDITY => Ok(d),
+        _ => bail!("--expires {s:?} is too long: at most 366 days"),
+    }
 }
 
 /// Who the token belongs to.
@@ -88,7 +95,9 @@ pub async fn sign(
             environment: env,
             approver: signer,
             issued_at: now,
-            expires_at: now + validity,
+            expires_at: now
+                .checked_add(validity)
+                .context("--expires reaches past the last representable date")?,
             nonce: new_nonce(),
             comment: comment.to_string(),
         },
@@ -214,4 +223,23 @@ pub fn describe_outcome(v: &Value) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validities_are_bounded_not_panicking() {
+        assert_eq!(parse_validity("24h").unwrap(), time::Duration::hours(24));
+        for huge in ["100000000000y", "9999999999999999s", "367d"] {
+            let e = parse_validity(huge).unwrap_err().to_string();
+            assert!(
+                e.contains("too long") || e.contains("not a duration"),
+                "{huge}: {e}"
+            );
+        }
+        assert!(parse_validity("0s").is_err());
+        assert!(parse_validity("soon").is_err());
+    }
 }

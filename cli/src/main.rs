@@ -561,7 +561,10 @@ async fn serve(config: Config, services: &[Service], datasets_dir: Option<PathBu
             "  serving   staging http://{}  production http://{}",
             c.serving.staging_addr, c.serving.production_addr
         );
-        eprintln!("  NATS      {}", c.nats.url.as_deref().unwrap_or(""));
+        eprintln!(
+            "  NATS      {}",
+            modelbus_core::config::mask_url(c.nats.url.as_deref().unwrap_or(""))
+        );
         if c.admin_token_path().exists() {
             eprintln!(
                 "  admin token in {} (export MODELBUS_TOKEN=$(cat {}))",

@@ -245,14 +245,23 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
 
     let shutdown = CancellationToken::new();
     let mut tasks: Vec<(&'static str, JoinHandle<Result<()>>)> = Vec::new();
+    // The embedded server runs the shipped per-service permissions: each
+    // service below logs in as its own user, as in a deployment.
+    let mut logins: Option<Vec<(&'static str, modelbus_core::config::NatsCredentials)>> = None;
     let nats_url = match &config.nats.url {
         Some(url) => url.clone(),
         None => {
             let binary = find_binary(config.nats.server_binary.as_deref())?;
             let store = config.general.state_dir.join("nats");
-            let server = EmbeddedNats::start(&binary, &store).await?;
+            let server = EmbeddedNats::start_secured(&binary, &store).await?;
             let url = server.url().to_string();
-            tracing::info!(%url, binary = %binary.display(), "started embedded nats-server");
+            logins = Some(
+                modelbus_core::nats_server::SERVICE_USERS
+                    .iter()
+                    .filter_map(|u| server.credentials(u).map(|c| (*u, c)))
+                    .collect(),
+            );
+            tracing::info!(%url, binary = %binary.display(), "started embedded nats-server (per-service users)");
             let s = shutdown.clone();
             tasks.push((
                 "nats-server",
@@ -266,8 +275,18 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
     };
     config.nats.url = Some(nats_url.clone());
     // Each container of a deployment runs one service as its own NATS user
-    // (deploy/nats/permissions.conf); without nats.user, no credentials.
-    let credentials = config.nats_credentials()?;
+    // (deploy/nats/permissions.conf); without nats.user, no credentials. On
+    // the embedded server the registry's login comes first: it creates the
+    // shared streams the others may only read.
+    let login = |user: &str| {
+        logins
+            .as_ref()
+            .and_then(|l| l.iter().find(|(u, _)| *u == user).map(|(_, c)| c.clone()))
+    };
+    let credentials = match login("registry") {
+        Some(c) => Some(c),
+        None => config.nats_credentials()?,
+    };
     let bus = Bus::connect_with(
         &nats_url,
         "modelbus",
@@ -289,7 +308,17 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
         if !want(s) {
             continue;
         }
-        let ctx = ctx.clone();
+        let mut ctx = ctx.clone();
+        if let Some(c) = login(s.name()) {
+            ctx.bus = Bus::connect_with(
+                &nats_url,
+                &format!("modelbus-{}", s.name()),
+                ctx.config.bus.clone(),
+                Some(&c),
+            )
+            .await
+            .with_context(|| format!("{} cannot connect to the embedded nats-server", s.name()))?;
+        }
         let task: JoinHandle<Result<()>> = match s {
             Service::Registry => {
                 let listeners = modelbus_registry::Listeners {

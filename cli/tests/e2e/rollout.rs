@@ -109,9 +109,23 @@ async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() 
     // Nothing served before: the first version takes all traffic at once.
     assert!(staging_state(&t).await.1.is_null());
 
+    // Keep v2's staging approval as it went over the bus, to republish it later.
+    let nats = t.nats().await;
+    let mut granted = nats.subscribe("modelbus.approval.granted").await.unwrap();
+    nats.flush().await.unwrap();
     let started = Instant::now();
     let run = second_version(&t, 500).await;
     assert_eq!(run["model_version"], 2);
+    let v2_grant = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), granted.next())
+            .await
+            .expect("v2's approval")
+            .unwrap();
+        let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+        if v["data"]["version"] == 2 {
+            break msg.payload;
+        }
+    };
     // The run completes at the first step: half the customers on v2.
     let (version, canary) = staging_state(&t).await;
     assert_eq!(version, 2);
@@ -328,6 +342,52 @@ async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() 
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(staging_state(&t).await, (1, Value::Null), "nothing changed");
+
+    // v2's approval, republished after the rollback (as a redelivery, or a
+    // republish past the duplicate window, would bring it): its nonce was
+    // applied before, so it must not undo the operator's rollback. Before the
+    // fix its `pending:` claim let it write v2 back.
+    let staging_kv = async_nats::jetstream::new(t.nats().await)
+        .get_key_value("deployments")
+        .await
+        .unwrap();
+    let before = staging_kv
+        .entry("staging.telco-churn")
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    nats.publish("modelbus.approval.granted", v2_grant)
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let mut ignored = false;
+    for _ in 0..100 {
+        ignored = t
+            .metrics()
+            .await
+            .contains("modelbus_deployer_redeliveries_ignored_total 1");
+        if ignored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ignored,
+        "the republished approval was not recognised as applied"
+    );
+    assert_eq!(
+        staging_state(&t).await,
+        (1, Value::Null),
+        "the rollback was undone"
+    );
+    let after = staging_kv
+        .entry("staging.telco-churn")
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    assert_eq!(after, before, "the staging state was rewritten");
 
     // `modelbus deployments` shows the canary steps and the rollback.
     let (code, out, err) = cli(

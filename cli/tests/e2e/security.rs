@@ -76,6 +76,7 @@ async fn forged_and_mismatched_approvals_are_refused() {
         approvals,
         author: "producer".into(),
         decision: None,
+        signed_decision: None,
     };
 
     // A key the deployer does not trust.
@@ -215,4 +216,120 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Publishes `payload` raw on `subject`, as any NATS user with publish rights
+/// on that subject could.
+async fn publish_on(t: &TestPlatform, subject: &str, payload: Vec<u8>) {
+    let nats = t.nats().await;
+    nats.publish(subject.to_string(), payload.into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_type_is_not_its_subjects_is_refused_and_audited() {
+    let t = TestPlatform::start(Db::Sqlite).await;
+    t.deploy_telco().await;
+    let digest = Sha256Digest::parse(
+        t.client.model("telco-churn").await.unwrap()["versions"][0]["model_sha256"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let kv = async_nats::jetstream::new(t.nats().await)
+        .get_key_value("deployments")
+        .await
+        .unwrap();
+    let before = kv.entry("staging.telco-churn").await.unwrap().unwrap();
+    let automation = KeyPair::from_pem(
+        &std::fs::read_to_string(t.config.automation_key_path()).unwrap(),
+        "test",
+    )
+    .unwrap();
+    // A genuinely valid approval (trusted key, fresh nonce), wrapped as
+    // `approval.granted` but sent on the subject serving publishes stats on:
+    // before the fix the deployer chose its approval handler from the type and
+    // rewrote the staging state.
+    let approval = automation.sign_statement(&Statement::approval(
+        &digest,
+        predicate(1, Environment::Staging, time::Duration::hours(1)),
+    ));
+    let grant = Envelope::new(
+        "/attacker",
+        &new_nonce(),
+        ApprovalGranted {
+            model: ModelName::parse("telco-churn").unwrap(),
+            version: 1,
+            model_sha256: digest,
+            environment: Environment::Staging,
+            approvals: vec![approval],
+            author: "producer".into(),
+            decision: None,
+            signed_decision: None,
+        },
+    );
+    publish_on(&t, "modelbus.serving.stats", grant.to_json()).await;
+    // A well-formed `deployment.completed` for production, sent on the same
+    // subject, aimed at the registry's alias handler.
+    let completed = Envelope::new(
+        "/attacker",
+        &new_nonce(),
+        modelbus_core::events::DeploymentCompleted {
+            environment: Environment::Production,
+            model: ModelName::parse("telco-churn").unwrap(),
+            version: 1,
+            model_sha256: digest,
+            traffic_percent: 100,
+        },
+    );
+    publish_on(&t, "modelbus.serving.stats", completed.to_json()).await;
+
+    // Both are audited by the registry, which sees every subject.
+    let mut misrouted = Vec::new();
+    for _ in 0..200 {
+        let audit = t.client.audit_all().await.unwrap();
+        misrouted = audit
+            .into_iter()
+            .filter(|e| e.action == "event.misrouted")
+            .map(|e| e.detail)
+            .collect();
+        if misrouted.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(misrouted.len(), 2, "{misrouted:#?}");
+    let details = serde_json::to_string(&misrouted).unwrap();
+    assert!(
+        details.contains("io.modelbus.approval.granted.v1")
+            && details.contains("io.modelbus.deployment.completed.v1")
+            && details.contains("carries only \\\"io.modelbus.serving.stats.v1\\\""),
+        "{details}"
+    );
+    // The deployer counted and refused its copy; the state is untouched.
+    let mut counted = false;
+    for _ in 0..100 {
+        counted = t
+            .metrics()
+            .await
+            .contains("modelbus_events_misrouted_total{subject=\"modelbus.serving.stats\"}");
+        if counted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counted, "no misrouted event counted");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = kv.entry("staging.telco-churn").await.unwrap().unwrap();
+    assert_eq!(
+        after.revision, before.revision,
+        "the staging state was rewritten"
+    );
+    let model = t.client.model("telco-churn").await.unwrap();
+    assert!(
+        model["aliases"].get("production").is_none(),
+        "a forged deployment.completed moved the production alias: {model:#}"
+    );
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{BusConfig, NatsCredentials};
-use crate::events::{DeadLetter, DecodeError, Envelope, EventPayload, decode};
+use crate::events::{DeadLetter, DecodeError, Envelope, EventPayload};
 use crate::ids::PipelineRunId;
 
 /// Stream holding every event.
@@ -166,9 +166,40 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Decodes the event as `T`; a mismatch is a permanent error.
+    /// Decodes the event as `T`; a mismatch is a permanent error. It must have
+    /// arrived on `T`'s subject with `T`'s type: a misrouted event is counted
+    /// (`modelbus_events_misrouted_total`) and refused.
     pub fn decode<T: EventPayload>(&self) -> Result<Envelope<T>, HandlerError> {
-        Ok(decode::<T>(&self.payload)?)
+        crate::events::decode_on::<T>(&self.subject, &self.payload).map_err(|e| {
+            if matches!(e, DecodeError::Misrouted { .. }) {
+                self.count_misrouted();
+            }
+            HandlerError::from(e)
+        })
+    }
+
+    /// The event name its subject carries (`modelbus.<name>`): what a handler
+    /// dispatches on, since NATS permissions, not the payload, decide who may
+    /// publish it.
+    pub fn event_name(&self) -> Option<&str> {
+        self.subject.strip_prefix("modelbus.")
+    }
+
+    /// Checks that the event's `type` is the one its subject carries, counting
+    /// a mismatch.
+    pub fn check_route(&self) -> Result<(), DecodeError> {
+        let ty = self.event_type().unwrap_or_default();
+        crate::events::check_route(&self.subject, &ty).inspect_err(|_| self.count_misrouted())
+    }
+
+    fn count_misrouted(&self) {
+        // Only known subjects become label values: a sender may not mint series.
+        let subject = match self.event_name() {
+            Some(n) if crate::events::EVENT_NAMES.contains(&n) => self.subject.clone(),
+            _ => "other".to_string(),
+        };
+        metrics::counter!("modelbus_events_misrouted_total", "subject" => subject).increment(1);
+        tracing::warn!(subject = %self.subject, "refused an event whose type does not belong to its subject");
     }
 
     /// The CloudEvents `type`, if the payload is JSON with one.
@@ -226,6 +257,16 @@ impl Violation {
             subject: rest[start..start + len].to_string(),
         })
     }
+}
+
+/// What a publish found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The stream stored the event.
+    Stored,
+    /// The stream already held a message with this id within its duplicate
+    /// window (the same event published again): nothing new was stored.
+    Duplicate,
 }
 
 /// A connected bus handle; cheap to clone.
@@ -525,17 +566,31 @@ impl Bus {
     }
 
     /// Publishes an event and waits until the stream has stored it.
-    pub async fn publish<T: EventPayload>(&self, env: &Envelope<T>) -> Result<(), BusError> {
-        self.publish_raw(
-            &T::subject(),
-            &env.id,
-            env.traceparent.as_deref(),
-            env.to_json().into(),
-        )
-        .await?;
-        metrics::counter!("modelbus_events_published_total", "type" => T::NAME).increment(1);
-        tracing::debug!(event = T::NAME, id = %env.id, "published");
-        Ok(())
+    ///
+    /// The `Nats-Msg-Id` is the event's [`Envelope::identity`] (its name and
+    /// id), and JetStream de-duplicates it across the whole stream: only a user
+    /// allowed to publish on this event's subject can make it a duplicate. A
+    /// duplicate acknowledgement is counted
+    /// (`modelbus_events_duplicates_total`), logged and reported as
+    /// [`Published::Duplicate`], so a caller that expected a new event can tell
+    /// it was not stored again.
+    pub async fn publish<T: EventPayload>(&self, env: &Envelope<T>) -> Result<Published, BusError> {
+        let outcome = self
+            .publish_raw(
+                &T::subject(),
+                &env.identity(),
+                env.traceparent.as_deref(),
+                env.to_json().into(),
+            )
+            .await?;
+        if outcome == Published::Duplicate {
+            metrics::counter!("modelbus_events_duplicates_total", "type" => T::NAME).increment(1);
+            tracing::info!(event = T::NAME, id = %env.id, "the stream already holds an event with this id: not stored again");
+        } else {
+            metrics::counter!("modelbus_events_published_total", "type" => T::NAME).increment(1);
+            tracing::debug!(event = T::NAME, id = %env.id, "published");
+        }
+        Ok(outcome)
     }
 
     /// Publishes raw bytes on a subject with a message id (tests use this to put
@@ -546,7 +601,7 @@ impl Bus {
         msg_id: &str,
         traceparent: Option<&str>,
         payload: Bytes,
-    ) -> Result<(), BusError> {
+    ) -> Result<Published, BusError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id);
         if let Some(tp) = traceparent {
@@ -560,13 +615,18 @@ impl Bus {
                 .await
                 .map_err(|e| format!("no ack: {e}"))
         };
-        self.guarded(
-            &format!("publish {subject}"),
-            &[subject.to_string()],
-            publish,
-        )
-        .await?;
-        Ok(())
+        let ack = self
+            .guarded(
+                &format!("publish {subject}"),
+                &[subject.to_string()],
+                publish,
+            )
+            .await?;
+        Ok(if ack.duplicate {
+            Published::Duplicate
+        } else {
+            Published::Stored
+        })
     }
 
     /// Opens a KV bucket, creating it if missing. A user whose permissions do not
@@ -774,7 +834,7 @@ impl Bus {
                             )
                             .await
                         {
-                            Ok(()) => {
+                            Ok(_) => {
                                 let _ = msg.ack_with(AckKind::Term).await;
                                 metrics::counter!("modelbus_events_dead_lettered_total", "consumer" => name.to_string())
                                     .increment(1);

@@ -168,18 +168,9 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***` (see [`mask_url`]).
     pub fn masked(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        match rest.split_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => self.0.clone(),
-            },
-            None => self.0.clone(),
-        }
+        mask_url(&self.0)
     }
     /// Whether this is a PostgreSQL URL.
     pub fn is_postgres(&self) -> bool {
@@ -337,7 +328,9 @@ pub struct PromotionConfig {
     pub staging_soak: Duration,
     /// Highest staging error rate (server errors / requests) over the soak.
     pub max_staging_error_rate: f64,
-    /// Fewest staging requests over the soak for its error rate to count.
+    /// Fewest staging requests (that reached the model) over the soak for its
+    /// error rate to count; at least 1, so a version nobody called in staging
+    /// never passes its soak.
     pub min_staging_requests: u64,
     /// Valid approvals from distinct approvers required.
     pub min_approvals: u32,
@@ -354,7 +347,7 @@ impl Default for PromotionConfig {
         Self {
             staging_soak: Duration::from_secs(600),
             max_staging_error_rate: 0.01,
-            min_staging_requests: 0,
+            min_staging_requests: 100,
             min_approvals: 2,
             max_approval_validity: Duration::from_secs(30 * 24 * 3600),
             evaluate_interval: Duration::from_secs(5),
@@ -683,6 +676,13 @@ pub struct ServingConfig {
     pub production_addr: SocketAddr,
     /// Largest prediction request body.
     pub max_request_bytes: usize,
+    /// Most records (v1 `instances`, OIP v2 rows) one prediction request may
+    /// carry; more is refused with 413 before any work is done.
+    pub max_rows_per_request: usize,
+    /// Most input tensors one OIP v2 request may carry.
+    pub max_inputs_per_request: usize,
+    /// Most cells (rows × columns) one OIP v2 request may expand to.
+    pub max_cells_per_request: usize,
     /// Replica id reported in events; default: host name and process id.
     pub replica_id: Option<String>,
     /// How often each replica publishes `serving.stats` (request counts, errors,
@@ -706,6 +706,9 @@ impl Default for ServingConfig {
             staging_addr: addr("127.0.0.1:7080"),
             production_addr: addr("127.0.0.1:7081"),
             max_request_bytes: 8 * 1024 * 1024,
+            max_rows_per_request: 10_000,
+            max_inputs_per_request: 1_024,
+            max_cells_per_request: 1_000_000,
             replica_id: None,
             stats_interval: Duration::from_secs(10),
             require_token: false,
@@ -871,6 +874,31 @@ impl Config {
             return Err(invalid(
                 "promotion.max_staging_error_rate",
                 "must be between 0 and 1",
+            ));
+        }
+        for (key, value) in [
+            ("serving.max_request_bytes", self.serving.max_request_bytes),
+            (
+                "serving.max_rows_per_request",
+                self.serving.max_rows_per_request,
+            ),
+            (
+                "serving.max_inputs_per_request",
+                self.serving.max_inputs_per_request,
+            ),
+            (
+                "serving.max_cells_per_request",
+                self.serving.max_cells_per_request,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        if self.promotion.min_staging_requests == 0 {
+            return Err(invalid(
+                "promotion.min_staging_requests",
+                "must be at least 1: a soak without staging traffic proves nothing",
             ));
         }
         if self.serving.stats_interval < Duration::from_millis(100) {
@@ -1086,8 +1114,69 @@ impl Config {
 
     /// The configuration as TOML, with secrets masked: safe to print.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let mut shown = self.clone();
+        shown.nats.url = shown.nats.url.as_deref().map(mask_url);
+        toml::to_string_pretty(&shown).unwrap_or_default()
     }
+}
+
+/// A URL safe to print: the password of its user info (`user:***@host`) and
+/// the value of every query parameter that can carry a credential
+/// (`password`, `sslpassword`, `token`, `secret`, `key`, ... case-insensitive)
+/// are replaced by `***`. A user info without `:` is a token for some servers
+/// (`nats://TOKEN@host`), so it is masked whole.
+pub fn mask_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
+    };
+    // User info ends at the last `@` before the path.
+    let authority_end = main.find('/').unwrap_or(main.len());
+    let main = match main[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &main[..at];
+            let masked = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            format!("{masked}{}", &main[at..])
+        }
+        None => main.to_string(),
+    };
+    let mut out = match scheme {
+        Some(scheme) => format!("{scheme}://{main}"),
+        None => main,
+    };
+    if let Some(q) = query {
+        let sensitive = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            [
+                "pass",
+                "pwd",
+                "token",
+                "secret",
+                "key",
+                "auth",
+                "credential",
+            ]
+            .iter()
+            .any(|w| k.contains(w))
+        };
+        let masked: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if sensitive(k) => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&masked.join("&"));
+    }
+    out
 }
 
 /// A listen address turned into one a client can dial (0.0.0.0 → 127.0.0.1).
@@ -1230,6 +1319,42 @@ mod tests {
             e.contains("rollout.staging.bake") && e.contains("serving.stats_interval"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn urls_are_printed_without_credentials() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/modelbus",
+                "postgres://app:***@db:5432/modelbus",
+            ),
+            (
+                "postgres://db/modelbus?user=app&password=s3cret&sslmode=require",
+                "postgres://db/modelbus?user=app&password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/m?sslpassword=s3cret&SSLKEY=/k",
+                "postgres://db/m?sslpassword=***&SSLKEY=***",
+            ),
+            (
+                "nats://deployer:s3cret@nats:4222",
+                "nats://deployer:***@nats:4222",
+            ),
+            ("nats://s3cret@nats:4222", "nats://***@nats:4222"),
+            ("nats://a:b@c@nats:4222", "nats://a:***@nats:4222"),
+            ("nats://nats:4222", "nats://nats:4222"),
+            (
+                "sqlite:/var/lib/m/registry.db",
+                "sqlite:/var/lib/m/registry.db",
+            ),
+        ] {
+            assert_eq!(mask_url(url), shown, "{url}");
+        }
+        let mut c = Config::default();
+        c.nats.url = Some("nats://deployer:s3cret@nats:4222".into());
+        c.database.url = Some(DatabaseUrl::new("postgres://db/m?password=s3cret"));
+        let toml = c.to_redacted_toml();
+        assert!(!toml.contains("s3cret"), "{toml}");
     }
 
     #[test]

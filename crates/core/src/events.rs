@@ -49,6 +49,21 @@ pub enum DecodeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The event's `type` does not belong to the subject it arrived on. NATS
+    /// permissions say who may publish on which subject; a type that disagrees
+    /// with its subject is an attempt to reach another event's handler through a
+    /// subject its sender may publish on.
+    #[error(
+        "event of type {event_type:?} arrived on subject {subject:?}, which carries only {expected:?}"
+    )]
+    Misrouted {
+        /// The subject it arrived on.
+        subject: String,
+        /// Its `type` attribute (at most 200 characters of it).
+        event_type: String,
+        /// The only type that subject carries.
+        expected: String,
+    },
     /// The `data` member does not match the payload schema of the event type.
     #[error("invalid `data` for {event_type}: {source}")]
     Data {
@@ -134,6 +149,14 @@ impl<T: EventPayload> Envelope<T> {
         self
     }
 
+    /// What identifies this event: its name and id (`<name>/<id>`). Consumers
+    /// key idempotency on it and the bus de-duplicates on it, so an event of
+    /// another type that copies the id (anyone can write any id) collides with
+    /// nothing of this type.
+    pub fn identity(&self) -> String {
+        format!("{}/{}", T::NAME, self.id)
+    }
+
     /// JSON bytes for the wire.
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising plain structs with string keys cannot fail.
@@ -152,6 +175,40 @@ pub fn derive_event_id(name: &str, key: &str) -> String {
     h.update([0]);
     h.update(key.as_bytes());
     hex::encode(&h.finalize()[..16])
+}
+
+/// The CloudEvents `type` the subject `modelbus.<name>` carries, if it is one of
+/// modelbus's event subjects.
+pub fn type_of_subject(subject: &str) -> Option<String> {
+    let name = subject.strip_prefix("modelbus.")?;
+    (!name.is_empty()).then(|| format!("io.modelbus.{name}.v1"))
+}
+
+/// Checks that an event's `type` is the one its subject carries.
+pub fn check_route(subject: &str, event_type: &str) -> Result<(), DecodeError> {
+    match type_of_subject(subject) {
+        Some(expected) if expected == event_type => Ok(()),
+        expected => Err(DecodeError::Misrouted {
+            subject: subject.chars().take(200).collect(),
+            event_type: event_type.chars().take(200).collect(),
+            expected: expected.unwrap_or_else(|| "(no modelbus event)".into()),
+        }),
+    }
+}
+
+/// Decodes an event of type `T` that arrived on `subject`: the subject must be
+/// `T`'s, and so must the `type` attribute.
+pub fn decode_on<T: EventPayload>(subject: &str, bytes: &[u8]) -> Result<Envelope<T>, DecodeError> {
+    if subject != T::subject() {
+        return Err(DecodeError::Misrouted {
+            subject: subject.chars().take(200).collect(),
+            event_type: T::event_type(),
+            expected: type_of_subject(subject).unwrap_or_else(|| "(no modelbus event)".into()),
+        });
+    }
+    let e = decode::<T>(bytes)?;
+    check_route(subject, &e.event_type)?;
+    Ok(e)
 }
 
 /// Decodes an event of a known type, checking the CloudEvents attributes first so
@@ -390,8 +447,14 @@ pub struct ApprovalGranted {
     #[serde(default)]
     pub author: String,
     /// The registry's policy decision (production): reasons and policy digest.
+    /// Informational: the deployer reads none of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<serde_json::Value>,
+    /// Production: the registry's decision signed with its automation key
+    /// ([`crate::signing::DecisionStatement`]), the only source of the author,
+    /// gates and rejections the deployer's own policy run uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_decision: Option<DsseEnvelope>,
 }
 impl EventPayload for ApprovalGranted {
     const NAME: &'static str = "approval.granted";
@@ -547,6 +610,11 @@ pub struct ServingStats {
     pub errors: u64,
     /// 99th percentile latency in the window, milliseconds.
     pub p99_ms: f64,
+    /// Requests of the window per latency bucket ([`crate::latency`]), so
+    /// percentiles can be pooled over windows and replicas. Empty from
+    /// replicas that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_histogram: Vec<u64>,
     /// End of the window (RFC 3339).
     pub window_end: String,
     /// Window length, milliseconds.
@@ -596,6 +664,26 @@ pub struct DeadLetter {
     /// The original payload, verbatim when it was UTF-8.
     pub original: String,
 }
+
+/// Names of every event modelbus defines (the subjects `modelbus.<name>`).
+pub const EVENT_NAMES: &[&str] = &[
+    BatchSubmitted::NAME,
+    BatchValidated::NAME,
+    BatchRejected::NAME,
+    FeaturesReady::NAME,
+    ModelTrained::NAME,
+    ModelCandidate::NAME,
+    ModelRejected::NAME,
+    ApprovalGranted::NAME,
+    ApprovalRefused::NAME,
+    DeploymentStarted::NAME,
+    ServingModelLoaded::NAME,
+    DeploymentCompleted::NAME,
+    NotificationRaised::NAME,
+    RollbackRequested::NAME,
+    DeploymentRolledBack::NAME,
+    ServingStats::NAME,
+];
 
 /// Writes the JSON Schema of every event payload, keyed by event name.
 pub fn schemas() -> BTreeMap<&'static str, serde_json::Value> {

@@ -125,10 +125,38 @@ async fn reap_orphan(store_dir: &Path) {
     let _ = std::fs::remove_file(&pid_file);
 }
 
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(l.local_addr()?.port())
+}
+
+/// The shipped per-service permissions (`deploy/nats/permissions.conf`), which
+/// the embedded server enforces too.
+pub const PERMISSIONS_CONF: &str = include_str!("../../../deploy/nats/permissions.conf");
+
+/// Every NATS user [`PERMISSIONS_CONF`] defines, one per service.
+pub const SERVICE_USERS: [&str; 7] = [
+    "registry", "ingest", "features", "trainer", "deployer", "serving", "monitor",
+];
+
+/// The environment variable that holds `user`'s password for the server.
+pub fn password_variable(user: &str) -> String {
+    format!("MODELBUS_NATS_{}_PASSWORD", user.to_ascii_uppercase())
 }
 
 /// A running embedded nats-server.
@@ -138,10 +166,14 @@ pub struct EmbeddedNats {
     binary: PathBuf,
     store_dir: PathBuf,
     child: Child,
+    /// With per-service users: each user's password (fresh at every start of
+    /// the platform, handed to the server in its environment, never written).
+    passwords: Option<Vec<(String, String)>>,
 }
 
 impl EmbeddedNats {
-    /// Starts a server with JetStream on a free loopback port.
+    /// Starts a server with JetStream on a free loopback port, open to any
+    /// client (the test harness's servers).
     pub async fn start(binary: &Path, store_dir: &Path) -> Result<Self, NatsServerError> {
         let port = free_port().map_err(|e| NatsServerError::Start(e.to_string()))?;
         Self::start_on(binary, store_dir, port).await
@@ -153,12 +185,71 @@ impl EmbeddedNats {
         store_dir: &Path,
         port: u16,
     ) -> Result<Self, NatsServerError> {
-        std::fs::create_dir_all(store_dir).map_err(|e| NatsServerError::Start(e.to_string()))?;
+        Self::spawn(binary, store_dir, port, None).await
+    }
+
+    /// Starts a server on a free loopback port that admits only the users of
+    /// [`PERMISSIONS_CONF`], each with a fresh random password and the same
+    /// permissions as in a deployment: another local user cannot connect, and
+    /// no service can write what only another may. [`EmbeddedNats::credentials`]
+    /// gives each service its login.
+    pub async fn start_secured(binary: &Path, store_dir: &Path) -> Result<Self, NatsServerError> {
+        let port = free_port().map_err(|e| NatsServerError::Start(e.to_string()))?;
+        let passwords = SERVICE_USERS
+            .iter()
+            .map(|u| (u.to_string(), format!("p{}", crate::signing::new_nonce())))
+            .collect();
+        Self::spawn(binary, store_dir, port, Some(passwords)).await
+    }
+
+    /// The login of `user` on a server from [`EmbeddedNats::start_secured`].
+    pub fn credentials(&self, user: &str) -> Option<crate::config::NatsCredentials> {
+        let (_, password) = self.passwords.as_ref()?.iter().find(|(u, _)| u == user)?;
+        Some(crate::config::NatsCredentials::new(
+            user,
+            Some(crate::config::Secret::new(password)),
+        ))
+    }
+
+    async fn spawn(
+        binary: &Path,
+        store_dir: &Path,
+        port: u16,
+        passwords: Option<Vec<(String, String)>>,
+    ) -> Result<Self, NatsServerError> {
+        let io = |e: std::io::Error| NatsServerError::Start(e.to_string());
+        std::fs::create_dir_all(store_dir).map_err(io)?;
         reap_orphan(store_dir).await;
         let log = store_dir.join("nats-server.log");
-        let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store_dir)
+        let mut cmd = Command::new(binary);
+        match &passwords {
+            None => {
+                cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                    .arg(store_dir);
+            }
+            Some(passwords) => {
+                let conf = store_dir.join("nats.conf");
+                write_private(
+                    &store_dir.join("permissions.conf"),
+                    PERMISSIONS_CONF.as_bytes(),
+                )
+                .map_err(io)?;
+                write_private(
+                    &conf,
+                    format!(
+                        "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\ninclude permissions.conf\n",
+                        store_dir.display().to_string()
+                    )
+                    .as_bytes(),
+                )
+                .map_err(io)?;
+                cmd.arg("-c").arg(&conf);
+                for (user, password) in passwords {
+                    cmd.env(password_variable(user), password);
+                }
+            }
+        }
+        let child = cmd
             .arg("-l")
             .arg(&log)
             .stdin(Stdio::null())
@@ -176,6 +267,7 @@ impl EmbeddedNats {
             binary: binary.to_path_buf(),
             store_dir: store_dir.to_path_buf(),
             child,
+            passwords,
         };
         me.wait_ready(&log).await?;
         Ok(me)
@@ -224,7 +316,7 @@ impl EmbeddedNats {
                 status = self.child.wait() => {
                     tracing::error!(?status, "embedded nats-server exited; restarting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    match Self::start_on(&self.binary, &self.store_dir, self.port).await {
+                    match Self::spawn(&self.binary, &self.store_dir, self.port, self.passwords.clone()).await {
                         Ok(n) => self = n,
                         Err(e) => tracing::error!(error = %e, "cannot restart nats-server"),
                     }

@@ -218,6 +218,12 @@ impl KeyPair {
         let payload = serde_json::to_vec(statement).unwrap_or_default();
         self.sign_envelope(IN_TOTO_PAYLOAD_TYPE, &payload)
     }
+
+    /// Signs a promotion decision (see [`DecisionStatement`]).
+    pub fn sign_decision(&self, statement: &DecisionStatement) -> DsseEnvelope {
+        let payload = serde_json::to_vec(statement).unwrap_or_default();
+        self.sign_envelope(IN_TOTO_PAYLOAD_TYPE, &payload)
+    }
 }
 
 /// A trusted public key.
@@ -419,6 +425,102 @@ impl Statement {
             return Err(SigningError::Statement(format!(
                 "predicateType is {:?}, expected one of {APPROVAL_PREDICATE_TYPE:?}, {REJECTION_PREDICATE_TYPE:?}, {ROLLBACK_PREDICATE_TYPE:?}",
                 st.predicate_type
+            )));
+        }
+        let [subject] = st.subject.as_slice() else {
+            return Err(SigningError::Statement(
+                "expected exactly one subject".into(),
+            ));
+        };
+        let hex = subject
+            .digest
+            .get("sha256")
+            .ok_or_else(|| SigningError::Statement("subject has no sha256 digest".into()))?;
+        let digest = Sha256Digest::parse(hex)
+            .map_err(|e| SigningError::Statement(format!("subject digest: {e}")))?;
+        Ok((st, digest))
+    }
+}
+
+/// in-toto predicate type of the registry's signed promotion decision.
+pub const DECISION_PREDICATE_TYPE: &str = "https://modelbus.dev/promotion-decision/v1";
+
+/// The registry's signed account of a production decision: the inputs of the
+/// production policy that the deployer cannot establish itself (who authored
+/// the version, whether its gates passed, which signed rejections exist), bound
+/// to the exact approvals it counted. The deployer accepts these inputs only
+/// under the registry's automation key, never from fields of a bus event, so a
+/// re-wrapped set of real approvals the registry refused gets nowhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionPredicate {
+    /// Registered model.
+    pub model: ModelName,
+    /// Version decided.
+    pub version: u32,
+    /// Target environment.
+    pub environment: Environment,
+    /// Who submitted the batch the version was trained on, from the registry's
+    /// own record of the pipeline run.
+    pub author: String,
+    /// Whether the promotion gates passed (the registry's stored gate decision).
+    pub gates_passed: bool,
+    /// Nonces of the approvals the decision counted, sorted.
+    pub approval_nonces: Vec<String>,
+    /// Every signed rejection of the version for the environment, as submitted.
+    pub rejections: Vec<DsseEnvelope>,
+    /// SHA-256 of the policy sources that decided.
+    pub policy_digest: String,
+    /// When the registry decided.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub issued_at: OffsetDateTime,
+    /// After this instant the decision is void (a new one is made).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// An in-toto Statement v1 whose predicate is a promotion decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionStatement {
+    /// Always [`STATEMENT_TYPE`].
+    #[serde(rename = "_type")]
+    pub statement_type: String,
+    /// The model artifact decided on.
+    pub subject: Vec<Subject>,
+    /// Always [`DECISION_PREDICATE_TYPE`].
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    /// The decision.
+    pub predicate: DecisionPredicate,
+}
+
+impl DecisionStatement {
+    /// A decision about the artifact `digest`.
+    pub fn new(digest: &Sha256Digest, predicate: DecisionPredicate) -> Self {
+        let mut d = std::collections::BTreeMap::new();
+        d.insert("sha256".to_string(), digest.to_hex());
+        Self {
+            statement_type: STATEMENT_TYPE.to_string(),
+            subject: vec![Subject {
+                name: format!("{}/v{}", predicate.model, predicate.version),
+                digest: d,
+            }],
+            predicate_type: DECISION_PREDICATE_TYPE.to_string(),
+            predicate,
+        }
+    }
+
+    /// Parses and checks the statement shape; returns it with its subject digest.
+    pub fn parse(payload: &[u8]) -> Result<(Self, Sha256Digest), SigningError> {
+        let st: DecisionStatement =
+            serde_json::from_slice(payload).map_err(|e| SigningError::Statement(e.to_string()))?;
+        if st.statement_type != STATEMENT_TYPE || st.predicate_type != DECISION_PREDICATE_TYPE {
+            return Err(SigningError::Statement(format!(
+                "not a promotion decision: _type {:?}, predicateType {:?}",
+                st.statement_type, st.predicate_type
             )));
         }
         let [subject] = st.subject.as_slice() else {

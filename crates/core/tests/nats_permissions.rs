@@ -274,6 +274,7 @@ async fn publish(bus: &Bus, subject: &str, payload: &str) -> Result<(), BusError
         payload.to_string().into(),
     )
     .await
+    .map(|_| ())
 }
 
 /// Messages the events stream holds on `subject`, as the registry (which may read

@@ -95,6 +95,15 @@ impl Func {
     }
 }
 
+/// Longest expression accepted, in characters.
+pub const MAX_EXPR_CHARS: usize = 4_096;
+
+/// Deepest nesting accepted: parentheses, function calls, unary operators and
+/// chains of binary operators all count. Parsing, checking, evaluating and
+/// dropping an expression recurse over its tree, so the bound keeps every one
+/// of them far from the stack's end whatever a spec holds.
+pub const MAX_EXPR_DEPTH: usize = 64;
+
 const FUNCTIONS: &str = "log1p, log, exp, sqrt, abs, min, max, clip, bucketize, is_null, coalesce";
 
 /// A parsed expression.
@@ -221,6 +230,8 @@ struct Parser {
     at: usize,
     end: usize,
     columns: Vec<String>,
+    /// Current nesting of the recursive descent.
+    depth: usize,
 }
 
 impl Parser {
@@ -273,6 +284,25 @@ impl Parser {
         Node::Col(i)
     }
 
+    /// Enters one level of nesting, refusing to go deeper than [`MAX_EXPR_DEPTH`].
+    fn enter(&mut self) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_EXPR_DEPTH {
+            return Err(self.err(format!(
+                "expression nested more than {MAX_EXPR_DEPTH} levels deep"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A sub-expression one level deeper (in parentheses or an argument list).
+    fn nested(&mut self) -> Result<Node, ExprError> {
+        self.enter()?;
+        let n = self.or();
+        self.depth -= 1;
+        n
+    }
+
     fn or(&mut self) -> Result<Node, ExprError> {
         let mut l = self.and()?;
         while self.eat_word("or") {
@@ -291,7 +321,10 @@ impl Parser {
     }
     fn not(&mut self) -> Result<Node, ExprError> {
         if self.eat_word("not") {
-            return Ok(Node::Not(Box::new(self.not()?)));
+            self.enter()?;
+            let x = self.not();
+            self.depth -= 1;
+            return Ok(Node::Not(Box::new(x?)));
         }
         self.cmp()
     }
@@ -342,7 +375,10 @@ impl Parser {
     }
     fn unary(&mut self) -> Result<Node, ExprError> {
         if self.eat_sym("-") {
-            return Ok(Node::Neg(Box::new(self.unary()?)));
+            self.enter()?;
+            let x = self.unary();
+            self.depth -= 1;
+            return Ok(Node::Neg(Box::new(x?)));
         }
         self.primary()
     }
@@ -378,13 +414,13 @@ impl Parser {
             Tok::Str(s) => Ok(Node::Str(s)),
             Tok::Quoted(name) => Ok(self.column(name)),
             Tok::Sym("(") => {
-                let e = self.or()?;
+                let e = self.nested()?;
                 self.expect(")")?;
                 Ok(e)
             }
             Tok::Ident(name) if self.eat_sym("(") => {
                 if name == "bucketize" {
-                    let x = self.or()?;
+                    let x = self.nested()?;
                     self.expect(",")?;
                     let edges = self.number_list()?;
                     self.expect(")")?;
@@ -399,7 +435,7 @@ impl Parser {
                 let mut args = Vec::new();
                 if !self.eat_sym(")") {
                     loop {
-                        args.push(self.or()?);
+                        args.push(self.nested()?);
                         if self.eat_sym(")") {
                             break;
                         }
@@ -423,6 +459,25 @@ impl Parser {
     }
 }
 
+/// Depth of a tree, measured with an explicit stack (no recursion).
+fn tree_depth(root: &Node) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(root, 1usize)];
+    while let Some((n, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match n {
+            Node::Num(_) | Node::Str(_) | Node::Col(_) => {}
+            Node::Neg(x) | Node::Not(x) | Node::Bucketize(x, _) => stack.push((x, d + 1)),
+            Node::Bin(_, l, r) => {
+                stack.push((l, d + 1));
+                stack.push((r, d + 1));
+            }
+            Node::Call(_, args) => stack.extend(args.iter().map(|a| (a, d + 1))),
+        }
+    }
+    deepest
+}
+
 fn num(v: Value<'_>) -> f64 {
     match v {
         Value::Num(x) => x,
@@ -441,16 +496,37 @@ fn finite(x: f64) -> f64 {
 impl Expr {
     /// Parses an expression.
     pub fn parse(src: &str) -> Result<Self, ExprError> {
+        let chars = src.chars().count();
+        if chars > MAX_EXPR_CHARS {
+            return Err(ExprError {
+                position: MAX_EXPR_CHARS + 1,
+                message: format!(
+                    "expression is {chars} characters long; at most {MAX_EXPR_CHARS} are accepted"
+                ),
+            });
+        }
         let toks = tokenize(src)?;
         let mut p = Parser {
             toks,
             at: 0,
-            end: src.chars().count(),
+            end: chars,
             columns: Vec::new(),
+            depth: 0,
         };
         let root = p.or()?;
         if p.at < p.toks.len() {
             return Err(p.err("unexpected text after the end of the expression"));
+        }
+        // Chains of binary operators (`a + a + ... + a`) are built by loops, not
+        // recursion: measure the tree without recursing before anything walks it.
+        let depth = tree_depth(&root);
+        if depth > MAX_EXPR_DEPTH {
+            return Err(ExprError {
+                position: 1,
+                message: format!(
+                    "expression nested {depth} levels deep (operator chains count); at most {MAX_EXPR_DEPTH} are accepted"
+                ),
+            });
         }
         Ok(Self {
             source: src.to_string(),
@@ -669,6 +745,30 @@ mod tests {
         assert_eq!(eval("Contract == \"Two year\"", &v), 1.0);
         assert_eq!(eval("Contract != 'Two year'", &v), 0.0);
         assert_eq!(eval("`Monthly Fee` * 2 > 5 and not 0", &v), 1.0);
+    }
+
+    #[test]
+    fn deep_and_long_expressions_are_refused_not_overflowing_the_stack() {
+        // Each of these aborted the process (stack overflow) before the bounds.
+        for src in [
+            "(".repeat(100_000) + "1" + &")".repeat(100_000),
+            "-".repeat(100_000) + "1",
+            "not ".repeat(50_000) + "1",
+            "abs(".repeat(50_000) + "1" + &")".repeat(50_000),
+        ] {
+            let e = Expr::parse(&src).unwrap_err();
+            assert!(e.message.contains("at most 4096"), "{e}");
+        }
+        // Under the length bound, nesting is still bounded.
+        let deep = "(".repeat(65) + "1" + &")".repeat(65);
+        let e = Expr::parse(&deep).unwrap_err();
+        assert!(e.message.contains("more than 64 levels"), "{e}");
+        let chain = vec!["x"; 1_000].join(" + ");
+        let e = Expr::parse(&chain).unwrap_err();
+        assert!(e.message.contains("1000 levels deep"), "{e}");
+        // What a person writes still parses.
+        let ok = "(".repeat(30) + "x" + &")".repeat(30) + &" + x".repeat(30);
+        assert!(Expr::parse(&ok).is_ok());
     }
 
     #[test]

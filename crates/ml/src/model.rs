@@ -325,7 +325,7 @@ impl Predictor {
         for key in rec.keys() {
             if !schema.columns.iter().any(|c| &c.name == key) {
                 return Err(err(
-                    key,
+                    &shown(key),
                     "unknown field: not a column of this model's input schema".into(),
                 ));
             }
@@ -353,34 +353,48 @@ impl Predictor {
     }
 }
 
+/// A client's value as an error message shows it: at most 64 characters of its
+/// JSON, so a huge string or array sent in a field is not echoed back whole.
+fn shown(v: &dyn std::fmt::Display) -> String {
+    const MAX: usize = 64;
+    let text = v.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text,
+    }
+}
+
 fn typed_cell<'a>(col: &InputColumn, v: &'a Value) -> Result<Cell<'a>, String> {
     match (col.ty, v) {
         (ColumnType::Int, Value::Number(n)) => match n.as_i64() {
             Some(i) => Ok(Cell::Num(i as f64)),
-            None => Err(format!("expected an integer, got {n}")),
+            None => Err(format!("expected an integer, got {}", shown(n))),
         },
         (ColumnType::Int, Value::String(s)) => s
             .trim()
             .parse::<i64>()
             .map(|i| Cell::Num(i as f64))
-            .map_err(|_| format!("expected an integer, got {s:?}")),
+            .map_err(|_| format!("expected an integer, got {}", shown(&format!("{s:?}")))),
         (ColumnType::Float, Value::Number(n)) => n
             .as_f64()
             .map(Cell::Num)
-            .ok_or_else(|| format!("expected a number, got {n}")),
+            .ok_or_else(|| format!("expected a number, got {}", shown(n))),
         (ColumnType::Float, Value::String(s)) => match s.trim().parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(Cell::Num(x)),
-            _ => Err(format!("expected a number, got {s:?}")),
+            _ => Err(format!(
+                "expected a number, got {}",
+                shown(&format!("{s:?}"))
+            )),
         },
         (ColumnType::Bool, Value::Bool(b)) => Ok(Cell::Bool(*b)),
         (ColumnType::Bool, Value::String(s)) => crate::table::parse_bool(s.trim())
             .map(Cell::Bool)
-            .ok_or_else(|| format!("expected a boolean, got {s:?}")),
+            .ok_or_else(|| format!("expected a boolean, got {}", shown(&format!("{s:?}")))),
         (ColumnType::String, Value::String(s)) => Ok(Cell::Text(s)),
         (ColumnType::String, Value::Number(_) | Value::Bool(_)) => {
-            Err(format!("expected a string, got {v}"))
+            Err(format!("expected a string, got {}", shown(v)))
         }
-        (ty, other) => Err(format!("expected a {ty} value, got {other}")),
+        (ty, other) => Err(format!("expected a {ty} value, got {}", shown(other))),
     }
 }
 

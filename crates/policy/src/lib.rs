@@ -89,6 +89,10 @@ pub struct Verdict {
     pub allow: bool,
     /// Why not.
     pub reasons: Vec<String>,
+    /// Inputs that were left out of the decision, with why (approvals that do
+    /// not count): reported, never a reason to deny.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
     /// SHA-256 over the policy sources.
     pub policy_digest: String,
 }
@@ -305,9 +309,12 @@ impl PolicySet {
             Some(required("deny")?),
             &format!("{PRODUCTION_PACKAGE}.deny"),
         )?;
+        let ignored_rule = format!("{PRODUCTION_PACKAGE}.ignored");
+        let ignored = strings(rule(&mut e, &ignored_rule)?, &ignored_rule)?;
         Ok(Verdict {
             allow,
             reasons: with_a_reason(allow, reasons),
+            ignored,
             policy_digest: self.digest(),
         })
     }

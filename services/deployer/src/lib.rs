@@ -138,6 +138,8 @@ pub(crate) struct StatsWindow {
     requests: u64,
     errors: u64,
     p99_ms: f64,
+    /// Latencies per bucket; `None` from a replica that sent none.
+    histogram: Option<modelbus_core::latency::Histogram>,
 }
 
 /// Decodes a signed request; an undecodable one is counted as a `malformed`
@@ -149,10 +151,46 @@ fn decode_counted<T: EventPayload>(d: &Delivery) -> Result<Envelope<T>, HandlerE
     })
 }
 
-/// Requests, errors and the worst p99 of some statistics windows.
-fn totals<'a>(windows: impl Iterator<Item = &'a StatsWindow>) -> (u64, u64, f64) {
-    windows.fold((0, 0, 0.0), |(r, e, p), w| {
-        (r + w.requests, e + w.errors, p.max(w.p99_ms))
+/// Acknowledges a redelivered event whose state was written before: counted and
+/// logged, never applied again (a newer state may have replaced it).
+pub(crate) fn ignore_redelivery<T>(e: &Envelope<T>, why: &str) {
+    metrics::counter!("modelbus_deployer_redeliveries_ignored_total").increment(1);
+    tracing::info!(event = %e.id, event_type = %e.event_type, %why, "redelivered event ignored");
+}
+
+/// What some statistics windows add up to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Totals {
+    /// Requests that reached the model.
+    pub(crate) requests: u64,
+    /// Of which failed on the server's side.
+    pub(crate) errors: u64,
+    /// The worst window's own p99 (reported, not judged).
+    pub(crate) worst_p99_ms: f64,
+    /// Latencies of every window that sent a histogram, pooled.
+    pub(crate) latencies: modelbus_core::latency::Histogram,
+}
+
+impl Totals {
+    /// The p99 over every pooled request, once at least `min_samples` were
+    /// measured: a few slow requests do not make a p99.
+    pub(crate) fn pooled_p99(&self, min_samples: u64) -> Option<f64> {
+        (self.latencies.total() >= min_samples.max(1))
+            .then(|| self.latencies.quantile(0.99))
+            .flatten()
+    }
+}
+
+/// Adds up some statistics windows (saturating: the counts come from events).
+fn totals<'a>(windows: impl Iterator<Item = &'a StatsWindow>) -> Totals {
+    windows.fold(Totals::default(), |mut t, w| {
+        t.requests = t.requests.saturating_add(w.requests);
+        t.errors = t.errors.saturating_add(w.errors);
+        t.worst_p99_ms = t.worst_p99_ms.max(w.p99_ms);
+        if let Some(h) = &w.histogram {
+            t.latencies.merge(h);
+        }
+        t
     })
 }
 
@@ -162,10 +200,39 @@ pub const STATS_REPLAY: &str = "deployer-stats";
 /// Windows kept per artifact.
 const MAX_WINDOWS: usize = 10_000;
 
+/// Artifacts whose statistics are kept (per environment).
+const MAX_STATS_ARTIFACTS: usize = 1_000;
+
+/// How long statistics windows are kept: longer than any soak or bake needs.
+const STATS_RETENTION: time::Duration = time::Duration::days(2);
+
 /// Value recorded for a nonce while its approval is being applied.
 fn pending_marker(event_id: &str) -> String {
     format!("pending:{event_id}")
 }
+
+/// Value recorded for a nonce once its event's state is written.
+fn applied_marker(event_id: &str) -> String {
+    format!("applied:{event_id}")
+}
+
+/// Where a nonce stands for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NonceUse {
+    /// Never seen.
+    Free,
+    /// Claimed by this event, whose state was never written (it crashed in
+    /// between): the event may go on.
+    PendingForThisEvent,
+    /// This event's state was written already: a redelivery, to be ignored.
+    AppliedByThisEvent,
+    /// Used by another event: a replay.
+    Other,
+}
+
+/// Label of the refusal that is no refusal: a redelivered event whose state
+/// was written before. It is acknowledged and counted, never re-applied.
+const ALREADY_APPLIED: &str = "already_applied";
 
 /// Why an approval was refused: the metric label and the message.
 struct Refusal(&'static str, String);
@@ -180,11 +247,14 @@ struct Expected<'a> {
 
 impl Deployer {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
-        match d.event_type().as_deref() {
-            Some(t) if t == ApprovalGranted::event_type() => self.on_approval(d).await,
-            Some(t) if t == ServingModelLoaded::event_type() => self.on_loaded(d).await,
-            Some(t) if t == ServingStats::event_type() => self.on_stats(d),
-            Some(t) if t == RollbackRequested::event_type() => self.on_rollback(d).await,
+        // The subject decides the handler: NATS permissions say who may publish
+        // on it. Each handler's decode also insists the `type` is the subject's,
+        // so an approval sent on `serving.stats` is refused, not applied.
+        match d.event_name() {
+            Some(ApprovalGranted::NAME) => self.on_approval(d).await,
+            Some(ServingModelLoaded::NAME) => self.on_loaded(d).await,
+            Some(ServingStats::NAME) => self.on_stats(d),
+            Some(RollbackRequested::NAME) => self.on_rollback(d).await,
             _ => Ok(()),
         }
     }
@@ -193,6 +263,10 @@ impl Deployer {
         let e = decode_counted::<ApprovalGranted>(d)?;
         match self.verify(&e).await {
             Ok(verified) => self.apply(&e, verified).await,
+            Err(Refusal(ALREADY_APPLIED, why)) => {
+                ignore_redelivery(&e, &why);
+                Ok(())
+            }
             Err(refusal) => self.refuse(&e, refusal).await,
         }
     }
@@ -237,6 +311,7 @@ impl Deployer {
             .publish(&out)
             .await
             .map_err(HandlerError::retry)
+            .map(|_| ())
     }
 
     /// Verifies every envelope; returns (approver ids, nonces) of the valid ones.
@@ -276,11 +351,27 @@ impl Deployer {
                     && c.model_sha256 == g.model_sha256
             });
             replay_of_current &= already_current;
-            if !already_current && self.nonce_used_by_another(&p.nonce, &e.id).await {
-                return Err(Refusal(
-                    "replayed_nonce",
-                    format!("approval {i}: nonce {} was already used", p.nonce),
-                ));
+            if !already_current {
+                match self
+                    .nonce_use(&p.nonce, &e.id, &deployment_key(g.environment, &g.model))
+                    .await
+                {
+                    NonceUse::Free | NonceUse::PendingForThisEvent => {}
+                    NonceUse::AppliedByThisEvent => {
+                        return Err(Refusal(
+                            ALREADY_APPLIED,
+                            format!(
+                                "approval {i} was applied before and a newer decision replaced it"
+                            ),
+                        ));
+                    }
+                    NonceUse::Other => {
+                        return Err(Refusal(
+                            "replayed_nonce",
+                            format!("approval {i}: nonce {} was already used", p.nonce),
+                        ));
+                    }
+                }
             }
             if approvers.contains(&trusted.id) {
                 return Err(Refusal(
@@ -292,7 +383,8 @@ impl Deployer {
             nonces.push(p.nonce.clone());
         }
         if g.environment == Environment::Production {
-            self.policy_check(e, &approvers).await?;
+            let decision = self.check_decision(g, &nonces, now)?;
+            self.policy_check(e, &approvers, &decision, now).await?;
         }
         // The artifact must exist and be exactly what was approved.
         self.ctx.store.get(&g.model_sha256).await.map_err(|err| {
@@ -435,10 +527,140 @@ impl Deployer {
     /// Re-decides a production promotion with the production policy, on evidence
     /// the deployer holds itself: the approvals it verified, the staging state
     /// it wrote and the serving statistics it received.
+    /// The registry's signed decision a production grant must carry, checked
+    /// against the automation key from the deployer's own configuration: it
+    /// must name this artifact, model, version and environment, be in force,
+    /// and have counted exactly the approvals the deployer verified. Only from
+    /// it does the deployer take what it cannot establish itself: the author,
+    /// whether the gates passed, and the signed rejections.
+    fn check_decision(
+        &self,
+        g: &ApprovalGranted,
+        nonces: &[String],
+        now: time::OffsetDateTime,
+    ) -> Result<modelbus_core::signing::DecisionPredicate, Refusal> {
+        let env = g.signed_decision.as_ref().ok_or_else(|| {
+            Refusal(
+                "unsigned_decision",
+                "a production grant must carry the registry's signed decision".into(),
+            )
+        })?;
+        let automation = self
+            .trusted
+            .iter()
+            .find(|t| t.id == AUTOMATION)
+            .ok_or_else(|| {
+                Refusal(
+                    "unknown_key",
+                    format!("no key {AUTOMATION:?} is configured to check the registry's decision"),
+                )
+            })?;
+        let (payload, _) =
+            verify_envelope(env, std::slice::from_ref(&automation.key)).map_err(|err| {
+                let label = match err {
+                    modelbus_core::signing::SigningError::UnknownKey(_) => "unknown_key",
+                    modelbus_core::signing::SigningError::BadSignature(_) => "bad_signature",
+                    _ => "malformed",
+                };
+                Refusal(label, format!("the registry's decision: {err}"))
+            })?;
+        let (st, digest) = modelbus_core::signing::DecisionStatement::parse(&payload)
+            .map_err(|err| Refusal("malformed", format!("the registry's decision: {err}")))?;
+        let p = st.predicate;
+        if digest != g.model_sha256
+            || p.model != g.model
+            || p.version != g.version
+            || p.environment != g.environment
+        {
+            return Err(Refusal(
+                "subject_mismatch",
+                format!(
+                    "the registry's decision is for {} v{} in {} ({digest}), the event names {} v{} in {} ({})",
+                    p.model,
+                    p.version,
+                    p.environment,
+                    g.model,
+                    g.version,
+                    g.environment,
+                    g.model_sha256
+                ),
+            ));
+        }
+        if p.expires_at <= now {
+            return Err(Refusal(
+                "expired",
+                format!("the registry's decision expired at {}", p.expires_at),
+            ));
+        }
+        if p.issued_at > now + MAX_CLOCK_SKEW {
+            return Err(Refusal(
+                "not_yet_valid",
+                format!(
+                    "the registry's decision is issued in the future ({})",
+                    p.issued_at
+                ),
+            ));
+        }
+        let mut counted = nonces.to_vec();
+        counted.sort();
+        if p.approval_nonces != counted {
+            return Err(Refusal(
+                "decision_mismatch",
+                "the registry's decision counted other approvals than the event carries".into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// The rejections of a signed decision as the production policy reads them,
+    /// each checked against the deployer's own keys: one that does not verify,
+    /// or does not name this version, counts as invalid (it cannot block).
+    fn rejections(
+        &self,
+        decision: &modelbus_core::signing::DecisionPredicate,
+        digest: &Sha256Digest,
+        now: time::OffsetDateTime,
+    ) -> Vec<serde_json::Value> {
+        let keys: Vec<PublicKey> = self.trusted.iter().map(|t| t.key.clone()).collect();
+        decision
+            .rejections
+            .iter()
+            .map(|env| {
+                let checked = verify_envelope(env, &keys)
+                    .ok()
+                    .and_then(|(payload, key_id)| {
+                        let (st, d) = Statement::parse(&payload).ok()?;
+                        let p = st.predicate.clone();
+                        let signer = self.trusted.iter().find(|t| t.key.id() == key_id)?;
+                        let matches = st.kind() == Some(StatementKind::Reject)
+                            && d == *digest
+                            && p.model == decision.model
+                            && p.version == decision.version
+                            && p.environment == decision.environment
+                            && p.approver == signer.id;
+                        matches.then_some((p, signer))
+                    });
+                match checked {
+                    Some((p, signer)) => serde_json::json!({
+                        "approver": signer.id, "role": signer.role.as_str(),
+                        "signature_valid": true, "revoked": false,
+                        "expired": p.expires_at <= now, "comment": p.comment,
+                    }),
+                    None => serde_json::json!({
+                        "approver": "(unverified)", "signature_valid": false,
+                        "revoked": true, "expired": true,
+                    }),
+                }
+            })
+            .collect()
+    }
+
     async fn policy_check(
         &self,
         e: &Envelope<ApprovalGranted>,
         approvers: &[String],
+        decision: &modelbus_core::signing::DecisionPredicate,
+        now: time::OffsetDateTime,
     ) -> Result<(), Refusal> {
         let g = &e.data;
         let cfg = &self.ctx.config.promotion;
@@ -457,21 +679,16 @@ impl Deployer {
                 })
             })
             .collect();
-        let gates_passed = g
-            .decision
-            .as_ref()
-            .and_then(|d| d["allow"].as_bool())
-            .unwrap_or(false);
         let input = serde_json::json!({
             "environment": "production",
             "model": g.model,
             "version": g.version,
             "model_sha256": g.model_sha256.to_hex(),
-            "author": g.author,
-            "gates": { "passed": gates_passed },
+            "author": decision.author,
+            "gates": { "passed": decision.gates_passed },
             "staging": self.staging_view(&g.model, &g.model_sha256).await,
             "approvals": approvals,
-            "rejections": [],
+            "rejections": self.rejections(decision, &g.model_sha256, now),
             "min_approvals": cfg.min_approvals,
         });
         let verdict = self
@@ -526,7 +743,7 @@ impl Deployer {
                 "max_error_rate": cfg.max_staging_error_rate, "min_requests": cfg.min_staging_requests,
             });
         };
-        let (requests, errors, max_p99) = self
+        let t = self
             .stats
             .lock()
             .ok()
@@ -534,7 +751,8 @@ impl Deployer {
                 m.get(&(Environment::Staging, *digest))
                     .map(|w| totals(w.iter().filter(|w| w.end >= since)))
             })
-            .unwrap_or((0, 0, 0.0));
+            .unwrap_or_default();
+        let (requests, errors, max_p99) = (t.requests, t.errors, t.worst_p99_ms);
         let now = time::OffsetDateTime::now_utc();
         serde_json::json!({
             "deployed": true,
@@ -553,7 +771,7 @@ impl Deployer {
     fn on_stats(&self, d: &Delivery) -> Result<(), HandlerError> {
         let e = d.decode::<ServingStats>()?;
         self.keep_stats(&e.data)
-            .map_err(|err| HandlerError::Reject(format!("serving.stats window_end: {err}")))
+            .map_err(|err| HandlerError::Reject(format!("serving.stats: {err}")))
     }
 
     /// Rebuilds the statistics windows of the recent past from the event stream,
@@ -584,13 +802,53 @@ impl Deployer {
     }
 
     /// Adds one window, once (the replay and the consumer may both deliver it).
-    fn keep_stats(&self, s: &ServingStats) -> Result<(), time::error::Parse> {
+    /// Windows older than [`STATS_RETENTION`] are dropped, and at most
+    /// [`MAX_STATS_ARTIFACTS`] artifacts are tracked (the least recently
+    /// reported goes first), so the map is bounded whatever is published.
+    fn keep_stats(&self, s: &ServingStats) -> Result<(), String> {
         let end = time::OffsetDateTime::parse(
             &s.window_end,
             &time::format_description::well_known::Rfc3339,
-        )?;
+        )
+        .map_err(|e| format!("window_end {:?}: {e}", s.window_end))?;
+        if s.errors > s.requests {
+            return Err(format!("{} errors in {} requests", s.errors, s.requests));
+        }
+        if !(s.p99_ms.is_finite() && s.p99_ms >= 0.0) {
+            return Err(format!("p99_ms {} is not a latency", s.p99_ms));
+        }
+        if s.replica.is_empty() || s.replica.len() > 256 {
+            return Err("replica must be 1 to 256 bytes".into());
+        }
+        let histogram = if s.latency_histogram.is_empty() {
+            None
+        } else {
+            Some(
+                modelbus_core::latency::Histogram::from_counts(s.latency_histogram.clone())
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        let now = time::OffsetDateTime::now_utc();
+        if end < now - STATS_RETENTION {
+            return Ok(());
+        }
         if let Ok(mut m) = self.stats.lock() {
-            let w = m.entry((s.environment, s.model_sha256)).or_default();
+            let key = (s.environment, s.model_sha256);
+            if !m.contains_key(&key) && m.len() >= MAX_STATS_ARTIFACTS {
+                for w in m.values_mut() {
+                    w.retain(|x| x.end >= now - STATS_RETENTION);
+                }
+                m.retain(|_, w| !w.is_empty());
+                if m.len() >= MAX_STATS_ARTIFACTS
+                    && let Some(oldest) = m
+                        .iter()
+                        .min_by_key(|(_, w)| w.last().map(|x| x.end))
+                        .map(|(k, _)| *k)
+                {
+                    m.remove(&oldest);
+                }
+            }
+            let w = m.entry(key).or_default();
             if w.iter().any(|x| x.end == end && x.replica == s.replica) {
                 return Ok(());
             }
@@ -600,6 +858,7 @@ impl Deployer {
                 requests: s.requests,
                 errors: s.errors,
                 p99_ms: s.p99_ms,
+                histogram,
             });
             if w.len() > MAX_WINDOWS {
                 let extra = w.len() - MAX_WINDOWS;
@@ -621,16 +880,54 @@ impl Deployer {
             .map(|(_, s)| s)
     }
 
-    /// Whether `nonce` was recorded by an event other than `event_id`. Only the
-    /// same event, retried after a crash between recording the nonce and
-    /// writing the state, may find its own pending marker.
-    async fn nonce_used_by_another(&self, nonce: &str, event_id: &str) -> bool {
-        self.nonces
-            .get(nonce)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|used| used != pending_marker(event_id).as_bytes())
+    /// What the nonces bucket says of `nonce` for the event `event_id` about
+    /// the deployment `key`. A nonce is claimed as `pending:<event>` before the
+    /// state is written and marked `applied:<event>` after; a pending claim of
+    /// the same event whose state is in the key's history was applied too (the
+    /// deployer stopped between the write and the mark). So a redelivered or
+    /// republished approval or rollback can never write its state a second
+    /// time over a newer decision.
+    async fn nonce_use(&self, nonce: &str, event_id: &str, key: &str) -> NonceUse {
+        let Ok(Some(used)) = self.nonces.get(nonce).await else {
+            return NonceUse::Free;
+        };
+        if used == applied_marker(event_id).as_bytes() {
+            return NonceUse::AppliedByThisEvent;
+        }
+        if used != pending_marker(event_id).as_bytes() {
+            return NonceUse::Other;
+        }
+        if self.history_carries_nonce(key, nonce).await {
+            NonceUse::AppliedByThisEvent
+        } else {
+            NonceUse::PendingForThisEvent
+        }
+    }
+
+    /// Whether any state in `key`'s KV history was written for `nonce`.
+    async fn history_carries_nonce(&self, key: &str, nonce: &str) -> bool {
+        use futures::StreamExt as _;
+        let Ok(mut history) = self.deployments.history(key).await else {
+            return false;
+        };
+        while let Some(Ok(entry)) = history.next().await {
+            if serde_json::from_slice::<DesiredState>(&entry.value)
+                .is_ok_and(|s| s.nonces.iter().any(|n| n == nonce))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Marks `nonces` as applied by `event_id` once its state is written.
+    async fn mark_applied(&self, nonces: &[String], event_id: &str) {
+        for n in nonces {
+            if let Err(e) = self.nonces.put(n, applied_marker(event_id).into()).await {
+                // The pending claim and the KV history still say it was applied.
+                tracing::warn!(nonce = %n, error = %e, "cannot mark a nonce applied");
+            }
+        }
     }
 
     /// Records `nonces` as used by event `event_id`; returns a nonce another
@@ -718,6 +1015,7 @@ impl Deployer {
                 traffic_percent,
             };
             let revision = self.write_state(&key, &state).await?;
+            self.mark_applied(&state.nonces, &e.id).await;
             if state.in_rollout() {
                 self.start_rollout(key.clone(), state, 0);
             }
@@ -727,7 +1025,9 @@ impl Deployer {
         tracing::info!(model = %g.model, version = g.version, env = %g.environment, revision, "desired state written");
         let out = Envelope::new(
             SOURCE,
-            &format!("{key}/{}/{}", g.version, g.model_sha256),
+            // The revision makes a redeploy of the same version (after a
+            // rollback) a new event rather than a duplicate of the first.
+            &format!("{key}/{}/{}/{revision}", g.version, g.model_sha256),
             DeploymentStarted {
                 environment: g.environment,
                 model: g.model.clone(),
@@ -744,6 +1044,7 @@ impl Deployer {
             .publish(&out)
             .await
             .map_err(HandlerError::retry)
+            .map(|_| ())
     }
 
     /// Writes a desired state decided by an approval or a signed rollback; a
@@ -794,6 +1095,7 @@ impl Deployer {
             .publish(&out)
             .await
             .map_err(HandlerError::retry)
+            .map(|_| ())
     }
 }
 

@@ -28,6 +28,10 @@ impl Deployer {
         let r = &e.data;
         match self.verify_rollback(&e).await {
             Ok(v) => self.apply_rollback(&e, v).await,
+            Err(Refusal(crate::ALREADY_APPLIED, why)) => {
+                crate::ignore_redelivery(&e, &why);
+                Ok(())
+            }
             Err(Refusal(label, reason)) => {
                 self.refuse_event(
                     &e,
@@ -65,13 +69,22 @@ impl Deployer {
             ));
         }
         let p = &st.predicate;
-        if self.nonce_used_by_another(&p.nonce, &e.id).await {
-            return Err(Refusal(
-                "replayed_nonce",
-                format!("nonce {} was already used", p.nonce),
-            ));
-        }
         let key = deployment_key(r.environment, &r.model);
+        match self.nonce_use(&p.nonce, &e.id, &key).await {
+            crate::NonceUse::Free | crate::NonceUse::PendingForThisEvent => {}
+            crate::NonceUse::AppliedByThisEvent => {
+                return Err(Refusal(
+                    crate::ALREADY_APPLIED,
+                    "the rollback was applied before".into(),
+                ));
+            }
+            crate::NonceUse::Other => {
+                return Err(Refusal(
+                    "replayed_nonce",
+                    format!("nonce {} was already used", p.nonce),
+                ));
+            }
+        }
         let current = self.current(r.environment, &r.model).await;
         if let Some(c) = &current
             && !c.in_rollout()
@@ -179,6 +192,7 @@ impl Deployer {
             ..v.target
         };
         let revision = self.write_state(&key, &state).await?;
+        self.mark_applied(&state.nonces, &e.id).await;
         metrics::counter!("modelbus_deployer_rollbacks_total", "environment" => r.environment.as_str(), "trigger" => "manual").increment(1);
         tracing::warn!(model = %r.model, env = %r.environment, from_version, to_version = r.to_version, operator = %v.operator, revision, "signed rollback applied");
         let reason = if v.comment.trim().is_empty() {
@@ -206,5 +220,6 @@ impl Deployer {
             .publish(&out)
             .await
             .map_err(HandlerError::retry)
+            .map(|_| ())
     }
 }

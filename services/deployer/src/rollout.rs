@@ -74,6 +74,10 @@ fn tick(policy: &RolloutPolicy, stats_interval: Duration) -> Duration {
         .clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
+/// Fewest latencies a p99 verdict rests on: below 100, a 99th percentile is
+/// just the slowest request.
+pub(crate) const MIN_P99_SAMPLES: u64 = 100;
+
 /// The objective breached by the windows that ended after `since`, if any:
 /// the error rate first, then the worst p99; no verdict on fewer than
 /// `min_requests` requests.
@@ -83,7 +87,8 @@ fn judge(
     policy: &RolloutPolicy,
     percent: u8,
 ) -> Option<String> {
-    let (requests, errors, p99) = crate::totals(windows.iter().filter(|w| w.end > since));
+    let t = crate::totals(windows.iter().filter(|w| w.end > since));
+    let (requests, errors) = (t.requests, t.errors);
     if requests == 0 || requests < policy.min_requests {
         return None;
     }
@@ -94,9 +99,14 @@ fn judge(
             policy.max_error_rate
         ));
     }
-    if p99 > policy.max_p99_ms {
+    // Judged over every request of the step, once there are enough of them
+    // for a 99th percentile to mean something.
+    if let Some(p99) = t.pooled_p99(policy.min_requests.max(MIN_P99_SAMPLES))
+        && p99 > policy.max_p99_ms
+    {
         return Some(format!(
-            "p99 latency {p99:.3} ms ({requests} requests) at {percent}% of traffic is above the objective {} ms",
+            "p99 latency {p99:.3} ms ({} requests pooled) at {percent}% of traffic is above the objective {} ms",
+            t.latencies.total(),
             policy.max_p99_ms
         ));
     }
@@ -367,13 +377,19 @@ mod tests {
     use super::*;
     use crate::StatsWindow;
 
+    /// A window whose every request took `p99_ms`.
     fn window(secs_ago: i64, requests: u64, errors: u64, p99_ms: f64) -> StatsWindow {
+        let mut h = modelbus_core::latency::Histogram::default();
+        for _ in 0..requests {
+            h.record(p99_ms);
+        }
         StatsWindow {
             replica: "r".into(),
             end: time::OffsetDateTime::now_utc() - time::Duration::seconds(secs_ago),
             requests,
             errors,
             p99_ms,
+            histogram: Some(h),
         }
     }
 
@@ -398,6 +414,24 @@ mod tests {
     }
 
     #[test]
+    fn a_few_slow_requests_do_not_make_the_p99() {
+        let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(30);
+        // Before: the worst window's own p99 (5 requests, 900 ms) was judged and
+        // rolled the version back although 99.5 % of requests were fast.
+        let w = [window(20, 995, 0, 5.0), window(5, 5, 0, 900.0)];
+        assert_eq!(judge(&w, since, &policy(), 10), None);
+        // Fewer than 100 latencies: no p99 verdict even above min_requests.
+        let lenient = RolloutPolicy {
+            min_requests: 10,
+            ..policy()
+        };
+        let w = [window(5, 60, 0, 900.0)];
+        assert_eq!(judge(&w, since, &lenient, 10), None);
+        let w = [window(5, 100, 0, 900.0)];
+        assert!(judge(&w, since, &lenient, 10).is_some());
+    }
+
+    #[test]
     fn names_the_breached_objective_with_its_figures() {
         let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(30);
         let w = [window(20, 60, 2, 30.0), window(5, 40, 4, 40.0)];
@@ -409,7 +443,7 @@ mod tests {
         let w = [window(20, 60, 0, 30.0), window(5, 40, 0, 140.0)];
         let why = judge(&w, since, &policy(), 50).unwrap();
         assert!(
-            why.starts_with("p99 latency 140.000 ms (100 requests) at 50%"),
+            why.starts_with("p99 latency 1") && why.contains("ms (100 requests pooled) at 50%"),
             "{why}"
         );
         let w = [window(20, 60, 3, 100.0)];

@@ -335,7 +335,12 @@ impl Ingest {
         .with_subject(dataset.as_str())
         .caused_by(cause)
         .with_pipeline_run(Some(run.clone()));
-        self.ctx.bus.publish(&n).await.map_err(HandlerError::retry)
+        self.ctx
+            .bus
+            .publish(&n)
+            .await
+            .map_err(HandlerError::retry)
+            .map(|_| ())
     }
 
     /// Validates a submitted batch and publishes the outcome.

@@ -14,8 +14,8 @@ use modelbus_core::config::Config;
 use modelbus_core::events::{ApprovalGranted, Envelope, RollbackRequested};
 use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
 use modelbus_core::signing::{
-    DsseEnvelope, PublicKey, SigningError, Statement, StatementKind, peek_statement,
-    verify_envelope,
+    DecisionPredicate, DecisionStatement, DsseEnvelope, PublicKey, SigningError, Statement,
+    StatementKind, peek_statement, verify_envelope,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -31,6 +31,26 @@ pub const SERVICE_PRINCIPAL: &str = "modelbus-services";
 pub const ADMIN_PRINCIPAL: &str = "admin";
 /// Clock skew tolerated on `issued_at`.
 const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// How long a signed production decision stays valid: a grant the deployer
+/// has not applied by then is decided again.
+pub const DECISION_TTL: time::Duration = time::Duration::hours(1);
+
+/// What a production decision is made from, with what the grant carries.
+pub struct ProductionInput {
+    /// The production policy's input.
+    pub input: serde_json::Value,
+    /// Envelopes of the approvals that count.
+    pub approvals: Vec<DsseEnvelope>,
+    /// Their nonces, sorted.
+    pub approval_nonces: Vec<String>,
+    /// Every signed rejection of the version for production.
+    pub rejections: Vec<DsseEnvelope>,
+    /// Who submitted the version's batch, from the registry's own records.
+    pub author: String,
+    /// Whether the version's promotion gates passed.
+    pub gates_passed: bool,
+}
 
 /// What a submitted signed statement led to.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -542,7 +562,11 @@ impl Registry {
                 )),
             ));
         }
-        if kind == StatementKind::Approve && version.author == p.approver {
+        if kind == StatementKind::Approve
+            && (version.author == p.approver
+                || version.author.strip_prefix(crate::UNVERIFIED_PREFIX)
+                    == Some(p.approver.as_str()))
+        {
             return Err((
                 "author_approval",
                 RegistryError::PermissionDenied(format!(
@@ -717,6 +741,7 @@ impl Registry {
             .publish(&event)
             .await
             .map_err(|e| RegistryError::Internal(format!("publishing rollback.requested: {e}")))
+            .map(|_| ())
     }
 
     /// What the production policy is given about a version: its gates, its staging
@@ -726,7 +751,7 @@ impl Registry {
         &self,
         model: &str,
         version: u32,
-    ) -> Result<(serde_json::Value, Vec<DsseEnvelope>), RegistryError> {
+    ) -> Result<ProductionInput, RegistryError> {
         let cfg = self.promotion_config();
         let v = self.model_version(model, version).await?;
         let now = OffsetDateTime::now_utc();
@@ -772,6 +797,8 @@ impl Registry {
         let mut approvals = Vec::new();
         let mut rejections = Vec::new();
         let mut valid_envelopes = Vec::new();
+        let mut valid_nonces = Vec::new();
+        let mut rejection_envelopes = Vec::new();
         for d in self
             .store
             .signed_decisions(model, version, "production")
@@ -794,15 +821,20 @@ impl Registry {
                 "expires_at": d.expires_at, "comment": d.comment,
             });
             if d.kind == "reject" {
+                if let Some(env) = envelope {
+                    rejection_envelopes.push(env);
+                }
                 rejections.push(item);
             } else if d.kind == "approve" {
                 let counts = signature_valid
                     && !expired
                     && !revoked
                     && role == "approver"
-                    && d.signer != v.author;
+                    && d.signer != v.author
+                    && v.author.strip_prefix(crate::UNVERIFIED_PREFIX) != Some(d.signer.as_str());
                 if counts && let Some(env) = envelope {
                     valid_envelopes.push(env);
+                    valid_nonces.push(d.nonce.clone());
                 }
                 approvals.push(item);
             }
@@ -832,7 +864,15 @@ impl Registry {
             "min_approvals": cfg.min_approvals,
             "now": rfc3339(now),
         });
-        Ok((input, valid_envelopes))
+        valid_nonces.sort();
+        Ok(ProductionInput {
+            input,
+            approvals: valid_envelopes,
+            approval_nonces: valid_nonces,
+            rejections: rejection_envelopes,
+            author: v.author.clone(),
+            gates_passed: v.decision.as_ref().is_some_and(|d| d.allow),
+        })
     }
 
     /// Decides a production promotion with the policy, records the decision and,
@@ -845,7 +885,8 @@ impl Registry {
         version: u32,
         audit: bool,
     ) -> Result<Promotion, RegistryError> {
-        let (input, envelopes) = self.production_input(model, version).await?;
+        let prepared = self.production_input(model, version).await?;
+        let input = prepared.input.clone();
         let verdict = self
             .policies
             .evaluate_production(&input)
@@ -883,7 +924,7 @@ impl Registry {
         }
         if verdict.allow && p.granted_event.is_empty() {
             let event_id = self
-                .publish_grant(model, version, &input, envelopes, &verdict)
+                .publish_grant(model, version, prepared, &verdict, &p.decided_at)
                 .await?;
             if self
                 .store
@@ -911,41 +952,61 @@ impl Registry {
         Ok(p)
     }
 
+    /// Publishes `approval.granted` for production with the approvals that
+    /// counted and the registry's decision signed with its automation key: the
+    /// deployer takes the author, the gates and the rejections from that
+    /// signature only. The event id is derived from the approvals and the
+    /// decision's time, so a decision made again after a refusal is a new
+    /// event, not a duplicate the stream drops.
     async fn publish_grant(
         &self,
         model: &str,
         version: u32,
-        input: &serde_json::Value,
-        envelopes: Vec<DsseEnvelope>,
+        prepared: ProductionInput,
         verdict: &crate::policy::Verdict,
+        decided_at: &str,
     ) -> Result<String, RegistryError> {
         let rt = self.runtime.as_ref().ok_or_else(|| {
             RegistryError::FailedPrecondition("the registry runs without a bus".into())
         })?;
+        let input = &prepared.input;
         let digest = Sha256Digest::parse(input["model_sha256"].as_str().unwrap_or_default())
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
         let name = ModelName::parse(model).map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let mut nonces: Vec<String> = input["approvals"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["nonce"].as_str().map(str::to_string))
-            .collect();
-        nonces.sort();
+        let now = OffsetDateTime::now_utc();
+        let decision = self.automation.sign_decision(&DecisionStatement::new(
+            &digest,
+            DecisionPredicate {
+                model: name.clone(),
+                version,
+                environment: Environment::Production,
+                author: prepared.author.clone(),
+                gates_passed: prepared.gates_passed,
+                approval_nonces: prepared.approval_nonces.clone(),
+                rejections: prepared.rejections,
+                policy_digest: verdict.policy_digest.clone(),
+                issued_at: now,
+                expires_at: now + DECISION_TTL,
+            },
+        ));
         let event = Envelope::new(
             SOURCE,
-            &format!("{model}/{version}/production/{}", nonces.join(",")),
+            &format!(
+                "{model}/{version}/production/{}/{decided_at}",
+                prepared.approval_nonces.join(",")
+            ),
             ApprovalGranted {
                 model: name,
                 version,
                 model_sha256: digest,
                 environment: Environment::Production,
-                approvals: envelopes,
-                author: input["author"].as_str().unwrap_or_default().to_string(),
+                approvals: prepared.approvals,
+                author: prepared.author,
                 decision: Some(serde_json::json!({
                     "allow": verdict.allow, "reasons": verdict.reasons,
-                    "policy_digest": verdict.policy_digest,
+                    "ignored": verdict.ignored, "policy_digest": verdict.policy_digest,
                 })),
+                signed_decision: Some(decision),
             },
         )
         .with_subject(model);
@@ -955,6 +1016,39 @@ impl Registry {
             .map_err(|e| RegistryError::Internal(format!("publishing approval.granted: {e}")))?;
         tracing::info!(model, version, event = %event.id, "production promotion granted");
         Ok(event.id.clone())
+    }
+
+    /// Whether a version whose production grants the deployer refused must wait
+    /// before it is decided again: `interval × 2^refusals` after the last
+    /// refusal, at most ten minutes, so a deployer that keeps refusing is not
+    /// flooded with grants.
+    async fn regrant_wait(
+        &self,
+        model: &str,
+        version: u32,
+        interval: std::time::Duration,
+    ) -> Result<bool, RegistryError> {
+        let refusals: Vec<OffsetDateTime> = self
+            .store
+            .deployment_events(model)
+            .await?
+            .iter()
+            .filter(|ev| {
+                ev["kind"] == "refused"
+                    && ev["environment"] == "production"
+                    && ev["version"].as_u64() == Some(u64::from(version))
+            })
+            .filter_map(|ev| ev["at"].as_str().and_then(parse_time))
+            .collect();
+        let Some(last) = refusals.iter().max() else {
+            return Ok(false);
+        };
+        let exp = u32::try_from(refusals.len().min(10)).unwrap_or(10);
+        let wait = interval
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(std::time::Duration::from_secs(600));
+        let wait = time::Duration::try_from(wait).unwrap_or(time::Duration::minutes(10));
+        Ok(OffsetDateTime::now_utc() < *last + wait)
     }
 
     /// Re-decides pending production promotions every `promotion.evaluate_interval`
@@ -974,6 +1068,14 @@ impl Registry {
                 }
             };
             for (model, version) in pending {
+                match self.regrant_wait(&model, version, interval).await {
+                    Ok(false) => {}
+                    Ok(true) => continue,
+                    Err(e) => {
+                        tracing::warn!(%model, version, error = %e, "cannot read the deployment timeline");
+                        continue;
+                    }
+                }
                 if let Err(e) = self.decide_production(&model, version, false).await {
                     tracing::warn!(%model, version, error = %e, "cannot decide promotion");
                 }

@@ -240,15 +240,32 @@ async fn submit_rollback(
 #[tracing::instrument(skip_all, fields(model = %name, version))]
 async fn version_approvals(
     State(r): State<Registry>,
+    Extension(by): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<serde_json::Value> {
     let v = parse_version(&version)?;
     r.model_version(&name, v).await?;
+    let mut decisions = r.store.signed_decisions(&name, v, "").await?;
+    let mut automation = r.store.automation_approvals(&name, v).await?;
+    // The signed envelopes themselves only for those who sign or administer:
+    // a viewer sees who decided what and when, not material to re-wrap.
+    let sees_envelopes = by.can(Permission::Approve) || by.can(Permission::Admin);
+    if !sees_envelopes {
+        for d in &mut decisions {
+            d.envelope.clear();
+        }
+        for a in &mut automation {
+            if let Some(obj) = a.as_object_mut() {
+                obj.remove("envelope");
+            }
+        }
+    }
     Ok(Json(serde_json::json!({
         "model": name,
         "version": v,
-        "decisions": r.store.signed_decisions(&name, v, "").await?,
-        "automation": r.store.automation_approvals(&name, v).await?,
+        "decisions": decisions,
+        "automation": automation,
+        "envelopes_redacted": !sees_envelopes,
         "promotion": r.store.promotion(&name, v, "production").await?,
     })))
 }

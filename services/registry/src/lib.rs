@@ -30,6 +30,14 @@ pub use error::RegistryError;
 pub use store::Store;
 use types::*;
 
+/// Author of a version registered without a pipeline run.
+pub const UNKNOWN_AUTHOR: &str = "unknown";
+
+/// Prefix of a submitter named only by a `data.batch.submitted` event on the
+/// bus (a producer that put the object itself): nobody authenticated that name.
+/// The production policy still refuses that name's approval of the version.
+pub const UNVERIFIED_PREFIX: &str = "unverified:";
+
 /// Name of the automation approver.
 pub const AUTOMATION_APPROVER: &str = "registry-automation";
 
@@ -150,7 +158,10 @@ impl Registry {
         })
     }
 
-    /// Creates (or finds) the pipeline run of a batch.
+    /// Creates (or finds) the pipeline run of a batch. `submitted_by` is
+    /// trusted as given: callers are the ingest service (over gRPC, with the
+    /// principal of the token that uploaded) or the registry's own consumer,
+    /// which marks names read from a bus event [`UNVERIFIED_PREFIX`].
     pub async fn create_pipeline_run(
         &self,
         dataset: &str,
@@ -215,6 +226,23 @@ impl Registry {
         if v.dataset.is_empty() {
             return Err(RegistryError::InvalidArgument("dataset is required".into()));
         }
+        // Separation of duties rests on the author: it comes from the registry's
+        // own record of who submitted the batch, never from the caller, which
+        // only relays what it read on the bus.
+        let mut v = v;
+        v.author = if v.lineage.pipeline_run.is_empty() {
+            UNKNOWN_AUTHOR.to_string()
+        } else {
+            self.pipeline_run(&v.lineage.pipeline_run)
+                .await
+                .map_err(|e| match e {
+                    RegistryError::NotFound(m) => {
+                        RegistryError::InvalidArgument(format!("lineage.pipeline_run: {m}"))
+                    }
+                    other => other,
+                })?
+                .submitted_by
+        };
         let (mv, created) = self.store.register_model_version(&v).await?;
         if created {
             self.store

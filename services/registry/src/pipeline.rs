@@ -49,7 +49,9 @@ impl Registry {
                 action,
                 subject,
                 &detail,
-                Some(&format!("event/{}", e.id)),
+                // Keyed on type and id: an event of another type that copies
+                // this id (anyone can write any id) never suppresses this entry.
+                Some(&format!("event/{}/{}", e.event_type, e.id)),
             )
             .await
             .map(|_| ())
@@ -102,23 +104,45 @@ impl Registry {
 
     /// Handles one event from the bus.
     pub async fn handle(&self, ctx: &Context, d: &Delivery) -> Result<(), HandlerError> {
-        let Some(ty) = d.event_type() else {
-            return Err(HandlerError::Reject("not a CloudEvent: no `type`".into()));
-        };
-        let name = ty
-            .strip_prefix("io.modelbus.")
-            .and_then(|t| t.strip_suffix(".v1"))
-            .unwrap_or("");
+        // The subject decides the handler (NATS permissions say who may publish
+        // on it); an event whose `type` is not its subject's is audited and
+        // refused, whichever service it was aimed at: the registry sees them all.
+        if let Err(misrouted) = d.check_route() {
+            self.store
+                .append_audit(
+                    "bus",
+                    "event.misrouted",
+                    &d.subject,
+                    &serde_json::json!({
+                        "subject": d.subject,
+                        "stream_sequence": d.stream_sequence,
+                        "error": misrouted.to_string(),
+                    }),
+                    Some(&format!("misrouted/{}", d.stream_sequence)),
+                )
+                .await
+                .map_err(retry)?;
+            return Err(HandlerError::from(misrouted));
+        }
+        let name = d.event_name().unwrap_or("");
         match name {
             BatchSubmitted::NAME => {
                 let e = d.decode::<BatchSubmitted>()?;
+                // Ingest's upload created the run first (with the authenticated
+                // uploader); a batch dropped on the bus names its submitter
+                // itself, which nobody checked.
+                let claimed = format!(
+                    "{}{}",
+                    crate::UNVERIFIED_PREFIX,
+                    e.data.submitted_by.chars().take(128).collect::<String>()
+                );
                 let (run, _) = self
                     .create_pipeline_run(
                         e.data.dataset.as_str(),
                         &e.data.spec_digest.to_hex(),
                         &e.data.batch_sha256.to_hex(),
                         e.data.size_bytes,
-                        &e.data.submitted_by,
+                        &claimed,
                     )
                     .await
                     .map_err(retry)?;
@@ -225,10 +249,29 @@ impl Registry {
                     serde_json::json!({ "environment": e.data.environment, "reason": e.data.reason }),
                 )
                 .await?;
+                // A production grant the deployer refused is decided again
+                // (after a backoff) rather than left stuck.
+                if e.data.environment == Environment::Production
+                    && e.source == "/modelbus/deployer"
+                    && let Some(grant) = &e.causationid
+                    && self
+                        .store
+                        .reopen_promotion(
+                            e.data.model.as_str(),
+                            e.data.version,
+                            "production",
+                            grant,
+                        )
+                        .await
+                        .map_err(retry)?
+                {
+                    tracing::warn!(model = %e.data.model, version = e.data.version, reason = %e.data.reason,
+                        "the deployer refused the production grant; it will be decided again");
+                }
                 let reason = format!("deployer refused the approval: {}", e.data.reason);
                 self.store
                     .record_deployment_event(
-                        &e.id,
+                        &e.identity(),
                         "refused",
                         e.data.environment.as_str(),
                         e.data.model.as_str(),
@@ -265,7 +308,7 @@ impl Registry {
                 .await?;
                 self.store
                     .record_deployment_event(
-                        &e.id,
+                        &e.identity(),
                         "started",
                         e.data.environment.as_str(),
                         e.data.model.as_str(),
@@ -303,7 +346,7 @@ impl Registry {
                     .map_err(retry)?;
                 self.store
                     .record_deployment_event(
-                        &e.id,
+                        &e.identity(),
                         "completed",
                         env,
                         e.data.model.as_str(),
@@ -351,7 +394,7 @@ impl Registry {
                 .await?;
                 self.store
                     .record_deployment_event(
-                        &e.id,
+                        &e.identity(),
                         "rolled_back",
                         env,
                         e.data.model.as_str(),
@@ -375,9 +418,15 @@ impl Registry {
             ServingStats::NAME => {
                 let e = d.decode::<ServingStats>()?;
                 let s = &e.data;
+                if s.errors > s.requests || !(s.p99_ms.is_finite() && s.p99_ms >= 0.0) {
+                    return Err(HandlerError::Reject(format!(
+                        "serving.stats: {} errors in {} requests, p99 {} ms: not a statistics window",
+                        s.errors, s.requests, s.p99_ms
+                    )));
+                }
                 self.store
                     .record_serving_stats(
-                        &e.id,
+                        &e.identity(),
                         s.environment.as_str(),
                         s.model.as_str(),
                         s.version,
@@ -644,6 +693,7 @@ impl Registry {
                 environment: Environment::Staging,
                 approvals: vec![envelope],
                 author: version.author.clone(),
+                signed_decision: None,
                 decision: None,
             },
         )

@@ -114,6 +114,39 @@ pub struct EnvState {
     online: RwLock<Option<async_nats::jetstream::kv::Store>>,
     /// Requests per served version since the last `serving.stats`.
     window: std::sync::Mutex<HashMap<(String, u32, String), Window>>,
+    /// Bounds on one request's size.
+    pub limits: RequestLimits,
+}
+
+/// Bounds on what one prediction request may ask for, checked before any work
+/// (`serving.max_rows_per_request`, `max_inputs_per_request`,
+/// `max_cells_per_request`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Most records per request.
+    pub max_rows: usize,
+    /// Most OIP v2 input tensors per request.
+    pub max_inputs: usize,
+    /// Most cells (rows × columns) per OIP v2 request.
+    pub max_cells: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        let c = modelbus_core::config::ServingConfig::default();
+        Self::from_config(&c)
+    }
+}
+
+impl RequestLimits {
+    /// The limits a serving configuration sets.
+    pub fn from_config(c: &modelbus_core::config::ServingConfig) -> Self {
+        Self {
+            max_rows: c.max_rows_per_request,
+            max_inputs: c.max_inputs_per_request,
+            max_cells: c.max_cells_per_request,
+        }
+    }
 }
 
 /// Requests of one served version in the current statistics window.
@@ -122,6 +155,7 @@ struct Window {
     requests: u64,
     errors: u64,
     latencies_ms: Vec<f64>,
+    histogram: modelbus_core::latency::Histogram,
 }
 
 /// Latencies kept per window for the p99 (a reservoir would do for more).
@@ -130,11 +164,17 @@ const MAX_LATENCIES: usize = 100_000;
 impl EnvState {
     /// An environment with nothing loaded.
     pub fn new(environment: Environment) -> Self {
+        Self::with_limits(environment, RequestLimits::default())
+    }
+
+    /// An environment with nothing loaded and the given request bounds.
+    pub fn with_limits(environment: Environment, limits: RequestLimits) -> Self {
         Self {
             environment,
             models: RwLock::new(HashMap::new()),
             online: RwLock::new(None),
             window: std::sync::Mutex::new(HashMap::new()),
+            limits,
         }
     }
 
@@ -205,6 +245,12 @@ impl EnvState {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
+            if let Err(e) = modelbus_core::online::check_entity_id(&id) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("instances[{i}]: {entity_col}: {e}"),
+                ));
+            }
             let Some(kv) = &kv else {
                 return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -248,6 +294,26 @@ impl EnvState {
         Ok(())
     }
 
+    /// Counts one request of the version `key` (model, version, artifact) in
+    /// the statistics window, when it reached the model (see [`reached_model`]).
+    fn record(&self, key: (String, u32, String), status: &str, latency_ms: f64) {
+        if !reached_model(status) {
+            return;
+        }
+        let Ok(mut windows) = self.window.lock() else {
+            return;
+        };
+        let w = windows.entry(key).or_default();
+        w.requests = w.requests.saturating_add(1);
+        if status != "ok" {
+            w.errors = w.errors.saturating_add(1);
+        }
+        if w.latencies_ms.len() < MAX_LATENCIES {
+            w.latencies_ms.push(latency_ms);
+        }
+        w.histogram.record(latency_ms);
+    }
+
     /// Names of the served models.
     pub fn names(&self) -> Vec<String> {
         self.models
@@ -277,31 +343,73 @@ struct PredictRequest {
     instances: Vec<Value>,
 }
 
-fn records(instances: Vec<Value>) -> Result<Vec<Map<String, Value>>, String> {
+fn records(
+    instances: Vec<Value>,
+    limits: &RequestLimits,
+) -> Result<Vec<Map<String, Value>>, Response> {
+    if instances.len() > limits.max_rows {
+        return Err(too_large(format!(
+            "{} instances in one request; at most {} are accepted (serving.max_rows_per_request)",
+            instances.len(),
+            limits.max_rows
+        )));
+    }
     instances
         .into_iter()
         .enumerate()
         .map(|(i, v)| match v {
             Value::Object(m) => Ok(m),
-            other => Err(format!(
-                "instances[{i}]: expected an object of column values, got {other}"
+            other => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "instances[{i}]: expected an object of column values, got {}",
+                    json_kind(&other)
+                ),
             )),
         })
         .collect()
 }
 
+/// What a JSON value is, for error messages that must not echo a huge value.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn too_large(message: String) -> Response {
+    error(StatusCode::PAYLOAD_TOO_LARGE, message)
+}
+
 /// The request-status label of an error response.
 fn status_label(resp: &Response) -> &'static str {
     match resp.status() {
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request",
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::PAYLOAD_TOO_LARGE => "bad_request",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         _ => "error",
     }
 }
 
-/// Counts a request against the version that answered it (its statistics
-/// window) and in the Prometheus metrics.
+/// Whether a request with this status label is evidence about the version:
+/// it was answered (`ok`) or failed on the server's side. A client's mistake
+/// (malformed body, unknown field, unknown entity, too large) never reached
+/// the model, so it neither dilutes the error rate nor counts as traffic
+/// towards a soak's minimum.
+fn reached_model(status: &str) -> bool {
+    !matches!(status, "bad_request" | "not_found")
+}
+
+/// Counts a request in the Prometheus metrics and, when it reached the model
+/// (see [`reached_model`]), against the version that answered it (its
+/// statistics window).
 fn observe(
     env: &EnvState,
     served: Option<&Served>,
@@ -310,25 +418,16 @@ fn observe(
     started: Instant,
     rows: usize,
 ) {
-    if let Some(served) = served
-        && let Ok(mut w) = env.window.lock()
-    {
-        let w = w
-            .entry((
+    if let Some(served) = served {
+        env.record(
+            (
                 served.model.clone(),
                 served.version,
                 served.model_sha256.clone(),
-            ))
-            .or_default();
-        w.requests += 1;
-        // Client mistakes (bad input, unknown entity) are not the model's errors.
-        if !matches!(status, "ok" | "bad_request" | "not_found") {
-            w.errors += 1;
-        }
-        if w.latencies_ms.len() < MAX_LATENCIES {
-            w.latencies_ms
-                .push(started.elapsed().as_secs_f64() * 1000.0);
-        }
+            ),
+            status,
+            started.elapsed().as_secs_f64() * 1000.0,
+        );
     }
     let labels = [
         ("environment", env.environment.as_str().to_string()),
@@ -444,11 +543,11 @@ async fn predict_v1(
             );
         }
     };
-    let recs = match records(req.instances) {
+    let recs = match records(req.instances, &env.limits) {
         Ok(r) => r,
-        Err(message) => {
+        Err(resp) => {
             observe(&env, Some(&slot.current), name, "bad_request", started, 0);
-            return error(StatusCode::BAD_REQUEST, message);
+            return resp;
         }
     };
     let answered = match predict_split(&env, &slot, name, recs, started).await {
@@ -578,59 +677,137 @@ struct InferTensor {
     data: Value,
 }
 
-/// Turns OIP column tensors (one per input column, shape `[N]` or `[N, 1]`) into records.
-fn tensors_to_records(inputs: Vec<InferTensor>) -> Result<Vec<Map<String, Value>>, String> {
+/// A client-given name as it may appear in an error message: at most 64
+/// characters, so a multi-megabyte name is not echoed back.
+fn shown(name: &str) -> String {
+    const MAX: usize = 64;
+    match name.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
+        None => format!("{name:?}"),
+    }
+}
+
+/// Turns OIP column tensors (one per input column, shape `[N]` or `[N, 1]`) into
+/// records. Every name must be one of the model's inputs, and the counts are
+/// checked against `limits` before any record is built, so what a request
+/// expands to is bounded by the model's schema and the configured limits, not
+/// by what the client sends.
+fn tensors_to_records(
+    inputs: Vec<InferTensor>,
+    schema: &modelbus_ml::model::InputSchema,
+    limits: &RequestLimits,
+) -> Result<Vec<Map<String, Value>>, Response> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    if inputs.len() > limits.max_inputs {
+        return Err(too_large(format!(
+            "{} input tensors in one request; at most {} are accepted (serving.max_inputs_per_request)",
+            inputs.len(),
+            limits.max_inputs
+        )));
+    }
     let mut n: Option<usize> = None;
-    let mut columns = Vec::new();
+    let mut columns: Vec<(&str, Vec<Value>)> = Vec::with_capacity(inputs.len());
     for t in inputs {
+        let Some(col) = schema
+            .columns
+            .iter()
+            .find(|c| c.name == t.name && c.role != modelbus_ml::model::InputRole::Target)
+        else {
+            return Err(bad(format!(
+                "input {}: not an input of this model (inputs: {})",
+                shown(&t.name),
+                schema
+                    .columns
+                    .iter()
+                    .filter(|c| c.role != modelbus_ml::model::InputRole::Target)
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if columns.iter().any(|(name, _)| *name == col.name) {
+            return Err(bad(format!("input {:?} is given twice", col.name)));
+        }
+        const OIP_TYPES: [&str; 13] = [
+            "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+            "FP16", "FP32", "FP64", "BYTES",
+        ];
+        if !t.datatype.is_empty() && !OIP_TYPES.contains(&t.datatype.as_str()) {
+            return Err(bad(format!(
+                "input {:?}: datatype {} is not an Open Inference Protocol type",
+                col.name,
+                shown(&t.datatype)
+            )));
+        }
         let rows = match t.shape.as_slice() {
-            [r] | [r, 1] if *r >= 0 => *r as usize,
+            [r] | [r, 1] if *r >= 0 => usize::try_from(*r).unwrap_or(usize::MAX),
             other => {
-                return Err(format!(
+                return Err(bad(format!(
                     "input {:?}: shape {other:?} is not [N] or [N, 1]",
-                    t.name
-                ));
+                    col.name
+                )));
             }
         };
-        let data: Vec<Value> = match t.data {
-            Value::Array(a) => a
-                .into_iter()
-                .flat_map(|v| match v {
-                    Value::Array(inner) => inner,
-                    other => vec![other],
-                })
-                .collect(),
-            other => {
-                return Err(format!(
-                    "input {:?}: data must be an array, got {other}",
-                    t.name
-                ));
-            }
-        };
-        if data.len() != rows {
-            return Err(format!(
-                "input {:?}: shape says {rows} rows, data has {}",
-                t.name,
-                data.len()
-            ));
+        if rows > limits.max_rows {
+            return Err(too_large(format!(
+                "input {:?}: {rows} rows in one request; at most {} are accepted (serving.max_rows_per_request)",
+                col.name, limits.max_rows
+            )));
         }
         if let Some(prev) = n
             && prev != rows
         {
-            return Err(format!(
+            return Err(bad(format!(
                 "input {:?} has {rows} rows, other inputs have {prev}",
-                t.name
-            ));
+                col.name
+            )));
+        }
+        let cells = rows.saturating_mul(columns.len() + 1);
+        if cells > limits.max_cells {
+            return Err(too_large(format!(
+                "{cells} cells (rows × inputs) in one request; at most {} are accepted (serving.max_cells_per_request)",
+                limits.max_cells
+            )));
+        }
+        let data: Vec<Value> = match t.data {
+            Value::Array(a) if a.iter().all(|v| !v.is_array()) => a,
+            Value::Array(a) => {
+                let mut flat = Vec::with_capacity(rows);
+                for v in a {
+                    match v {
+                        Value::Array(inner) => flat.extend(inner),
+                        other => flat.push(other),
+                    }
+                    if flat.len() > rows {
+                        break;
+                    }
+                }
+                flat
+            }
+            other => {
+                return Err(bad(format!(
+                    "input {:?}: data must be an array, got {}",
+                    col.name,
+                    json_kind(&other)
+                )));
+            }
+        };
+        if data.len() != rows {
+            return Err(bad(format!(
+                "input {:?}: shape says {rows} rows, data has {}{}",
+                col.name,
+                data.len().min(rows.saturating_add(1)),
+                if data.len() > rows { " or more" } else { "" }
+            )));
         }
         n = Some(rows);
-        let _ = t.datatype;
-        columns.push((t.name, data));
+        columns.push((col.name.as_str(), data));
     }
     let n = n.unwrap_or(0);
-    let mut out = vec![Map::new(); n];
+    let mut out: Vec<Map<String, Value>> = (0..n).map(|_| Map::new()).collect();
     for (name, data) in columns {
-        for (i, v) in data.into_iter().enumerate() {
-            out[i].insert(name.clone(), v);
+        for (rec, v) in out.iter_mut().zip(data) {
+            rec.insert(name.to_string(), v);
         }
     }
     Ok(out)
@@ -657,11 +834,15 @@ async fn v2_infer(
         }
     };
     let id = req.id.clone();
-    let recs = match tensors_to_records(req.inputs) {
+    let recs = match tensors_to_records(
+        req.inputs,
+        &slot.current.predictor.artifact().input,
+        &env.limits,
+    ) {
         Ok(r) => r,
-        Err(m) => {
+        Err(resp) => {
             observe(&env, Some(&slot.current), &name, "bad_request", started, 0);
-            return error(StatusCode::BAD_REQUEST, m);
+            return resp;
         }
     };
     let answered = match predict_split(&env, &slot, &name, recs, started).await {
@@ -1069,6 +1250,7 @@ async fn publish_stats(ctx: Context, env: Arc<EnvState>, replica: String) {
                     requests: w.requests,
                     errors: w.errors,
                     p99_ms: p99,
+                    latency_histogram: w.histogram.into_counts(),
                     window_end: end_text.clone(),
                     window_ms: u64::try_from((end - started).whole_milliseconds()).unwrap_or(0),
                 },
@@ -1151,7 +1333,10 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
     ] {
         let component = format!("serving-{env}");
         ctx.readiness.register(&component);
-        let state = Arc::new(EnvState::new(env));
+        let state = Arc::new(EnvState::with_limits(
+            env,
+            RequestLimits::from_config(&ctx.config.serving),
+        ));
         tasks.push(tokio::spawn(open_online(ctx.clone(), state.clone())));
         let app = router(state.clone(), max_body, auth.clone())
             .merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
@@ -1177,4 +1362,191 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
         t.await.map_err(|e| ServingError::Fatal(e.to_string()))??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelbus_core::ids::Sha256Digest;
+    use modelbus_ml::model::{InputColumn, InputRole, InputSchema};
+    use modelbus_ml::spec::ColumnType;
+
+    fn schema() -> InputSchema {
+        let col = |name: &str, role| InputColumn {
+            name: name.into(),
+            ty: ColumnType::Float,
+            nullable: true,
+            role,
+        };
+        InputSchema {
+            columns: vec![
+                col("id", InputRole::Entity),
+                col("a", InputRole::Feature),
+                col("b", InputRole::Feature),
+                col("y", InputRole::Target),
+            ],
+            null_values: vec![],
+            entity_column: "id".into(),
+        }
+    }
+
+    fn tensor(name: &str, rows: i64, data: Value) -> InferTensor {
+        InferTensor {
+            name: name.into(),
+            shape: vec![rows],
+            datatype: "FP64".into(),
+            data,
+        }
+    }
+
+    fn body(resp: Response) -> (StatusCode, String) {
+        let status = resp.status();
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(resp.into_body(), 1 << 20))
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[test]
+    fn tensors_become_records_keyed_by_the_models_column_names() {
+        let recs = tensors_to_records(
+            vec![
+                tensor("a", 2, serde_json::json!([1.0, 2.0])),
+                tensor("b", 2, serde_json::json!([[3.0], [4.0]])),
+            ],
+            &schema(),
+            &RequestLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1]["a"], 2.0);
+        assert_eq!(recs[1]["b"], 4.0);
+    }
+
+    #[test]
+    fn a_huge_unknown_input_name_is_refused_without_being_echoed() {
+        // Before the fix this request asked for name × rows bytes (3 MB × 1 M).
+        let name = "n".repeat(3 << 20);
+        let data = Value::Array(vec![Value::from(0); 1_000_000]);
+        let err = tensors_to_records(
+            vec![tensor(&name, 1_000_000, data)],
+            &schema(),
+            &RequestLimits::default(),
+        )
+        .unwrap_err();
+        let (status, text) = body(err);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("not an input of this model"), "{text}");
+        assert!(text.contains("inputs: id, a, b"), "{text}");
+        assert!(
+            text.len() < 1_000,
+            "the name is echoed: {} bytes",
+            text.len()
+        );
+    }
+
+    #[test]
+    fn rows_inputs_and_cells_are_capped_before_any_record_is_built() {
+        let limits = RequestLimits {
+            max_rows: 10,
+            max_inputs: 2,
+            max_cells: 15,
+        };
+        let rows = |n: usize| Value::Array(vec![Value::from(1.0); n]);
+        let cases = [
+            (
+                vec![tensor("a", 11, rows(11))],
+                "serving.max_rows_per_request",
+            ),
+            (
+                vec![
+                    tensor("a", 1, rows(1)),
+                    tensor("b", 1, rows(1)),
+                    tensor("id", 1, rows(1)),
+                ],
+                "serving.max_inputs_per_request",
+            ),
+            (
+                vec![tensor("a", 8, rows(8)), tensor("b", 8, rows(8))],
+                "serving.max_cells_per_request",
+            ),
+        ];
+        for (inputs, key) in cases {
+            let (status, text) = body(tensors_to_records(inputs, &schema(), &limits).unwrap_err());
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+            assert!(text.contains(key), "{text}");
+        }
+        // A shape larger than usize or the data: refused, never allocated.
+        let (status, text) = body(
+            tensors_to_records(
+                vec![tensor("a", i64::MAX, rows(1))],
+                &schema(),
+                &RequestLimits::default(),
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+        let (status, text) = body(
+            tensors_to_records(
+                vec![tensor("a", 2, rows(3))],
+                &schema(),
+                &RequestLimits::default(),
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            text.contains("shape says 2 rows, data has 3 or more"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_and_target_inputs_are_refused() {
+        let one = || serde_json::json!([1.0]);
+        for inputs in [
+            vec![tensor("a", 1, one()), tensor("a", 1, one())],
+            vec![tensor("y", 1, one())],
+        ] {
+            let (status, _) =
+                body(tensors_to_records(inputs, &schema(), &RequestLimits::default()).unwrap_err());
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn v1_instances_are_capped() {
+        let limits = RequestLimits {
+            max_rows: 2,
+            ..RequestLimits::default()
+        };
+        let (status, text) = body(records(vec![serde_json::json!({}); 3], &limits).unwrap_err());
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(text.contains("3 instances"), "{text}");
+        let (status, text) =
+            body(records(vec![Value::String("x".repeat(10_000))], &limits).unwrap_err());
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("got a string") && text.len() < 200, "{text}");
+    }
+
+    #[test]
+    fn only_requests_that_reached_the_model_count_in_the_statistics_window() {
+        let env = EnvState::new(Environment::Staging);
+        let key = || ("m".to_string(), 1, Sha256Digest::of(b"m").to_hex());
+        for status in ["bad_request", "not_found", "bad_request"] {
+            env.record(key(), status, 1.0);
+        }
+        assert!(
+            env.window.lock().unwrap().is_empty(),
+            "client mistakes were counted as traffic"
+        );
+        env.record(key(), "ok", 1.0);
+        env.record(key(), "error", 1.0);
+        env.record(key(), "unavailable", 1.0);
+        let w = env.window.lock().unwrap();
+        let w = w.values().next().unwrap();
+        assert_eq!((w.requests, w.errors), (3, 2));
+    }
 }

@@ -674,6 +674,29 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Makes a granted promotion pending again after the deployer refused the
+    /// grant `event_id`, so it is decided anew (with fresh evidence) instead of
+    /// staying stuck; false when it was not that grant's.
+    pub async fn reopen_promotion(
+        &self,
+        model: &str,
+        version: u32,
+        environment: &str,
+        event_id: &str,
+    ) -> Result<bool, RegistryError> {
+        let r = sqlx::query(
+            "UPDATE promotions SET granted_event = '' WHERE model = $1 AND version = $2 \
+             AND environment = $3 AND granted_event = $4",
+        )
+        .bind(model)
+        .bind(i64::from(version))
+        .bind(environment)
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// The latest promotion decision of a version for an environment.
     pub async fn promotion(
         &self,
@@ -746,8 +769,13 @@ impl Store {
         .await?;
         let mut t = ServingTotals::default();
         for r in &rows {
-            t.requests += u64::try_from(r.try_get::<i64, _>("requests")?).unwrap_or(0);
-            t.errors += u64::try_from(r.try_get::<i64, _>("errors")?).unwrap_or(0);
+            // Counts come from events: saturate, never overflow.
+            t.requests = t
+                .requests
+                .saturating_add(u64::try_from(r.try_get::<i64, _>("requests")?).unwrap_or(0));
+            t.errors = t
+                .errors
+                .saturating_add(u64::try_from(r.try_get::<i64, _>("errors")?).unwrap_or(0));
             t.max_p99_ms = t.max_p99_ms.max(r.try_get::<f64, _>("p99_ms")?);
             t.windows += 1;
         }
