@@ -69,9 +69,12 @@ deny contains sprintf("staging error rate %.4f is above the objective %.4f (%d e
 	staging.error_rate > staging.max_error_rate
 }
 
-deny contains sprintf("staging served %d requests, fewer than the %d required to judge its error rate", [staging.requests, staging.min_requests]) if {
+# Fail closed: without a stated minimum, at least one request.
+min_staging_requests := object.get(staging, "min_requests", 1)
+
+deny contains sprintf("staging served %d requests, fewer than the %d required to judge its error rate", [object.get(staging, "requests", 0), min_staging_requests]) if {
 	staging.deployed
-	staging.requests < object.get(staging, "min_requests", 1)
+	object.get(staging, "requests", 0) < min_staging_requests
 }
 
 # Invalid approvals are reported and ignored, never a reason to deny: one

@@ -427,12 +427,15 @@ mod tests {
         input["approvals"] = serde_json::json!([a("alice"), a("pat")]);
         let v = p.evaluate_production(&input).unwrap();
         assert!(!v.allow);
+        // The author's approval is reported as ignored, and one valid
+        // approval is not two.
         assert!(
-            v.reasons
+            v.ignored
                 .iter()
                 .any(|r| r.contains("pat") && r.contains("author")),
             "{v:?}"
         );
+        assert!(v.reasons.iter().any(|r| r.contains("1 valid approval")), "{v:?}");
         assert!(!p.evaluate_production(&serde_json::json!({})).unwrap().allow);
     }
 
