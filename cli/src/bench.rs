@@ -515,7 +515,9 @@ pub async fn governance(
     embedded(&mut config, dir.path());
     config.promotion.staging_soak = Duration::from_secs(1);
     config.promotion.evaluate_interval = Duration::from_millis(200);
-    config.serving.stats_interval = (bake / 4).max(Duration::from_millis(50));
+    // One staging request per run is the soak's traffic (the default asks 100).
+    config.promotion.min_staging_requests = 1;
+    config.serving.stats_interval = (bake / 4).max(Duration::from_millis(100));
     config.rollout.production.strategy = RolloutStrategy::Canary;
     config.rollout.production.steps = vec![50, 100];
     config.rollout.production.bake = bake;
@@ -592,6 +594,7 @@ pub async fn governance(
     let lines: Vec<&str> = text.lines().collect();
     let http = reqwest::Client::new();
     let production = format!("http://{}", c.serving.production_addr);
+    let staging = format!("http://{}", c.serving.staging_addr);
     // What production serves: (version, whether a canary splits it).
     let serving = |model: String| {
         let http = http.clone();
@@ -667,7 +670,24 @@ pub async fn governance(
                 .unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        // The soak: the policy counts from the staging deployment.
+        // The soak: the policy counts from the staging deployment, and needs
+        // a request that reached the model.
+        let record: serde_json::Map<String, serde_json::Value> = lines[0]
+            .split(',')
+            .zip(lines[1].split(','))
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+            .collect();
+        let answered = http
+            .post(format!("{staging}/v1/models/{model}:predict"))
+            .json(&serde_json::json!({ "instances": [record] }))
+            .send()
+            .await?;
+        if !answered.status().is_success() {
+            bail!(
+                "staging refused the soak's request: {}",
+                answered.text().await.unwrap_or_default()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(1200)).await;
         clients[0]
             .post_json(

@@ -475,6 +475,8 @@ async fn production_needs_two_valid_human_approvals_after_the_staging_soak() {
     let t = TestPlatform::start_with(Db::Sqlite, |c| {
         c.promotion.staging_soak = Duration::from_secs(2);
         c.promotion.evaluate_interval = Duration::from_millis(200);
+        // The test's staging traffic is five requests (the default asks 100).
+        c.promotion.min_staging_requests = 5;
         c.serving.stats_interval = Duration::from_millis(200);
         c.deployer.trusted_keys = trusted.clone();
         c.rollout.production.strategy = modelbus_core::config::RolloutStrategy::Direct;

@@ -155,6 +155,30 @@ fn nats_url(state: &Path) -> String {
     format!("nats://127.0.0.1:{port}")
 }
 
+/// A connection to that server as its local administrator (the password file
+/// in the state dir); anonymous clients are refused.
+async fn nats_admin(state: &Path) -> async_nats::Client {
+    let url = nats_url(state);
+    let anonymous = async_nats::connect(&url).await;
+    assert!(
+        anonymous.is_err(),
+        "the embedded nats-server let an anonymous client in"
+    );
+    let password = std::fs::read_to_string(
+        state
+            .join("nats")
+            .join(modelbus_core::nats_server::LOCAL_ADMIN_PASSWORD_FILE),
+    )
+    .unwrap();
+    async_nats::ConnectOptions::with_user_and_password(
+        modelbus_core::nats_server::LOCAL_ADMIN.into(),
+        password,
+    )
+    .connect(&url)
+    .await
+    .unwrap()
+}
+
 fn ports() -> Vec<u16> {
     (0..8)
         .map(|_| modelbus_core::nats_server::free_port().unwrap())
@@ -214,7 +238,7 @@ async fn restarting_up_on_the_same_state_dir_keeps_runs_versions_aliases_and_the
     let before = predict(&a).await;
     // One trace follows the batch across services: every event of the run carries
     // the run id and a traceparent of the same trace.
-    let js = async_nats::jetstream::new(async_nats::connect(&nats_url(&state)).await.unwrap());
+    let js = async_nats::jetstream::new(nats_admin(&state).await);
     let stream = js
         .get_stream(modelbus_core::bus::EVENTS_STREAM)
         .await

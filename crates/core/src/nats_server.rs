@@ -154,6 +154,16 @@ pub const SERVICE_USERS: [&str; 7] = [
     "registry", "ingest", "features", "trainer", "deployer", "serving", "monitor",
 ];
 
+/// The embedded server's local administrator: full access, for the person who
+/// owns the state dir (inspecting streams, debugging). Its password is in
+/// [`LOCAL_ADMIN_PASSWORD_FILE`] under the server's store, readable by that
+/// owner only, as the admin token and the automation key beside it are. No
+/// service logs in as it.
+pub const LOCAL_ADMIN: &str = "localadmin";
+
+/// File (under the embedded server's store) holding [`LOCAL_ADMIN`]'s password.
+pub const LOCAL_ADMIN_PASSWORD_FILE: &str = "localadmin.password";
+
 /// The environment variable that holds `user`'s password for the server.
 pub fn password_variable(user: &str) -> String {
     format!("MODELBUS_NATS_{}_PASSWORD", user.to_ascii_uppercase())
@@ -197,6 +207,7 @@ impl EmbeddedNats {
         let port = free_port().map_err(|e| NatsServerError::Start(e.to_string()))?;
         let passwords = SERVICE_USERS
             .iter()
+            .chain(std::iter::once(&LOCAL_ADMIN))
             .map(|u| (u.to_string(), format!("p{}", crate::signing::new_nonce())))
             .collect();
         Self::spawn(binary, store_dir, port, Some(passwords)).await
@@ -229,11 +240,26 @@ impl EmbeddedNats {
             }
             Some(passwords) => {
                 let conf = store_dir.join("nats.conf");
-                write_private(
-                    &store_dir.join("permissions.conf"),
-                    PERMISSIONS_CONF.as_bytes(),
-                )
-                .map_err(io)?;
+                let users = "users = [";
+                if !PERMISSIONS_CONF.contains(users) {
+                    return Err(NatsServerError::Start(
+                        "permissions.conf has no `users = [` list".into(),
+                    ));
+                }
+                let permissions = PERMISSIONS_CONF.replacen(
+                    users,
+                    &format!(
+                        "{users}\n    {{ user: {LOCAL_ADMIN}, password: ${} }}\n",
+                        password_variable(LOCAL_ADMIN)
+                    ),
+                    1,
+                );
+                write_private(&store_dir.join("permissions.conf"), permissions.as_bytes())
+                    .map_err(io)?;
+                if let Some((_, pw)) = passwords.iter().find(|(u, _)| u == LOCAL_ADMIN) {
+                    write_private(&store_dir.join(LOCAL_ADMIN_PASSWORD_FILE), pw.as_bytes())
+                        .map_err(io)?;
+                }
                 write_private(
                     &conf,
                     format!(

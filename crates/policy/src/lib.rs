@@ -435,7 +435,10 @@ mod tests {
                 .any(|r| r.contains("pat") && r.contains("author")),
             "{v:?}"
         );
-        assert!(v.reasons.iter().any(|r| r.contains("1 valid approval")), "{v:?}");
+        assert!(
+            v.reasons.iter().any(|r| r.contains("1 valid approval")),
+            "{v:?}"
+        );
         assert!(!p.evaluate_production(&serde_json::json!({})).unwrap().allow);
     }
 

@@ -271,7 +271,7 @@ impl Registry {
                 let reason = format!("deployer refused the approval: {}", e.data.reason);
                 self.store
                     .record_deployment_event(
-                        &e.identity(),
+                        &e.id,
                         "refused",
                         e.data.environment.as_str(),
                         e.data.model.as_str(),
@@ -308,7 +308,7 @@ impl Registry {
                 .await?;
                 self.store
                     .record_deployment_event(
-                        &e.identity(),
+                        &e.id,
                         "started",
                         e.data.environment.as_str(),
                         e.data.model.as_str(),
@@ -346,7 +346,7 @@ impl Registry {
                     .map_err(retry)?;
                 self.store
                     .record_deployment_event(
-                        &e.identity(),
+                        &e.id,
                         "completed",
                         env,
                         e.data.model.as_str(),
@@ -394,7 +394,7 @@ impl Registry {
                 .await?;
                 self.store
                     .record_deployment_event(
-                        &e.identity(),
+                        &e.id,
                         "rolled_back",
                         env,
                         e.data.model.as_str(),
