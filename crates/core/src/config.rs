@@ -265,7 +265,7 @@ pub struct Config {
     /// Ingest service.
     pub ingest: IngestConfig,
     /// Features service.
-    pub features: OpsConfig,
+    pub features: FeaturesConfig,
     /// Trainer service.
     pub trainer: OpsConfig,
     /// Deployer service.
@@ -292,9 +292,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             registry: RegistryConfig::default(),
             ingest: IngestConfig::default(),
-            features: OpsConfig {
-                ops_addr: addr("127.0.0.1:7073"),
-            },
+            features: FeaturesConfig::default(),
             trainer: OpsConfig {
                 ops_addr: addr("127.0.0.1:7074"),
             },
@@ -613,6 +611,32 @@ impl Default for IngestConfig {
     }
 }
 
+/// Features service. It holds a whole batch in memory (typed columns, the
+/// feature matrix) to fit and encode it, so it refuses, before reading any of
+/// it, a batch above either limit: the run fails with a reason naming the key.
+/// Ingest accepts larger batches (`ingest.max_batch_bytes`) because validation
+/// streams.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// Operations endpoints.
+    pub ops_addr: SocketAddr,
+    /// Largest batch, in stored bytes, the stage builds a feature set from.
+    pub max_batch_bytes: u64,
+    /// Most data rows in a batch the stage builds a feature set from.
+    pub max_rows: u64,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        Self {
+            ops_addr: addr("127.0.0.1:7073"),
+            max_batch_bytes: 1024 * 1024 * 1024,
+            max_rows: 5_000_000,
+        }
+    }
+}
+
 /// A service whose only HTTP surface is operations (`/healthz`, `/readyz`, `/metrics`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -843,6 +867,12 @@ impl Config {
         }
         if self.ingest.max_batch_bytes == 0 {
             return Err(invalid("ingest.max_batch_bytes", "must be positive"));
+        }
+        if self.features.max_batch_bytes == 0 {
+            return Err(invalid("features.max_batch_bytes", "must be positive"));
+        }
+        if self.features.max_rows == 0 {
+            return Err(invalid("features.max_rows", "must be positive"));
         }
         if self.ingest.chunk_rows == 0 || self.ingest.chunk_rows > 10_000_000 {
             return Err(invalid(
@@ -1237,6 +1267,27 @@ mod tests {
         let shown = c.to_redacted_toml();
         assert!(!shown.contains("pw"), "{shown}");
         assert!(format!("{c:?}").contains("***"));
+    }
+
+    #[test]
+    fn features_limits_are_configurable_and_checked() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.features.max_batch_bytes, 1 << 30);
+        assert_eq!(c.features.max_rows, 5_000_000);
+        assert_eq!(c.features.ops_addr.port(), 7073);
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("MODELBUS_FEATURES__MAX_BATCH_BYTES", "1000"),
+                ("MODELBUS_FEATURES__MAX_ROWS", "10"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.features.max_batch_bytes, c.features.max_rows), (1000, 10));
+        let e = Config::load_from(None, &env(&[("MODELBUS_FEATURES__MAX_ROWS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("features.max_rows"), "{e}");
     }
 
     #[test]

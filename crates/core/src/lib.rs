@@ -15,6 +15,7 @@ pub mod config;
 pub mod deploy;
 pub mod events;
 pub mod evidence;
+pub mod fsutil;
 pub mod ids;
 pub mod latency;
 pub mod nats_server;

@@ -398,6 +398,12 @@ fn csv_error(e: csv::Error) -> TableError {
             line: pos.map(|p| p.line()).or(line).unwrap_or(0),
             column: "(unknown)".into(),
         },
+        // The reader's own error (an artifact that fails its digest check, a
+        // broken pipe): its message, not the parser's debug dump.
+        csv::ErrorKind::Io(e) => TableError::Csv {
+            line,
+            message: e.to_string(),
+        },
         other => TableError::Csv {
             line,
             message: format!("{other:?}"),

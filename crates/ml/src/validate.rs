@@ -3,9 +3,12 @@
 //! validation results (success, observed value, unexpected count and percent, a
 //! few unexpected values with their rows, severity).
 //!
-//! Besides the spec's own expectations, the column declarations imply three
+//! Besides the spec's own expectations, the column declarations imply four
 //! checks: the header matches the declared columns, every value has its column's
-//! type, and non-nullable columns hold no nulls.
+//! type, non-nullable columns hold no nulls, and a string entity column holds
+//! only ids the online feature store can key (at most [`MAX_ENTITY_ID_BYTES`]
+//! bytes, not empty, no control characters:
+//! `expect_column_values_to_be_valid_entity_ids`).
 //!
 //! # How it runs
 //!
@@ -86,6 +89,46 @@ pub const DISTINCT_OUTSIDE_CAP: usize = 1_000;
 
 /// Weight given to an empty bucket of a KL reference distribution.
 pub const KL_EPSILON: f64 = 1e-6;
+
+/// Longest entity id, in bytes, a batch may hold. It must equal
+/// `modelbus_core::online::MAX_ENTITY_ID_BYTES` (the id becomes part of a NATS
+/// KV subject, and nats-server drops a connection whose control line is too
+/// long); this crate does not depend on `modelbus-core`, so ingest's tests check
+/// the two agree. Validation refuses longer ids with their rows, so a producer
+/// learns of them at ingest rather than from a later stage.
+pub const MAX_ENTITY_ID_BYTES: usize = 256;
+
+/// Characters of a text value kept in a sample or a reason; longer values are
+/// cut and marked with their length, so a huge cell cannot bloat a report or
+/// push an event past the bus's message size limit.
+pub const SAMPLE_CHARS: usize = 200;
+
+/// A text value for a sample: cut at [`SAMPLE_CHARS`] characters, a cut value
+/// ending in `… (N bytes)`.
+pub fn sample_text(s: &str) -> serde_json::Value {
+    match s.char_indices().nth(SAMPLE_CHARS) {
+        None => s.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()).into(),
+    }
+}
+
+/// Why a text value cannot be an entity id, or `None` when it can (the rule of
+/// `modelbus_core::online::check_entity_id`).
+pub fn entity_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("entity id is empty".into());
+    }
+    if id.len() > MAX_ENTITY_ID_BYTES {
+        return Some(format!(
+            "entity id is {} bytes long; at most {MAX_ENTITY_ID_BYTES} are accepted",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Some("entity id contains a control character".into());
+    }
+    None
+}
 
 /// An unexpected value and where it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -450,7 +493,7 @@ impl<'a> Col<'a> {
             return serde_json::Value::Null;
         }
         match self {
-            Col::Str(a) => a.value(i).into(),
+            Col::Str(a) => sample_text(a.value(i)),
             Col::Int(a) => a.value(i).into(),
             Col::Float(a) => a.value(i).into(),
             Col::Bool(a) => a.value(i).into(),
@@ -1465,6 +1508,8 @@ enum Kind {
         max: Option<u64>,
     },
     Regex(Regex),
+    /// Values usable as online-store keys (see [`entity_id_problem`]).
+    EntityId,
     Lengths {
         min: Option<u64>,
         max: Option<u64>,
@@ -1615,6 +1660,14 @@ impl Validator {
                     serde_json::json!({ "column": c.name }),
                     i,
                     Kind::NotNull,
+                ));
+            }
+            if c.name == spec.entity_column && c.ty == ColumnType::String {
+                checks.push(Check::implied(
+                    "expect_column_values_to_be_valid_entity_ids",
+                    serde_json::json!({ "column": c.name, "max_bytes": MAX_ENTITY_ID_BYTES }),
+                    i,
+                    Kind::EntityId,
                 ));
             }
         }
@@ -1886,7 +1939,15 @@ impl Validator {
                     tally.missing += col.null_count();
                     each_str(col, |i, s| {
                         if !re.is_match(s) {
-                            tally.flag(first + i as u64, || s.into());
+                            tally.flag(first + i as u64, || sample_text(s));
+                        }
+                    });
+                }
+                Kind::EntityId => {
+                    tally.missing += col.null_count();
+                    each_str(col, |i, s| {
+                        if entity_id_problem(s).is_some() {
+                            tally.flag(first + i as u64, || sample_text(s));
                         }
                     });
                 }
@@ -1904,7 +1965,7 @@ impl Validator {
                             chars >= lo && chars <= hi
                         };
                         if !ok {
-                            tally.flag(first + i as u64, || s.into());
+                            tally.flag(first + i as u64, || sample_text(s));
                         }
                     });
                 }
@@ -2219,6 +2280,15 @@ fn finish_check(
         | Kind::Regex(_)
         | Kind::Lengths { .. }
         | Kind::Pair { .. } => map_success(tally.unexpected, non_null, &mut detail),
+        Kind::EntityId => {
+            if tally.unexpected > 0 {
+                detail.details = Some(format!(
+                    "entity ids key the online feature store: 1 to {MAX_ENTITY_ID_BYTES} bytes, \
+                     no control characters"
+                ));
+            }
+            map_success(tally.unexpected, non_null, &mut detail)
+        }
         Kind::DistinctInSet {
             values,
             seen,

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::TryStreamExt;
 use modelbus_core::Context;
-use modelbus_core::artifact::ArtifactError;
+use modelbus_core::artifact::{ArtifactError, ArtifactStore};
 use modelbus_core::auth::{Permission, Principal};
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::{
@@ -26,7 +26,7 @@ use modelbus_core::events::{
 };
 use modelbus_core::ids::{DatasetName, PipelineRunId, Sha256Digest};
 use modelbus_ml::spec::DatasetSpec;
-use modelbus_ml::validate::validate_csv;
+use modelbus_ml::validate::{ValidationReport, validate_csv};
 use modelbus_proto::registry::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -37,6 +37,43 @@ pub const SOURCE: &str = "/modelbus/ingest";
 pub const CONSUMER: &str = "ingest";
 
 type Registry = modelbus_proto::Client;
+
+/// Why a stored batch could not be validated (as opposed to a batch that was
+/// validated and failed).
+#[derive(Debug, thiserror::Error)]
+pub enum StoredBatchError {
+    /// The batch is missing, or its stored bytes are not the batch (truncated
+    /// or altered: [`ArtifactError::Corrupt`]), or reading it failed.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// The validation task itself failed.
+    #[error("validation task failed: {0}")]
+    Task(String),
+}
+
+/// Validates a stored batch in one streaming pass. The bytes are checked
+/// against the batch's digest as they are read, and the report is returned only
+/// when all of them were the batch's: a truncated or altered object fails with
+/// [`ArtifactError::Corrupt`] instead of yielding a report on a prefix of the
+/// data (which could pass under the whole batch's digest).
+pub async fn validate_stored(
+    store: &ArtifactStore,
+    batch: &Sha256Digest,
+    spec: Arc<DatasetSpec>,
+    chunk_rows: usize,
+) -> Result<ValidationReport, StoredBatchError> {
+    let mut reader = store.open_read(batch).await?;
+    let (report, integrity) = tokio::task::spawn_blocking(move || {
+        let report = validate_csv(&mut reader, spec, chunk_rows);
+        // Reads what validation left (it stops at a structural error) so the
+        // digest is always checked.
+        (report, reader.finish())
+    })
+    .await
+    .map_err(|e| StoredBatchError::Task(e.to_string()))?;
+    integrity?;
+    Ok(report)
+}
 
 /// Errors of ingest's HTTP API.
 #[derive(Debug, thiserror::Error)]
@@ -385,20 +422,29 @@ impl Ingest {
             .run
             .ok_or_else(|| HandlerError::Retry("registry returned no run".into()))?;
         let run_id = PipelineRunId::parse(&run.id).map_err(HandlerError::reject)?;
-        let reader = self.ctx.store.open_read(&s.batch_sha256).await.map_err(|err| match err {
-            ArtifactError::NotFound(_) => HandlerError::Reject(format!(
-                "batch {} is not in the artifact store: put the object before publishing data.batch.submitted",
-                s.batch_sha256
-            )),
-            other => HandlerError::Retry(other.to_string()),
-        })?;
         let spec_arc = Arc::new(parsed.spec);
         let chunk_rows = self.ctx.config.ingest.chunk_rows;
         let started = std::time::Instant::now();
-        let report =
-            tokio::task::spawn_blocking(move || validate_csv(reader, spec_arc, chunk_rows))
-                .await
-                .map_err(|e| HandlerError::Retry(format!("validation task: {e}")))?;
+        // Neither validated nor rejected on bytes that are not the batch: a
+        // corrupt object is a storage fault, retried (a re-upload of the batch
+        // repairs it) and dead-lettered, failing the run, when it persists.
+        let report = validate_stored(&self.ctx.store, &s.batch_sha256, spec_arc, chunk_rows)
+            .await
+            .map_err(|err| match err {
+                StoredBatchError::Artifact(ArtifactError::NotFound(_)) => HandlerError::Reject(format!(
+                    "batch {} is not in the artifact store: put the object before publishing data.batch.submitted",
+                    s.batch_sha256
+                )),
+                StoredBatchError::Artifact(e @ ArtifactError::Corrupt { .. }) => {
+                    metrics::counter!("modelbus_artifacts_corrupt_total", "stage" => "ingest")
+                        .increment(1);
+                    tracing::error!(batch = %s.batch_sha256, error = %e, "stored batch is corrupt; not validating it");
+                    HandlerError::Retry(format!(
+                        "{e}; the batch is not validated: upload it again to repair the stored copy"
+                    ))
+                }
+                other => HandlerError::Retry(other.to_string()),
+            })?;
         metrics::histogram!("modelbus_ingest_validation_seconds", "dataset" => s.dataset.to_string())
             .record(started.elapsed().as_secs_f64());
         let report_bytes = serde_json::to_vec_pretty(&report).map_err(HandlerError::retry)?;
