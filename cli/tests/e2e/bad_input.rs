@@ -398,3 +398,15 @@ async fn a_model_failing_its_gates_is_rejected_and_not_deployed() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_the_features_stage_fails_its_run_before_the_work() {
+    let t = TestPlatform::start_with(Db::Sqlite, |c| c.features.max_rows = 1_000).await;
+    let run = t.submit_and_wait(&telco_csv()).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let reasons = run["reasons"].to_string();
+    assert!(
+        reasons.contains("7043 rows") && reasons.contains("features.max_rows"),
+        "{reasons}"
+    );
+}

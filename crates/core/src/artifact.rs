@@ -130,7 +130,9 @@ impl TempObject {
     }
 
     fn path(&self) -> &Path {
-        self.path.as_ref().expect("a temporary object has a path until consumed")
+        self.path
+            .as_ref()
+            .expect("a temporary object has a path until consumed")
     }
 
     /// Removes it now.
@@ -199,9 +201,8 @@ impl ArtifactStore {
     /// write is fsynced (file and directories) before it returns. Temporary files
     /// older than [`STALE_TEMP_AGE`] (left by a crash) are removed.
     pub fn local(dir: &std::path::Path) -> Result<Self, ArtifactError> {
-        let loc = |e: std::io::Error| {
-            ArtifactError::Location(dir.display().to_string(), e.to_string())
-        };
+        let loc =
+            |e: std::io::Error| ArtifactError::Location(dir.display().to_string(), e.to_string());
         crate::fsutil::create_private_dir(dir).map_err(loc)?;
         let root = dir.canonicalize().map_err(loc)?;
         for sub in [TMP_DIR, OBJECTS_DIR] {
@@ -658,7 +659,10 @@ mod tests {
             .unwrap_or_default()
     }
 
-    async fn collect_stream(s: &ArtifactStore, d: &Sha256Digest) -> Result<Vec<u8>, std::io::Error> {
+    async fn collect_stream(
+        s: &ArtifactStore,
+        d: &Sha256Digest,
+    ) -> Result<Vec<u8>, std::io::Error> {
         let mut st = Box::pin(s.get_stream(d).await.unwrap());
         let mut out = Vec::new();
         while let Some(chunk) = st.next().await {
@@ -689,7 +693,11 @@ mod tests {
             Err(ArtifactError::NotFound(_))
         ));
         // Writes leave no temporary file behind.
-        assert!(tmp_files(dir.path()).is_empty(), "{:?}", tmp_files(dir.path()));
+        assert!(
+            tmp_files(dir.path()).is_empty(),
+            "{:?}",
+            tmp_files(dir.path())
+        );
     }
 
     #[tokio::test]
@@ -716,7 +724,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ArtifactError::TooLarge { limit: 5000 }));
         // Nothing partial is left behind.
-        assert!(tmp_files(dir.path()).is_empty(), "{:?}", tmp_files(dir.path()));
+        assert!(
+            tmp_files(dir.path()).is_empty(),
+            "{:?}",
+            tmp_files(dir.path())
+        );
     }
 
     #[tokio::test]
@@ -832,7 +844,11 @@ mod tests {
             a
         );
         assert_eq!(collect_stream(&s, &a.sha256).await.unwrap(), data);
-        assert!(tmp_files(dir.path()).is_empty(), "{:?}", tmp_files(dir.path()));
+        assert!(
+            tmp_files(dir.path()).is_empty(),
+            "{:?}",
+            tmp_files(dir.path())
+        );
     }
 
     #[tokio::test]
@@ -852,7 +868,10 @@ mod tests {
         assert!(back.1.is_ok());
 
         s.inner
-            .put(&key(&a.sha256), PutPayload::from(data[..cut_at(&data)].to_vec()))
+            .put(
+                &key(&a.sha256),
+                PutPayload::from(data[..cut_at(&data)].to_vec()),
+            )
             .await
             .unwrap();
         assert!(collect_stream(&s, &a.sha256).await.is_err());
@@ -891,7 +910,10 @@ mod tests {
         let fresh = tmp.join("in-progress");
         std::fs::write(&fresh, b"writing").unwrap();
         let s = ArtifactStore::local(dir.path()).unwrap();
-        assert!(!old.exists(), "a stale temporary file must be removed at open");
+        assert!(
+            !old.exists(),
+            "a stale temporary file must be removed at open"
+        );
         assert!(fresh.exists(), "a live upload's file must be kept");
         // The store works as before.
         let a = s.put(Bytes::from_static(b"x")).await.unwrap();
@@ -915,7 +937,11 @@ mod tests {
         while !tmp_files(dir.path()).is_empty() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(tmp_files(dir.path()).is_empty(), "{:?}", tmp_files(dir.path()));
+        assert!(
+            tmp_files(dir.path()).is_empty(),
+            "{:?}",
+            tmp_files(dir.path())
+        );
     }
 
     #[cfg(unix)]

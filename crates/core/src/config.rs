@@ -1283,7 +1283,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!((c.features.max_batch_bytes, c.features.max_rows), (1000, 10));
+        assert_eq!(
+            (c.features.max_batch_bytes, c.features.max_rows),
+            (1000, 10)
+        );
         let e = Config::load_from(None, &env(&[("MODELBUS_FEATURES__MAX_ROWS", "0")]))
             .unwrap_err()
             .to_string();

@@ -245,6 +245,7 @@ impl Features {
 
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
         let e = d.decode::<BatchValidated>()?;
+
         let v = &e.data;
         let spec = self
             .registry
@@ -264,6 +265,23 @@ impl Features {
         let spec = DatasetSpec::parse(&spec.toml, "registered spec")
             .map_err(HandlerError::reject)?
             .spec;
+        // The stage holds the whole batch in memory: refuse, before reading
+        // any of it, one above the configured bounds.
+        let limits = &self.ctx.config.features;
+        let size = self
+            .ctx
+            .store
+            .size(&v.batch_sha256)
+            .await
+            .map_err(|err| match err {
+                ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
+                other => HandlerError::Retry(other.to_string()),
+            })?;
+        if let Some(reason) = too_large(size, v.rows, limits.max_batch_bytes, limits.max_rows) {
+            metrics::counter!("modelbus_features_refused_total", "reason" => "too_large")
+                .increment(1);
+            return Err(HandlerError::Reject(reason));
+        }
         let reader = self
             .ctx
             .store
@@ -381,9 +399,40 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
     .map_err(|e| FeaturesError::Fatal(e.to_string()))
 }
 
+/// Why a batch is too large for the features stage (which holds it whole in
+/// memory), or `None`.
+fn too_large(bytes: u64, rows: u64, max_bytes: u64, max_rows: u64) -> Option<String> {
+    if bytes > max_bytes {
+        return Some(format!(
+            "batch is {bytes} bytes; the features stage builds feature sets from at most {max_bytes} (features.max_batch_bytes)"
+        ));
+    }
+    if rows > max_rows {
+        return Some(format!(
+            "batch has {rows} rows; the features stage builds feature sets from at most {max_rows} (features.max_rows)"
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_above_the_features_bounds_are_refused_naming_the_key() {
+        assert_eq!(too_large(10, 10, 10, 10), None);
+        assert!(
+            too_large(11, 1, 10, 10)
+                .unwrap()
+                .contains("features.max_batch_bytes")
+        );
+        assert!(
+            too_large(1, 11, 10, 10)
+                .unwrap()
+                .contains("features.max_rows")
+        );
+    }
 
     #[test]
     fn telco_feature_set_is_stratified_and_deterministic() {
