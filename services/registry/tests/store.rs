@@ -575,6 +575,57 @@ macro_rules! store_suite {
             }
 
             #[tokio::test]
+            async fn tokens_are_revoked_by_id_or_principal() {
+                // Failed on every PostgreSQL deployment before: a NUL stood in
+                // for the absent selector, and PostgreSQL refuses NUL in text.
+                let (store, _guard) = $make.await;
+                let roles = [modelbus_core::auth::Role::Viewer];
+                for (id, who) in [("t1", "alice"), ("t2", "alice"), ("t3", "bob")] {
+                    store
+                        .create_token(id, who, &roles, &format!("hash-{id}"), "admin")
+                        .await
+                        .unwrap();
+                }
+                let by_id = store.revoke_tokens(Some("t1"), None, "admin").await.unwrap();
+                assert_eq!(by_id.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t1"]);
+                assert!(!by_id[0].revoked_at.is_empty());
+                assert!(store.principal_by_token("hash-t1").await.unwrap().is_none());
+                assert!(store.principal_by_token("hash-t2").await.unwrap().is_some());
+                let by_principal = store.revoke_tokens(None, Some("alice"), "admin").await.unwrap();
+                assert_eq!(by_principal.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t2"]);
+                assert!(store.revoke_tokens(None, None, "admin").await.unwrap().is_empty());
+                assert!(store.revoke_tokens(Some("t1"), None, "admin").await.unwrap().is_empty(), "revoked twice");
+                assert!(store.has_active_token("bob").await.unwrap());
+                assert!(!store.has_active_token("alice").await.unwrap());
+                let (_, revoked_at) = store.token("t2").await.unwrap().unwrap();
+                assert!(!revoked_at.is_empty());
+            }
+
+            #[tokio::test]
+            async fn a_refused_grant_reopens_only_its_own_promotion() {
+                let (store, _guard) = $make.await;
+                let p = modelbus_registry::store::Promotion {
+                    model: "m".into(),
+                    version: 1,
+                    environment: "production".into(),
+                    allow: true,
+                    reasons: vec![],
+                    policy_digest: "d".into(),
+                    input: serde_json::json!({}),
+                    decided_at: "2026-12-02T00:00:00Z".into(),
+                    granted_event: String::new(),
+                };
+                store.save_promotion(&p).await.unwrap();
+                assert!(store.mark_promotion_granted("m", 1, "production", "g1").await.unwrap());
+                assert!(!store.mark_promotion_granted("m", 1, "production", "g2").await.unwrap());
+                assert!(!store.reopen_promotion("m", 1, "production", "other").await.unwrap());
+                assert!(store.reopen_promotion("m", 1, "production", "g1").await.unwrap());
+                assert!(store.mark_promotion_granted("m", 1, "production", "g2").await.unwrap());
+                let now = store.promotion("m", 1, "production").await.unwrap().unwrap();
+                assert_eq!(now.granted_event, "g2");
+            }
+
+            #[tokio::test]
             async fn data_survives_a_restart() {
                 let (store, guard) = $make.await;
                 seed_run(&store, "pr-1", 1).await;

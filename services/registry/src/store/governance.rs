@@ -377,10 +377,14 @@ impl Store {
         by: &str,
     ) -> Result<Vec<TokenInfo>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT * FROM api_tokens WHERE revoked_at = '' AND (id = $1 OR principal = $2)",
+            // An absent selector is bound as '' and matches nothing (ids and
+            // principals are never empty). PostgreSQL refuses NUL in text, so
+            // no sentinel character may stand in for "none".
+            "SELECT * FROM api_tokens WHERE revoked_at = '' \
+             AND (($1 <> '' AND id = $1) OR ($2 <> '' AND principal = $2))",
         )
-        .bind(id.unwrap_or("\u{0}"))
-        .bind(principal.unwrap_or("\u{0}"))
+        .bind(id.unwrap_or(""))
+        .bind(principal.unwrap_or(""))
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::new();
