@@ -346,7 +346,7 @@ struct PredictRequest {
 fn records(
     instances: Vec<Value>,
     limits: &RequestLimits,
-) -> Result<Vec<Map<String, Value>>, Response> {
+) -> Result<Vec<Map<String, Value>>, Refused> {
     if instances.len() > limits.max_rows {
         return Err(too_large(format!(
             "{} instances in one request; at most {} are accepted (serving.max_rows_per_request)",
@@ -359,7 +359,7 @@ fn records(
         .enumerate()
         .map(|(i, v)| match v {
             Value::Object(m) => Ok(m),
-            other => Err(error(
+            other => Err(Refused(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "instances[{i}]: expected an object of column values, got {}",
@@ -382,8 +382,18 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn too_large(message: String) -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, message)
+/// A request refused before any work: its status and message.
+#[derive(Debug)]
+struct Refused(StatusCode, String);
+
+impl From<Refused> for Response {
+    fn from(r: Refused) -> Self {
+        error(r.0, r.1)
+    }
+}
+
+fn too_large(message: String) -> Refused {
+    Refused(StatusCode::PAYLOAD_TOO_LARGE, message)
 }
 
 /// The request-status label of an error response.
@@ -545,9 +555,9 @@ async fn predict_v1(
     };
     let recs = match records(req.instances, &env.limits) {
         Ok(r) => r,
-        Err(resp) => {
+        Err(refused) => {
             observe(&env, Some(&slot.current), name, "bad_request", started, 0);
-            return resp;
+            return refused.into();
         }
     };
     let answered = match predict_split(&env, &slot, name, recs, started).await {
@@ -696,8 +706,8 @@ fn tensors_to_records(
     inputs: Vec<InferTensor>,
     schema: &modelbus_ml::model::InputSchema,
     limits: &RequestLimits,
-) -> Result<Vec<Map<String, Value>>, Response> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+) -> Result<Vec<Map<String, Value>>, Refused> {
+    let bad = |m: String| Refused(StatusCode::BAD_REQUEST, m);
     if inputs.len() > limits.max_inputs {
         return Err(too_large(format!(
             "{} input tensors in one request; at most {} are accepted (serving.max_inputs_per_request)",
@@ -840,9 +850,9 @@ async fn v2_infer(
         &env.limits,
     ) {
         Ok(r) => r,
-        Err(resp) => {
+        Err(refused) => {
             observe(&env, Some(&slot.current), &name, "bad_request", started, 0);
-            return resp;
+            return refused.into();
         }
     };
     let answered = match predict_split(&env, &slot, &name, recs, started).await {
@@ -1399,7 +1409,8 @@ mod tests {
         }
     }
 
-    fn body(resp: Response) -> (StatusCode, String) {
+    fn body(refused: Refused) -> (StatusCode, String) {
+        let resp = Response::from(refused);
         let status = resp.status();
         let bytes = tokio::runtime::Builder::new_current_thread()
             .build()
