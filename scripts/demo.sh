@@ -162,6 +162,10 @@ sed 's/^max_roc_auc_drop = 0.01/max_roc_auc_drop = 1.0/' config/datasets/telco-c
 "$mb" datasets apply "$state/telco-churn-relaxed.toml"
 head -n -700 data/telco-churn/telco_customer_churn.csv >"$state/batch-2.csv"
 "$mb" submit --dataset telco-churn "$state/batch-2.csv" --wait | tail -1
+# The soak counts requests that reached the model: one staging prediction of v2.
+curl -fsS -X POST http://127.0.0.1:7080/v1/models/telco-churn:predict \
+  -H 'content-type: application/json' \
+  -d '{"instances": [{"customerID": "7590-VHVEG"}]}' >/dev/null
 sleep 3 # the staging soak
 for who in alice bob; do
   token_var="${who}_token"
