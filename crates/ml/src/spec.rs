@@ -1063,6 +1063,30 @@ pub struct DatasetSpec {
     pub evaluation: EvaluationSpec,
 }
 
+/// Most regex expectations one spec may hold.
+pub const MAX_REGEX_EXPECTATIONS: usize = 64;
+
+/// Longest regex pattern accepted, in bytes.
+pub const MAX_REGEX_LEN: usize = 1_000;
+
+/// Compiles an expectation's regex within bounds: at most [`MAX_REGEX_LEN`]
+/// bytes of pattern and 1 MiB for the compiled program and its lazy DFA each,
+/// so a pattern like `(a{1000}){1000}` is refused instead of taking the
+/// validating process's memory.
+pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_REGEX_LEN} are accepted",
+            pattern.len()
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("does not compile: {}", e.to_string().replace('\n', " ")))
+}
+
 /// A parsed spec with the digest of its source text (its version identity).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedSpec {
@@ -1273,7 +1297,19 @@ impl DatasetSpec {
                 ));
             }
         }
+        let mut regexes = 0usize;
         for (i, e) in self.expectations.iter().enumerate() {
+            if matches!(e, Expectation::MatchRegex { .. }) {
+                regexes += 1;
+                if regexes > MAX_REGEX_EXPECTATIONS {
+                    return Err((
+                        vec![PathPart::Key("expectations".into()), PathPart::Index(i)],
+                        format!(
+                            "more than {MAX_REGEX_EXPECTATIONS} regex expectations in one spec; each one scans every value of its column"
+                        ),
+                    ));
+                }
+            }
             self.check_expectation(i, e)?;
         }
         self.check_features()?;
@@ -1546,9 +1582,8 @@ impl DatasetSpec {
             }
             Expectation::MatchRegex { regex, .. } => {
                 string_only("needs a string column")?;
-                if let Err(err) = regex::Regex::new(regex) {
-                    let msg = err.to_string().replace('\n', " ");
-                    return Err((at("regex"), format!("does not compile: {msg}")));
+                if let Err(msg) = compile_regex(regex) {
+                    return Err((at("regex"), msg));
                 }
             }
             Expectation::ValueLengthsBetween { .. } => {
@@ -1834,6 +1869,29 @@ nullable = true
         assert_eq!(e.key, "expectations[1].column");
         assert_eq!(e.line, 21, "{e}");
         assert!(e.reason.contains("nope"));
+    }
+
+    #[test]
+    fn regexes_are_bounded_in_size_and_count() {
+        let telco = include_str!("../../../config/datasets/telco-churn.toml");
+        let with = |extra: &str| format!("{telco}\n{extra}");
+        let one = |re: &str| {
+            format!(
+                "[[expectations]]\nexpectation = \"expect_column_values_to_match_regex\"\ncolumn = \"customerID\"\nregex = '{re}'\n"
+            )
+        };
+        // Compiles to far more than 1 MiB of program: refused, not built.
+        let e = DatasetSpec::parse(&with(&one("(a{1000}){1000}")), "t.toml").unwrap_err();
+        assert!(e.to_string().contains("does not compile"), "{e}");
+        let e =
+            DatasetSpec::parse(&with(&one(&"a".repeat(MAX_REGEX_LEN + 1))), "t.toml").unwrap_err();
+        assert!(e.to_string().contains("at most 1000"), "{e}");
+        let many = (0..MAX_REGEX_EXPECTATIONS)
+            .map(|_| one("^x"))
+            .collect::<String>();
+        let e = DatasetSpec::parse(&with(&many), "t.toml").unwrap_err();
+        assert!(e.to_string().contains("more than 64 regex"), "{e}");
+        assert!(DatasetSpec::parse(&with(&one("^[0-9]+$")), "t.toml").is_ok());
     }
 
     #[test]

@@ -1711,10 +1711,10 @@ impl Validator {
                 },
                 // Checked against the header before any row is read.
                 Expectation::ColumnsMatchSet { .. } => continue,
-                Expectation::MatchRegex { regex, .. } => match Regex::new(regex) {
+                Expectation::MatchRegex { regex, .. } => match crate::spec::compile_regex(regex) {
                     Ok(re) => Kind::Regex(re),
                     // Refused by the spec parser; a spec built otherwise fails here.
-                    Err(err) => Kind::Invalid(format!("the regex does not compile: {err}")),
+                    Err(err) => Kind::Invalid(format!("the regex {err}")),
                 },
                 Expectation::ValueLengthsBetween {
                     min_value,
