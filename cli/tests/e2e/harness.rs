@@ -205,6 +205,17 @@ impl TestPlatform {
             .await
             .unwrap()
     }
+
+    /// Whether the metrics come to contain `line` within about five seconds.
+    pub async fn metric_appears(&self, line: &str) -> bool {
+        for _ in 0..100 {
+            if self.metrics().await.contains(line) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
 }
 
 /// The first `n` Telco rows as JSON records, without the target.

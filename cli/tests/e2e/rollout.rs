@@ -361,17 +361,9 @@ async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() 
         .await
         .unwrap();
     nats.flush().await.unwrap();
-    let mut ignored = false;
-    for _ in 0..100 {
-        ignored = t
-            .metrics()
-            .await
-            .contains("modelbus_deployer_redeliveries_ignored_total 1");
-        if ignored {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ignored = t
+        .metric_appears("modelbus_deployer_redeliveries_ignored_total 1")
+        .await;
     assert!(
         ignored,
         "the republished approval was not recognised as applied"

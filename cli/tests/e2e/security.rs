@@ -47,8 +47,17 @@ async fn refused(t: &TestPlatform, g: ApprovalGranted) -> String {
     v["data"]["reason"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_and_mismatched_approvals_are_refused() {
+/// A platform with Telco v1 in staging, what the tests compare against and the
+/// registry's automation key (which the deployer trusts for staging).
+struct Deployed {
+    t: TestPlatform,
+    digest: Sha256Digest,
+    kv: async_nats::jetstream::kv::Store,
+    before: async_nats::jetstream::kv::Entry,
+    automation: KeyPair,
+}
+
+async fn deployed() -> Deployed {
     let t = TestPlatform::start(Db::Sqlite).await;
     t.deploy_telco().await;
     let digest = Sha256Digest::parse(
@@ -67,6 +76,24 @@ async fn forged_and_mismatched_approvals_are_refused() {
         "test",
     )
     .unwrap();
+    Deployed {
+        t,
+        digest,
+        kv,
+        before,
+        automation,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_mismatched_approvals_are_refused() {
+    let Deployed {
+        t,
+        digest,
+        kv,
+        before,
+        automation,
+    } = deployed().await;
     let model = ModelName::parse("telco-churn").unwrap();
     let grant = |env: Environment, approvals| ApprovalGranted {
         model: model.clone(),
@@ -230,24 +257,13 @@ async fn publish_on(t: &TestPlatform, subject: &str, payload: Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_whose_type_is_not_its_subjects_is_refused_and_audited() {
-    let t = TestPlatform::start(Db::Sqlite).await;
-    t.deploy_telco().await;
-    let digest = Sha256Digest::parse(
-        t.client.model("telco-churn").await.unwrap()["versions"][0]["model_sha256"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let kv = async_nats::jetstream::new(t.nats().await)
-        .get_key_value("deployments")
-        .await
-        .unwrap();
-    let before = kv.entry("staging.telco-churn").await.unwrap().unwrap();
-    let automation = KeyPair::from_pem(
-        &std::fs::read_to_string(t.config.automation_key_path()).unwrap(),
-        "test",
-    )
-    .unwrap();
+    let Deployed {
+        t,
+        digest,
+        kv,
+        before,
+        automation,
+    } = deployed().await;
     // A genuinely valid approval (trusted key, fresh nonce), wrapped as
     // `approval.granted` but sent on the subject serving publishes stats on:
     // before the fix the deployer chose its approval handler from the type and
@@ -309,17 +325,9 @@ async fn an_event_whose_type_is_not_its_subjects_is_refused_and_audited() {
         "{details}"
     );
     // The deployer counted and refused its copy; the state is untouched.
-    let mut counted = false;
-    for _ in 0..100 {
-        counted = t
-            .metrics()
-            .await
-            .contains("modelbus_events_misrouted_total{subject=\"modelbus.serving.stats\"}");
-        if counted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let counted = t
+        .metric_appears("modelbus_events_misrouted_total{subject=\"modelbus.serving.stats\"}")
+        .await;
     assert!(counted, "no misrouted event counted");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = kv.entry("staging.telco-churn").await.unwrap().unwrap();

@@ -398,14 +398,9 @@ impl Statement {
         digest: &Sha256Digest,
         predicate: ApprovalPredicate,
     ) -> Self {
-        let mut d = std::collections::BTreeMap::new();
-        d.insert("sha256".to_string(), digest.to_hex());
         Self {
             statement_type: STATEMENT_TYPE.to_string(),
-            subject: vec![Subject {
-                name: format!("{}/v{}", predicate.model, predicate.version),
-                digest: d,
-            }],
+            subject: vec![Subject::of(&predicate.model, predicate.version, digest)],
             predicate_type: kind.predicate_type().to_string(),
             predicate,
         }
@@ -427,17 +422,7 @@ impl Statement {
                 st.predicate_type
             )));
         }
-        let [subject] = st.subject.as_slice() else {
-            return Err(SigningError::Statement(
-                "expected exactly one subject".into(),
-            ));
-        };
-        let hex = subject
-            .digest
-            .get("sha256")
-            .ok_or_else(|| SigningError::Statement("subject has no sha256 digest".into()))?;
-        let digest = Sha256Digest::parse(hex)
-            .map_err(|e| SigningError::Statement(format!("subject digest: {e}")))?;
+        let digest = subject_digest(&st.subject)?;
         Ok((st, digest))
     }
 }
@@ -500,14 +485,9 @@ pub struct DecisionStatement {
 impl DecisionStatement {
     /// A decision about the artifact `digest`.
     pub fn new(digest: &Sha256Digest, predicate: DecisionPredicate) -> Self {
-        let mut d = std::collections::BTreeMap::new();
-        d.insert("sha256".to_string(), digest.to_hex());
         Self {
             statement_type: STATEMENT_TYPE.to_string(),
-            subject: vec![Subject {
-                name: format!("{}/v{}", predicate.model, predicate.version),
-                digest: d,
-            }],
+            subject: vec![Subject::of(&predicate.model, predicate.version, digest)],
             predicate_type: DECISION_PREDICATE_TYPE.to_string(),
             predicate,
         }
@@ -523,19 +503,35 @@ impl DecisionStatement {
                 st.statement_type, st.predicate_type
             )));
         }
-        let [subject] = st.subject.as_slice() else {
-            return Err(SigningError::Statement(
-                "expected exactly one subject".into(),
-            ));
-        };
-        let hex = subject
-            .digest
-            .get("sha256")
-            .ok_or_else(|| SigningError::Statement("subject has no sha256 digest".into()))?;
-        let digest = Sha256Digest::parse(hex)
-            .map_err(|e| SigningError::Statement(format!("subject digest: {e}")))?;
+        let digest = subject_digest(&st.subject)?;
         Ok((st, digest))
     }
+}
+
+impl Subject {
+    /// The one subject of a statement about `model` version `version`.
+    fn of(model: &ModelName, version: u32, digest: &Sha256Digest) -> Self {
+        let mut d = std::collections::BTreeMap::new();
+        d.insert("sha256".to_string(), digest.to_hex());
+        Self {
+            name: format!("{model}/v{version}"),
+            digest: d,
+        }
+    }
+}
+
+/// The artifact digest of a statement's subjects: exactly one, with a sha256.
+fn subject_digest(subjects: &[Subject]) -> Result<Sha256Digest, SigningError> {
+    let [subject] = subjects else {
+        return Err(SigningError::Statement(
+            "expected exactly one subject".into(),
+        ));
+    };
+    let hex = subject
+        .digest
+        .get("sha256")
+        .ok_or_else(|| SigningError::Statement("subject has no sha256 digest".into()))?;
+    Sha256Digest::parse(hex).map_err(|e| SigningError::Statement(format!("subject digest: {e}")))
 }
 
 /// A fresh random nonce (128 bits, hex).

@@ -237,6 +237,17 @@ const ALREADY_APPLIED: &str = "already_applied";
 /// Why an approval was refused: the metric label and the message.
 struct Refusal(&'static str, String);
 
+/// The refusal of an envelope `what` whose signature did not verify.
+fn signature_refusal(err: &modelbus_core::signing::SigningError, what: &str) -> Refusal {
+    use modelbus_core::signing::SigningError;
+    let label = match err {
+        SigningError::UnknownKey(_) => "unknown_key",
+        SigningError::BadSignature(_) => "bad_signature",
+        _ => "malformed",
+    };
+    Refusal(label, format!("{what}: {err}"))
+}
+
 /// What a signed statement must name to count for an event.
 struct Expected<'a> {
     model: &'a modelbus_core::ids::ModelName,
@@ -411,14 +422,8 @@ impl Deployer {
     ) -> Result<(Statement, &Trusted), Refusal> {
         use modelbus_core::auth::Role;
         let keys: Vec<PublicKey> = self.trusted.iter().map(|t| t.key.clone()).collect();
-        let (payload, key_id) = verify_envelope(env, &keys).map_err(|err| {
-            let label = match err {
-                modelbus_core::signing::SigningError::UnknownKey(_) => "unknown_key",
-                modelbus_core::signing::SigningError::BadSignature(_) => "bad_signature",
-                _ => "malformed",
-            };
-            Refusal(label, format!("{what}: {err}"))
-        })?;
+        let (payload, key_id) =
+            verify_envelope(env, &keys).map_err(|err| signature_refusal(&err, what))?;
         let (st, digest) = Statement::parse(&payload)
             .map_err(|err| Refusal("malformed", format!("{what}: {err}")))?;
         if st.kind() != Some(kind) {
@@ -555,15 +560,8 @@ impl Deployer {
                     format!("no key {AUTOMATION:?} is configured to check the registry's decision"),
                 )
             })?;
-        let (payload, _) =
-            verify_envelope(env, std::slice::from_ref(&automation.key)).map_err(|err| {
-                let label = match err {
-                    modelbus_core::signing::SigningError::UnknownKey(_) => "unknown_key",
-                    modelbus_core::signing::SigningError::BadSignature(_) => "bad_signature",
-                    _ => "malformed",
-                };
-                Refusal(label, format!("the registry's decision: {err}"))
-            })?;
+        let (payload, _) = verify_envelope(env, std::slice::from_ref(&automation.key))
+            .map_err(|err| signature_refusal(&err, "the registry's decision"))?;
         let (st, digest) = modelbus_core::signing::DecisionStatement::parse(&payload)
             .map_err(|err| Refusal("malformed", format!("the registry's decision: {err}")))?;
         let p = st.predicate;

@@ -273,10 +273,7 @@ impl Features {
             .store
             .size(&v.batch_sha256)
             .await
-            .map_err(|err| match err {
-                ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
-                other => HandlerError::Retry(other.to_string()),
-            })?;
+            .map_err(missing_is_final)?;
         if let Some(reason) = too_large(size, v.rows, limits.max_batch_bytes, limits.max_rows) {
             metrics::counter!("modelbus_features_refused_total", "reason" => "too_large")
                 .increment(1);
@@ -287,10 +284,7 @@ impl Features {
             .store
             .open_read(&v.batch_sha256)
             .await
-            .map_err(|err| match err {
-                ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
-                other => HandlerError::Retry(other.to_string()),
-            })?;
+            .map_err(missing_is_final)?;
         let seed = spec.model.seed;
         let started = std::time::Instant::now();
         let spec_for_online = spec.clone();
@@ -397,6 +391,15 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
     )
     .await
     .map_err(|e| FeaturesError::Fatal(e.to_string()))
+}
+
+/// A batch that is not in the store never will be: rejected; any other store
+/// failure may pass: retried.
+fn missing_is_final(err: ArtifactError) -> HandlerError {
+    match err {
+        ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
+        other => HandlerError::Retry(other.to_string()),
+    }
 }
 
 /// Why a batch is too large for the features stage (which holds it whole in

@@ -665,14 +665,29 @@ impl Store {
         environment: &str,
         event_id: &str,
     ) -> Result<bool, RegistryError> {
+        self.swap_promotion_grant(model, version, environment, "", event_id)
+            .await
+    }
+
+    /// Replaces a promotion's grant `from` by `to` (compare-and-set); false
+    /// when its grant is not `from`.
+    async fn swap_promotion_grant(
+        &self,
+        model: &str,
+        version: u32,
+        environment: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, RegistryError> {
         let r = sqlx::query(
             "UPDATE promotions SET granted_event = $1 WHERE model = $2 AND version = $3 \
-             AND environment = $4 AND granted_event = ''",
+             AND environment = $4 AND granted_event = $5",
         )
-        .bind(event_id)
+        .bind(to)
         .bind(model)
         .bind(i64::from(version))
         .bind(environment)
+        .bind(from)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -688,17 +703,8 @@ impl Store {
         environment: &str,
         event_id: &str,
     ) -> Result<bool, RegistryError> {
-        let r = sqlx::query(
-            "UPDATE promotions SET granted_event = '' WHERE model = $1 AND version = $2 \
-             AND environment = $3 AND granted_event = $4",
-        )
-        .bind(model)
-        .bind(i64::from(version))
-        .bind(environment)
-        .bind(event_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        self.swap_promotion_grant(model, version, environment, event_id, "")
+            .await
     }
 
     /// The latest promotion decision of a version for an environment.
