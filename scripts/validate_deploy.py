@@ -41,8 +41,8 @@ SERVICES = {
 EXTERNAL_SECRETS = {
     "modelbus-automation-key": {"automation.pem", "automation.pem.pub"},
     "modelbus-database": {"url"},
-    # The services' API token (auth.service_token), registered by the registry.
-    "modelbus-service-token": {"token"},
+    # Each service's API token (auth.<service>_token), registered by the registry.
+    "modelbus-service-tokens": {"ingest", "features", "trainer", "serving"},
     # One NATS password per user of deploy/nats/permissions.conf.
     "modelbus-nats": {"registry", "ingest", "features", "trainer", "deployer", "serving", "monitor"},
 }
@@ -159,6 +159,16 @@ def check_compose() -> None:
         for var, value in expect.items():
             if env.get(var) != value:
                 fail(f"{where}: {var} must be {value} (got {env.get(var)!r})")
+        # Each service reads its own registry token only; the registry all four.
+        holders = {"ingest", "features", "trainer", "serving"}
+        wanted = holders if name == "registry" else ({name} & holders)
+        for t in sorted(holders):
+            ref, var = f"MODELBUS_AUTH__{t.upper()}_TOKEN", f"MODELBUS_{t.upper()}_TOKEN"
+            has = env.get(ref) == f"env://{var}" and bool(env.get(var))
+            if t in wanted and not has:
+                fail(f"{where}: needs {ref}=env://{var} and {var}")
+            if t not in wanted and (ref in env or var in env):
+                fail(f"{where}: must not read the {t} service's token")
         if name == "registry" and not str(env.get("DATABASE_URL", "")).startswith("postgres://"):
             fail(f"{where}: DATABASE_URL must point at the postgres service")
         mounts = [v for v in s.get("volumes") or [] if isinstance(v, str)]
@@ -403,11 +413,19 @@ def check_rendered(where: str, docs: list) -> None:
                     fail(f"{cw}: MODELBUS_REGISTRY__AUTOMATION_KEY must be a file:// reference to the mounted Secret")
                 if "DATABASE_URL" not in env:
                     fail(f"{cw}: no DATABASE_URL")
-            if name in ("registry", "ingest", "features", "trainer", "serving"):
+            # Each service reads its own token only; the registry reads all four.
+            holders = {"ingest", "features", "trainer", "serving"}
+            wanted = holders if name == "registry" else ({name} & holders)
+            for t in sorted(holders):
+                var = f"MODELBUS_{t.upper()}_TOKEN"
                 sk = next((((e.get("valueFrom") or {}).get("secretKeyRef") or {}) for e in c.get("env", [])
-                           if e["name"] == "MODELBUS_SERVICE_TOKEN"), {})
-                if env.get("MODELBUS_AUTH__SERVICE_TOKEN") != "env://MODELBUS_SERVICE_TOKEN" or sk.get("name") != "modelbus-service-token":
-                    fail(f"{cw}: needs MODELBUS_AUTH__SERVICE_TOKEN=env://MODELBUS_SERVICE_TOKEN from Secret modelbus-service-token")
+                           if e["name"] == var), {})
+                has = env.get(f"MODELBUS_AUTH__{t.upper()}_TOKEN") == f"env://{var}" and \
+                    sk.get("name") == "modelbus-service-tokens" and sk.get("key") == t
+                if t in wanted and not has:
+                    fail(f"{cw}: needs MODELBUS_AUTH__{t.upper()}_TOKEN=env://{var} from key {t} of Secret modelbus-service-tokens")
+                if t not in wanted and (sk or f"MODELBUS_AUTH__{t.upper()}_TOKEN" in env):
+                    fail(f"{cw}: must not read the {t} service's token")
             if name == "deployer":
                 if not trusted_files:
                     fail(f"{cw}: modelbus.toml names no deployer.trusted_keys")

@@ -144,7 +144,7 @@ impl Client {
         loop {
             let after = out.last().map_or(0, |e| e.seq);
             let page = self
-                .get(&format!("/v1/audit?after={after}&limit=5000"))
+                .get(&format!("/v1/audit?after={after}&limit=1000"))
                 .await?;
             let entries: Vec<modelbus_core::audit::AuditEntry> =
                 serde_json::from_value(page["entries"].clone())
@@ -171,9 +171,28 @@ impl Client {
         json_or_error(resp, "apply spec").await
     }
 
+    /// Every item of a list ordered by name, following its pages
+    /// (`next_after`): `{key: [...]}`.
+    async fn all_pages(&self, path: &str, key: &str) -> Result<Value> {
+        let mut items: Vec<Value> = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self
+                .get(&format!("{path}?limit=1000&after={}", urlencode(&after)))
+                .await?;
+            if let Some(a) = page[key].as_array() {
+                items.extend(a.iter().cloned());
+            }
+            match page["next_after"].as_str() {
+                Some(next) if !next.is_empty() && next != after => after = next.to_string(),
+                _ => return Ok(serde_json::json!({ key: items })),
+            }
+        }
+    }
+
     /// Datasets.
     pub async fn datasets(&self) -> Result<Value> {
-        self.get("/v1/datasets").await
+        self.all_pages("/v1/datasets", "datasets").await
     }
 
     /// The latest spec version of a dataset.
@@ -202,7 +221,7 @@ impl Client {
 
     /// Models.
     pub async fn models(&self) -> Result<Value> {
-        self.get("/v1/models").await
+        self.all_pages("/v1/models", "models").await
     }
 
     /// One model.
@@ -275,4 +294,18 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
+}
+
+/// Percent-encodes a query value (names are letters, digits, `-`, `_` and `.`
+/// today; anything else is escaped rather than trusted).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

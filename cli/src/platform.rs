@@ -232,7 +232,7 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
         config.serving.production_addr = a;
     }
 
-    std::fs::create_dir_all(&config.general.state_dir).with_context(|| {
+    modelbus_core::fsutil::create_private_dir(&config.general.state_dir).with_context(|| {
         format!(
             "cannot create state dir {}",
             config.general.state_dir.display()

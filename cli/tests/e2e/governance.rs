@@ -197,29 +197,41 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
     };
     let viewer = token(&t, "grpc-viewer", "viewer").await;
     let grpc_producer = token(&t, "grpc-producer", "producer").await;
-    for (who, tok, wrong_role) in [
-        ("nobody", None, false),
-        ("viewer", Some(viewer.clone()), true),
-        ("producer", Some(grpc_producer.clone()), true),
-    ] {
+    use modelbus_core::auth::{Permission as P, Role, ServiceIdentity};
+    let mut callers: Vec<(String, Option<String>, Option<Role>)> = vec![
+        ("nobody".into(), None, None),
+        ("viewer".into(), Some(viewer.clone()), Some(Role::Viewer)),
+        (
+            "producer".into(),
+            Some(grpc_producer.clone()),
+            Some(Role::Producer),
+        ),
+    ];
+    // Each service's own role: only the methods that service calls.
+    for s in ServiceIdentity::ALL {
+        let tok = token(&t, &format!("grpc-{}", s.name()), s.role().as_str()).await;
+        callers.push((s.role().as_str().to_string(), Some(tok), Some(s.role())));
+    }
+    for (who, tok, role) in callers {
         let mut c = client(tok);
+        let wrong_for = |p: P| role.is_some_and(|r| !r.grants(p));
         // (method, code, whether this role is the wrong one for it)
         use modelbus_proto::registry::v1 as pb;
         let calls: Vec<(&str, tonic::Code, bool)> = vec![
             (
                 "ApplySpec",
                 code(c.apply_spec(pb::ApplySpecRequest::default()).await),
-                who == "viewer",
+                wrong_for(P::ApplySpec),
             ),
             (
                 "GetSpec",
                 code(c.get_spec(pb::GetSpecRequest::default()).await),
-                who == "producer",
+                wrong_for(P::ReadSpecs),
             ),
             (
                 "ListDatasets",
                 code(c.list_datasets(pb::ListDatasetsRequest::default()).await),
-                who == "producer",
+                wrong_for(P::ReadSpecs),
             ),
             (
                 "CreatePipelineRun",
@@ -227,7 +239,7 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
                     c.create_pipeline_run(pb::CreatePipelineRunRequest::default())
                         .await,
                 ),
-                true,
+                wrong_for(P::WriteRuns),
             ),
             (
                 "GetPipelineRun",
@@ -235,7 +247,7 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
                     c.get_pipeline_run(pb::GetPipelineRunRequest::default())
                         .await,
                 ),
-                who == "producer",
+                wrong_for(P::Read),
             ),
             (
                 "ListPipelineRuns",
@@ -243,7 +255,7 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
                     c.list_pipeline_runs(pb::ListPipelineRunsRequest::default())
                         .await,
                 ),
-                who == "producer",
+                wrong_for(P::Read),
             ),
             (
                 "RegisterModelVersion",
@@ -251,17 +263,17 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
                     c.register_model_version(pb::RegisterModelVersionRequest::default())
                         .await,
                 ),
-                true,
+                wrong_for(P::RegisterModels),
             ),
             (
                 "GetModel",
                 code(c.get_model(pb::GetModelRequest::default()).await),
-                who == "producer",
+                wrong_for(P::Read),
             ),
             (
                 "ListModels",
                 code(c.list_models(pb::ListModelsRequest::default()).await),
-                who == "producer",
+                wrong_for(P::Read),
             ),
             (
                 "GetModelVersion",
@@ -269,17 +281,22 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
                     c.get_model_version(pb::GetModelVersionRequest::default())
                         .await,
                 ),
-                who == "producer",
+                wrong_for(P::Read),
             ),
             (
                 "GetRun",
                 code(c.get_run(pb::GetRunRequest::default()).await),
-                who == "producer",
+                wrong_for(P::Read),
             ),
             (
                 "Authenticate",
-                code(c.authenticate(pb::AuthenticateRequest::default()).await),
-                true,
+                code(
+                    c.authenticate(pb::AuthenticateRequest {
+                        token: viewer.clone(),
+                    })
+                    .await,
+                ),
+                wrong_for(P::Introspect),
             ),
             (
                 "SubmitSignedStatement",
@@ -289,11 +306,11 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
                     })
                     .await,
                 ),
-                who == "producer",
+                wrong_for(P::Read),
             ),
         ];
         for (method, code, wrong) in calls {
-            if !wrong_role {
+            if role.is_none() {
                 assert_eq!(
                     code,
                     tonic::Code::Unauthenticated,
@@ -314,7 +331,7 @@ async fn every_endpoint_needs_a_token_and_the_right_role() {
     }
     let mut v = client(Some(viewer.clone()));
     assert!(
-        v.list_models(modelbus_proto::registry::v1::ListModelsRequest {})
+        v.list_models(modelbus_proto::registry::v1::ListModelsRequest::default())
             .await
             .is_ok()
     );
@@ -1169,34 +1186,94 @@ async fn a_restarted_deployer_still_counts_the_staging_traffic_it_saw() {
     deployer.stop().await.unwrap();
 }
 
-/// A deployment hands every service the same services' token from a secret
-/// (`auth.service_token`); the registry registers it on first start, and the
-/// pipeline runs on it.
+/// A deployment hands each service its own token from a secret
+/// (`auth.<service>_token`); the registry registers each on first start under
+/// the service's principal with the service's role only, and the pipeline
+/// runs on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configured_services_token_is_registered_and_used() {
+async fn configured_service_tokens_are_registered_each_with_its_own_role() {
+    use modelbus_core::auth::ServiceIdentity;
     let dir = tempfile::tempdir().unwrap();
-    let minted = modelbus_core::auth::mint_token().unwrap();
-    let file = dir.path().join("service.token");
-    std::fs::write(&file, format!("{}\n", minted.token)).unwrap();
-    let t = TestPlatform::start_with(Db::Sqlite, |c| {
-        c.auth.service_token = Some(modelbus_core::config::SecretRef::file(&file));
+    let mut minted = Vec::new();
+    for s in ServiceIdentity::ALL {
+        let m = modelbus_core::auth::mint_token().unwrap();
+        let file = dir.path().join(format!("{}.token", s.name()));
+        std::fs::write(&file, format!("{}\n", m.token)).unwrap();
+        minted.push((s, m, file));
+    }
+    let files: Vec<_> = minted.iter().map(|(s, _, f)| (*s, f.clone())).collect();
+    let t = TestPlatform::start_with(Db::Sqlite, move |c| {
+        for (s, f) in &files {
+            let r = Some(modelbus_core::config::SecretRef::file(f));
+            match s {
+                ServiceIdentity::Ingest => c.auth.ingest_token = r,
+                ServiceIdentity::Features => c.auth.features_token = r,
+                ServiceIdentity::Trainer => c.auth.trainer_token = r,
+                ServiceIdentity::Serving => c.auth.serving_token = r,
+            }
+        }
     })
     .await;
-    // Ingest authenticates the producer, the trainer registers the version:
-    // both with the configured token.
+    // Ingest authenticates the producer, features reads the spec, the
+    // trainer registers the version: each with its own configured token.
     t.deploy_telco().await;
     let tokens = t.client.get_json("/v1/tokens").await.unwrap();
-    let services: Vec<&Value> = tokens["tokens"]
-        .as_array()
+    for (s, m, _) in &minted {
+        let held: Vec<&Value> = tokens["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["principal"] == s.principal().as_str())
+            .collect();
+        assert_eq!(held.len(), 1, "{}: {tokens:#}", s.name());
+        assert_eq!(held[0]["id"], m.id.as_str());
+        assert_eq!(held[0]["created_by"], "configuration");
+        assert_eq!(held[0]["roles"], json!([s.role().as_str()]));
+        assert!(
+            !t.config.service_token_path(*s).exists(),
+            "no second {} token written to the state dir",
+            s.name()
+        );
+    }
+    // The serving token can introspect, nothing else.
+    let serving = &minted[3].1.token;
+    let status = reqwest::Client::new()
+        .get(format!("{}/v1/models", t.config.registry_http_url()))
+        .bearer_auth(serving)
+        .send()
+        .await
         .unwrap()
-        .iter()
-        .filter(|x| x["principal"] == "modelbus-services")
-        .collect();
-    assert_eq!(services.len(), 1, "{tokens:#}");
-    assert_eq!(services[0]["id"], minted.id.as_str());
-    assert_eq!(services[0]["created_by"], "configuration");
+        .status();
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+}
+
+/// One service's token configured as another's is refused at start: a
+/// token is registered under one principal only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_configured_for_two_services_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = modelbus_core::auth::mint_token().unwrap();
+    let file = dir.path().join("shared.token");
+    std::fs::write(&file, &m.token).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/registry.db?mode=rwc", store.path().display());
+    let registry = modelbus_registry::Registry::new(
+        modelbus_registry::store::Store::connect(&db).await.unwrap(),
+        modelbus_core::signing::KeyPair::generate().unwrap(),
+        modelbus_core::artifact::ArtifactStore::local(&store.path().join("artifacts")).unwrap(),
+        modelbus_registry::policy::PolicySet::default_set(),
+    );
+    let mut config = modelbus_core::config::Config::default();
+    config.general.state_dir = store.path().to_path_buf();
+    config.auth.ingest_token = Some(modelbus_core::config::SecretRef::file(&file));
+    config.auth.trainer_token = Some(modelbus_core::config::SecretRef::file(&file));
+    let err = registry
+        .bootstrap_tokens(&config)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        !t.config.service_token_path().exists(),
-        "no second token written to the state dir"
+        err.contains("auth.trainer_token") && err.contains("modelbus-ingest"),
+        "{err}"
     );
 }

@@ -5,9 +5,12 @@
 //!
 //! Roles are additive and orthogonal (as in Kubernetes RBAC): `viewer` reads,
 //! `producer` submits data, `approver` signs promotions, `operator` rolls back,
-//! `admin` does everything; `service` is the platform's own services talking to
-//! the registry. A person who submits batches and follows their runs holds
-//! `producer,viewer`.
+//! `admin` does everything. Each platform service that calls the registry has
+//! its own role and token holding only what it needs (`ingest-service`,
+//! `features-service`, `trainer-service`, `serving-service`, see
+//! [`ServiceIdentity`]), so a leaked serving token can only introspect tokens
+//! and a leaked features token only read specs. A person who submits batches
+//! and follows their runs holds `producer,viewer`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,20 +33,34 @@ pub enum Role {
     Operator,
     /// Everything, including tokens and the approver roster.
     Admin,
-    /// The platform's own services (ingest, features, trainer) calling the registry:
-    /// read, write pipeline state, check producers' tokens.
-    Service,
+    /// The ingest service: reads specs, creates pipeline runs, checks
+    /// producers' tokens.
+    #[serde(rename = "ingest-service")]
+    IngestService,
+    /// The features service: reads specs.
+    #[serde(rename = "features-service")]
+    FeaturesService,
+    /// The trainer: reads specs and models (the champion), registers model
+    /// versions.
+    #[serde(rename = "trainer-service")]
+    TrainerService,
+    /// Serving: checks its clients' tokens, nothing else.
+    #[serde(rename = "serving-service")]
+    ServingService,
 }
 
 impl Role {
     /// Every role, in display order.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 9] = [
         Role::Viewer,
         Role::Producer,
         Role::Approver,
         Role::Operator,
         Role::Admin,
-        Role::Service,
+        Role::IngestService,
+        Role::FeaturesService,
+        Role::TrainerService,
+        Role::ServingService,
     ];
 
     /// Lower-case name.
@@ -54,7 +71,10 @@ impl Role {
             Role::Approver => "approver",
             Role::Operator => "operator",
             Role::Admin => "admin",
-            Role::Service => "service",
+            Role::IngestService => "ingest-service",
+            Role::FeaturesService => "features-service",
+            Role::TrainerService => "trainer-service",
+            Role::ServingService => "serving-service",
         }
     }
 
@@ -67,7 +87,10 @@ impl Role {
             Role::Producer => matches!(p, ApplySpec | Submit),
             Role::Approver => matches!(p, Read | ReadSpecs | Approve),
             Role::Operator => matches!(p, Read | ReadSpecs | Rollback),
-            Role::Service => matches!(p, Read | ReadSpecs | Internal | Introspect),
+            Role::IngestService => matches!(p, ReadSpecs | WriteRuns | Introspect),
+            Role::FeaturesService => matches!(p, ReadSpecs),
+            Role::TrainerService => matches!(p, Read | ReadSpecs | RegisterModels),
+            Role::ServingService => matches!(p, Introspect),
         }
     }
 }
@@ -81,7 +104,8 @@ impl fmt::Display for Role {
 /// A role name that is not one of [`Role::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown role {0:?} (expected one of viewer, producer, approver, operator, admin, service)"
+    "unknown role {0:?} (expected one of viewer, producer, approver, operator, admin, \
+     ingest-service, features-service, trainer-service, serving-service)"
 )]
 pub struct UnknownRole(pub String);
 
@@ -128,8 +152,10 @@ pub enum Permission {
     Rollback,
     /// Manage tokens and the approver roster.
     Admin,
-    /// Service-only writes: pipeline runs, model versions.
-    Internal,
+    /// Create pipeline runs (ingest).
+    WriteRuns,
+    /// Register model versions (the trainer).
+    RegisterModels,
     /// Ask who another token belongs to (ingest checks producers' tokens this way).
     Introspect,
 }
@@ -145,7 +171,8 @@ impl Permission {
             Permission::Approve => "approve",
             Permission::Rollback => "roll back",
             Permission::Admin => "administer",
-            Permission::Internal => "write pipeline state",
+            Permission::WriteRuns => "create pipeline runs",
+            Permission::RegisterModels => "register model versions",
             Permission::Introspect => "introspect tokens",
         }
     }
@@ -153,6 +180,54 @@ impl Permission {
     /// Roles that grant it, for error messages.
     pub fn granted_by(self) -> Vec<Role> {
         Role::ALL.into_iter().filter(|r| r.grants(self)).collect()
+    }
+}
+
+/// A platform service that calls the registry with a token of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceIdentity {
+    /// `modelbus ingest`.
+    Ingest,
+    /// `modelbus features`.
+    Features,
+    /// `modelbus trainer`.
+    Trainer,
+    /// `modelbus serving`.
+    Serving,
+}
+
+impl ServiceIdentity {
+    /// Every service that holds a token.
+    pub const ALL: [ServiceIdentity; 4] = [
+        ServiceIdentity::Ingest,
+        ServiceIdentity::Features,
+        ServiceIdentity::Trainer,
+        ServiceIdentity::Serving,
+    ];
+
+    /// The service's name (`ingest`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceIdentity::Ingest => "ingest",
+            ServiceIdentity::Features => "features",
+            ServiceIdentity::Trainer => "trainer",
+            ServiceIdentity::Serving => "serving",
+        }
+    }
+
+    /// The principal its token belongs to (`modelbus-ingest`, ...).
+    pub fn principal(self) -> String {
+        format!("modelbus-{}", self.name())
+    }
+
+    /// The one role its token holds.
+    pub fn role(self) -> Role {
+        match self {
+            ServiceIdentity::Ingest => Role::IngestService,
+            ServiceIdentity::Features => Role::FeaturesService,
+            ServiceIdentity::Trainer => Role::TrainerService,
+            ServiceIdentity::Serving => Role::ServingService,
+        }
     }
 }
 
@@ -283,7 +358,9 @@ mod tests {
             Permission::Approve,
             Permission::Rollback,
             Permission::Admin,
-            Permission::Internal,
+            Permission::WriteRuns,
+            Permission::RegisterModels,
+            Permission::Introspect,
         ] {
             assert!(Role::Admin.grants(p));
             assert!(
@@ -295,6 +372,41 @@ mod tests {
         assert!(!Role::Viewer.grants(Permission::Submit));
         assert!(!Role::Approver.grants(Permission::Rollback));
         assert!(!Role::Operator.grants(Permission::Approve));
+    }
+
+    #[test]
+    fn each_service_holds_only_what_it_calls() {
+        use Permission::*;
+        let all = [
+            Read,
+            ReadSpecs,
+            ApplySpec,
+            Submit,
+            Approve,
+            Rollback,
+            Admin,
+            WriteRuns,
+            RegisterModels,
+            Introspect,
+        ];
+        let granted = |s: ServiceIdentity| -> Vec<Permission> {
+            all.into_iter().filter(|p| s.role().grants(*p)).collect()
+        };
+        assert_eq!(
+            granted(ServiceIdentity::Ingest),
+            vec![ReadSpecs, WriteRuns, Introspect]
+        );
+        assert_eq!(granted(ServiceIdentity::Features), vec![ReadSpecs]);
+        assert_eq!(
+            granted(ServiceIdentity::Trainer),
+            vec![Read, ReadSpecs, RegisterModels]
+        );
+        assert_eq!(granted(ServiceIdentity::Serving), vec![Introspect]);
+        for s in ServiceIdentity::ALL {
+            assert_eq!(s.role().as_str().parse::<Role>().unwrap(), s.role());
+            let json = serde_json::to_string(&s.role()).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.role().as_str()));
+        }
     }
 
     #[test]

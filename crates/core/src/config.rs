@@ -274,6 +274,8 @@ pub struct Config {
     pub serving: ServingConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// Limits every HTTP server of the process applies to its clients.
+    pub http: HttpConfig,
     /// API tokens of this process's services.
     pub auth: AuthConfig,
     /// What a promotion to production needs.
@@ -299,6 +301,7 @@ impl Default for Config {
             deployer: DeployerConfig::default(),
             serving: ServingConfig::default(),
             telemetry: TelemetryConfig::default(),
+            http: HttpConfig::default(),
             auth: AuthConfig::default(),
             promotion: PromotionConfig::default(),
             rollout: RolloutConfig::default(),
@@ -306,14 +309,36 @@ impl Default for Config {
     }
 }
 
-/// API tokens used by this process's services.
+/// API tokens of this process's services: each service presents its own
+/// token to the registry, holding only its own role (see
+/// [`crate::auth::ServiceIdentity`]). Unset: `<state_dir>/tokens/<service>.token`,
+/// which the registry writes (mode 0600) on its first start. A deployment
+/// generates each token into a secret that its service and the registry
+/// read; the registry registers it on first sight.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Bearer token ingest, features and trainer present to the registry (role
-    /// `service`). Unset: `<state_dir>/service.token`, which the registry writes
-    /// on its first start.
-    pub service_token: Option<SecretRef>,
+    /// Ingest's token (role `ingest-service`), a secret reference.
+    pub ingest_token: Option<SecretRef>,
+    /// The features service's token (role `features-service`).
+    pub features_token: Option<SecretRef>,
+    /// The trainer's token (role `trainer-service`).
+    pub trainer_token: Option<SecretRef>,
+    /// Serving's token (role `serving-service`: token introspection only).
+    pub serving_token: Option<SecretRef>,
+}
+
+impl AuthConfig {
+    /// The configured token of a service, if any.
+    pub fn token_of(&self, service: crate::auth::ServiceIdentity) -> Option<&SecretRef> {
+        use crate::auth::ServiceIdentity::*;
+        match service {
+            Ingest => self.ingest_token.as_ref(),
+            Features => self.features_token.as_ref(),
+            Trainer => self.trainer_token.as_ref(),
+            Serving => self.serving_token.as_ref(),
+        }
+    }
 }
 
 /// What a promotion to production needs, besides the policy itself.
@@ -411,6 +436,36 @@ impl RolloutConfig {
         match env {
             crate::ids::Environment::Staging => &self.staging,
             crate::ids::Environment::Production => &self.production,
+        }
+    }
+}
+
+/// Limits every HTTP server (registry, ingest, serving, the operations
+/// endpoints) applies to its clients, so a slow or idle client cannot hold
+/// connections, tasks or half-uploaded temporary files for ever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Longest a client may take to send a request's headers, counted from
+    /// the moment the connection is accepted or the previous response was
+    /// sent: it also closes idle keep-alive connections.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Longest a request body may pause between two pieces; an upload that
+    /// stalls longer is dropped (and its temporary file removed).
+    #[serde(with = "duration")]
+    pub body_idle_timeout: Duration,
+    /// Most connections one listener serves at once; further clients wait in
+    /// the kernel's accept queue until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -565,6 +620,14 @@ pub struct RegistryConfig {
     pub grpc_url: Option<String>,
     /// How the CLI reaches the HTTP API; default from `http_addr`.
     pub http_url: Option<String>,
+    /// Largest `limit` a list route accepts (`/v1/pipeline-runs`, `/v1/audit`,
+    /// `/v1/models`, `/v1/datasets`); a larger one is refused with 400, so one
+    /// request cannot make the registry read a whole table into memory.
+    pub max_list_limit: u32,
+    /// Most audit entries one evidence bundle may carry (the chain from the
+    /// version's first audit entry to its last); a longer one is refused
+    /// with a message saying so, instead of reading it all into memory.
+    pub max_evidence_entries: u32,
     /// Private key (PKCS#8 PEM) the registry signs staging promotions with.
     /// Unset: `<state_dir>/keys/automation.pem`, generated on first start.
     pub automation_key: Option<SecretRef>,
@@ -580,6 +643,8 @@ impl Default for RegistryConfig {
             grpc_addr: addr("127.0.0.1:7071"),
             grpc_url: None,
             http_url: None,
+            max_list_limit: 1000,
+            max_evidence_entries: 100_000,
             automation_key: None,
             policies_dir: None,
         }
@@ -868,6 +933,30 @@ impl Config {
         if self.ingest.max_batch_bytes == 0 {
             return Err(invalid("ingest.max_batch_bytes", "must be positive"));
         }
+        if self.http.header_read_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "http.header_read_timeout",
+                "must be at least 100ms",
+            ));
+        }
+        if self.http.body_idle_timeout < Duration::from_millis(100) {
+            return Err(invalid("http.body_idle_timeout", "must be at least 100ms"));
+        }
+        if self.http.max_connections == 0 || self.http.max_connections > 1_000_000 {
+            return Err(invalid(
+                "http.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.registry.max_list_limit == 0 || self.registry.max_list_limit > 100_000 {
+            return Err(invalid(
+                "registry.max_list_limit",
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.registry.max_evidence_entries == 0 {
+            return Err(invalid("registry.max_evidence_entries", "must be positive"));
+        }
         if self.features.max_batch_bytes == 0 {
             return Err(invalid("features.max_batch_bytes", "must be positive"));
         }
@@ -1040,24 +1129,34 @@ impl Config {
             .unwrap_or_else(|| SecretRef::file(&self.automation_key_path()))
     }
 
-    /// Where the services' API token comes from.
-    pub fn service_token_ref(&self) -> SecretRef {
+    /// Where a service's token comes from: its configured reference, else the
+    /// file the registry writes under the state dir.
+    pub fn service_token_ref(&self, service: crate::auth::ServiceIdentity) -> SecretRef {
         self.auth
-            .service_token
-            .clone()
-            .unwrap_or_else(|| SecretRef::file(&self.service_token_path()))
+            .token_of(service)
+            .cloned()
+            .unwrap_or_else(|| SecretRef::file(&self.service_token_path(service)))
     }
 
-    /// The services' token, read when first needed and then kept: services may
-    /// start before the registry has written it.
-    pub fn service_token_source(&self) -> std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync> {
-        let reference = self.service_token_ref();
+    /// The configuration key naming a service's token, for messages.
+    pub fn service_token_key(service: crate::auth::ServiceIdentity) -> String {
+        format!("auth.{}_token", service.name())
+    }
+
+    /// A function that reads a service's token when first needed (the
+    /// registry may write the file after the service starts) and keeps it.
+    pub fn service_token_source(
+        &self,
+        service: crate::auth::ServiceIdentity,
+    ) -> std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync> {
+        let reference = self.service_token_ref(service);
+        let key = Self::service_token_key(service);
         let cache: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();
         std::sync::Arc::new(move || {
             if let Some(t) = cache.get() {
                 return Some(t.clone());
             }
-            let secret = reference.resolve("auth.service_token").ok()?;
+            let secret = reference.resolve(&key).ok()?;
             let token = secret.expose().trim().to_string();
             if token.is_empty() {
                 return None;
@@ -1066,9 +1165,12 @@ impl Config {
         })
     }
 
-    /// Default location of the services' token, written by the registry.
-    pub fn service_token_path(&self) -> PathBuf {
-        self.general.state_dir.join("service.token")
+    /// The file a service's token is written to when none is configured.
+    pub fn service_token_path(&self, service: crate::auth::ServiceIdentity) -> PathBuf {
+        self.general
+            .state_dir
+            .join("tokens")
+            .join(format!("{}.token", service.name()))
     }
 
     /// Where the registry writes the first admin token.

@@ -2,7 +2,8 @@
 //! one JSON document (lineage, validation, evaluation and gate decisions, the
 //! signed statements with the public keys that signed them, the deployment and
 //! rollback timeline, and the audit entries from the first that concerns the
-//! version to the head of the chain), and [`verify`], which checks it offline
+//! version to the last, every entry between included so the chain links),
+//! and [`verify`], which checks it offline
 //! with this same code: signatures against the bundled keys (and, when given,
 //! against keys the auditor holds), the audit chain segment, and that every
 //! signature, registration and deployment the bundle claims has its audit entry.
@@ -21,7 +22,9 @@ pub const FORMAT: &str = "modelbus-evidence/v1";
 pub struct Evidence {
     /// [`FORMAT`].
     pub format: String,
-    /// When the registry assembled it (RFC 3339).
+    /// The state it describes, as of (RFC 3339): the time of the last audit
+    /// entry it carries, so exporting an unchanged version again gives the
+    /// same bytes.
     pub generated_at: String,
     /// Principal that asked for it.
     pub generated_by: String,
@@ -51,7 +54,7 @@ pub struct Evidence {
     pub keys: Vec<KeyRecord>,
     /// The model's deployment timeline in every environment, oldest first.
     pub deployments: Vec<serde_json::Value>,
-    /// The audit chain from the first entry about this version to the head.
+    /// The audit chain from the first entry about this version to the last.
     pub audit: AuditSegment,
 }
 
@@ -101,7 +104,8 @@ pub struct AuditSegment {
     pub entries: Vec<AuditEntry>,
     /// Sequence numbers of the entries about this version.
     pub relevant: Vec<u64>,
-    /// The chain's head at export: compare with `modelbus audit verify` later.
+    /// The segment's last entry (count and hash): compare with the live chain
+    /// (`modelbus audit verify`) to see it is still part of it.
     pub head: ChainHead,
 }
 

@@ -125,18 +125,9 @@ async fn reap_orphan(store_dir: &Path) {
     let _ = std::fs::remove_file(&pid_file);
 }
 
-/// Writes a file only its owner can read.
+/// Writes a file only its owner can read, durably.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    crate::fsutil::write_private_file(path, bytes, crate::fsutil::Existing::Replace)
 }
 
 /// A free TCP port on the loopback interface.
@@ -229,7 +220,7 @@ impl EmbeddedNats {
         passwords: Option<Vec<(String, String)>>,
     ) -> Result<Self, NatsServerError> {
         let io = |e: std::io::Error| NatsServerError::Start(e.to_string());
-        std::fs::create_dir_all(store_dir).map_err(io)?;
+        crate::fsutil::create_private_dir(store_dir).map_err(io)?;
         reap_orphan(store_dir).await;
         let log = store_dir.join("nats-server.log");
         let mut cmd = Command::new(binary);

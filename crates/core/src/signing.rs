@@ -558,8 +558,10 @@ pub fn load_or_create_key(path: &std::path::Path) -> Result<KeyPair, SigningErro
         let pem = std::fs::read_to_string(path).map_err(io)?;
         return KeyPair::from_pem(&pem, &path.display().to_string());
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        crate::fsutil::create_private_dir(dir).map_err(io)?;
     }
     let key = KeyPair::generate()?;
     write_private(path, &key.to_pem()?).map_err(io)?;
@@ -574,24 +576,10 @@ pub fn public_key_path(private: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(s)
 }
 
-/// Writes a private key readable by its owner only.
+/// Writes a private key readable by its owner only, durably and never over an
+/// existing file (see [`crate::fsutil::write_private_file`]).
 pub fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(pem.as_bytes())
-    }
-    #[cfg(not(unix))]
-    {
-        let mut f = std::fs::File::create_new(path)?;
-        f.write_all(pem.as_bytes())
-    }
+    crate::fsutil::write_private_file(path, pem.as_bytes(), crate::fsutil::Existing::Keep)
 }
 
 #[cfg(test)]

@@ -372,7 +372,8 @@ impl Features {
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
     let registry = modelbus_proto::connect_lazy(
         &ctx.config.registry_grpc_url(),
-        ctx.config.service_token_source(),
+        ctx.config
+            .service_token_source(modelbus_core::auth::ServiceIdentity::Features),
     )
     .map_err(|e| FeaturesError::Fatal(format!("registry URL: {e}")))?;
     let svc = Features {

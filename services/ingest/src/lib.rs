@@ -515,7 +515,8 @@ pub async fn run(ctx: Context, listener: TcpListener) -> Result<(), IngestError>
     ctx.readiness.register("ingest");
     let registry = modelbus_proto::connect_lazy(
         &ctx.config.registry_grpc_url(),
-        ctx.config.service_token_source(),
+        ctx.config
+            .service_token_source(modelbus_core::auth::ServiceIdentity::Ingest),
     )
     .map_err(|e| IngestError::Internal(format!("registry URL: {e}")))?;
     let ingest = Ingest {
@@ -523,11 +524,11 @@ pub async fn run(ctx: Context, listener: TcpListener) -> Result<(), IngestError>
         registry,
     };
     let app = router(ingest.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
-    let http = tokio::spawn(modelbus_core::ops::serve(
-        listener,
-        app,
-        ctx.shutdown.clone(),
-    ));
+    let (shutdown, limits) = (ctx.shutdown.clone(), ctx.config.http.clone());
+    let http =
+        tokio::spawn(
+            async move { modelbus_core::ops::serve(listener, app, shutdown, &limits).await },
+        );
     let readiness = ctx.readiness.clone();
     let consumer = ctx
         .bus

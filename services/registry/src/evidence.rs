@@ -10,12 +10,17 @@ use crate::error::RegistryError;
 use crate::{AUTOMATION_APPROVER, Registry};
 
 /// Audit entries read per page while assembling.
-const PAGE: u32 = 5_000;
+const PAGE: u32 = 1_000;
 
 impl Registry {
     /// Assembles the evidence bundle of `model` v`version` for `by`, keeps it
     /// in the artifact store (content-addressed, as every report is) and audits
-    /// the export (`evidence.exported` with its digest): who pulled what, when.
+    /// the export (`evidence.exported` with its digest): who pulled what.
+    ///
+    /// A bundle describes the version as of its last audit entry, so the same
+    /// state exported twice by the same principal is the same bytes: the
+    /// artifact store keeps one copy and the audit log one entry (keyed by
+    /// digest and principal), however often it is pulled.
     pub async fn export_evidence(
         &self,
         model: &str,
@@ -39,7 +44,7 @@ impl Registry {
                     "sha256": sha256,
                     "audit_head": evidence.audit.head,
                 }),
-                None,
+                Some(&format!("evidence.exported/{sha256}/{by}")),
             )
             .await?;
         Ok((evidence, sha256))
@@ -133,27 +138,21 @@ impl Registry {
             .unwrap_or_default();
         let deployments = self.store.deployment_events(model).await?;
 
-        let mut all: Vec<AuditEntry> = Vec::new();
-        loop {
-            let after = all.last().map_or(0, |e| e.seq);
-            let page = self.store.audit_entries(after, PAGE).await?;
-            let done = page.len() < PAGE as usize;
-            all.extend(page);
-            if done {
-                break;
-            }
-        }
         let subject = format!("model/{model}/v{version}");
+        let model_prefix = format!("model/{model}/");
         let signers: Vec<String> = signed
             .iter()
             .map(|s| format!("approver/{}", s.signer))
             .collect();
-        let relevant: Vec<u64> = all
-            .iter()
+        let relevant: Vec<u64> = self
+            .store
+            .audit_about_version(model, version)
+            .await?
+            .into_iter()
             .filter(|e| {
-                e.subject == subject
+                (e.subject == subject && e.action != "evidence.exported")
                     || (e.action == "deployment.rolled_back"
-                        && e.subject.starts_with(&format!("model/{model}/"))
+                        && e.subject.starts_with(&model_prefix)
                         && e.detail["to_version"] == version)
                     || (e.action == "spec.applied"
                         && e.detail["digest"] == mv.lineage.spec_digest.as_str())
@@ -161,8 +160,33 @@ impl Registry {
             })
             .map(|e| e.seq)
             .collect();
-        let first = relevant.first().copied().unwrap_or(1);
-        let entries: Vec<AuditEntry> = all.into_iter().filter(|e| e.seq >= first).collect();
+        // The segment runs from the first entry about the version to the last
+        // one, every entry between included so the chain links.
+        let (first, last) = match (relevant.first(), relevant.last()) {
+            (Some(f), Some(l)) => (*f, *l),
+            _ => (1, 0),
+        };
+        let span = last.saturating_add(1).saturating_sub(first);
+        let max = self.max_evidence_entries();
+        if span > u64::from(max) {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "the audit history of {model} v{version} spans {span} entries ({first} to {last}), \
+                 more than registry.max_evidence_entries ({max}) allows in one bundle"
+            )));
+        }
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        while span > 0 {
+            let after = entries.last().map_or(first - 1, |e| e.seq);
+            if after >= last {
+                break;
+            }
+            let page = self.store.audit_entries(after, PAGE).await?;
+            let done = page.len() < PAGE as usize;
+            entries.extend(page.into_iter().take_while(|e| e.seq <= last));
+            if done {
+                break;
+            }
+        }
         let head = ChainHead {
             entries: entries.last().map_or(0, |e| e.seq),
             hash: entries
@@ -172,9 +196,13 @@ impl Registry {
         let prev_hash = entries
             .first()
             .map_or_else(|| GENESIS.to_string(), |e| e.prev_hash.clone());
+        // As of its last entry: the same state gives the same bundle.
+        let as_of = entries
+            .last()
+            .map_or_else(|| mv.created_at.clone(), |e| e.at.clone());
         Ok(Evidence {
             format: FORMAT.into(),
-            generated_at: crate::store::now(),
+            generated_at: as_of,
             generated_by: by.to_string(),
             model: mv.model.clone(),
             version: mv.version,

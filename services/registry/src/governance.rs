@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use modelbus_core::auth::{self, Permission, Principal, Role};
+use modelbus_core::auth::{self, Permission, Principal, Role, ServiceIdentity};
 use modelbus_core::config::Config;
 use modelbus_core::events::{ApprovalGranted, Envelope, RollbackRequested};
 use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
@@ -20,13 +20,11 @@ use modelbus_core::signing::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{Approver, Promotion, SignedDecision, TokenInfo};
+use crate::store::{Approver, OutboxEvent, Promotion, SignedDecision, TokenInfo};
 use crate::{Registry, RegistryError};
 
 /// Source attribute of governance events.
 const SOURCE: &str = "/modelbus/registry";
-/// Principal of the services' token the registry writes on first start.
-pub const SERVICE_PRINCIPAL: &str = "modelbus-services";
 /// Principal of the first admin token.
 pub const ADMIN_PRINCIPAL: &str = "admin";
 /// Clock skew tolerated on `issued_at`.
@@ -71,16 +69,23 @@ fn parse_time(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
-/// Writes a secret file readable by its owner only, replacing any old one.
+/// Writes a secret file readable by its owner only, replacing any old one
+/// atomically and durably.
 fn write_secret(path: &std::path::Path, text: &str) -> Result<(), RegistryError> {
     let err = |e: std::io::Error| {
         RegistryError::Internal(format!("cannot write {}: {e}", path.display()))
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        modelbus_core::fsutil::create_private_dir(dir).map_err(err)?;
     }
-    let _ = std::fs::remove_file(path);
-    modelbus_core::signing::write_private(path, &format!("{text}\n")).map_err(err)
+    modelbus_core::fsutil::write_private_file(
+        path,
+        format!("{text}\n").as_bytes(),
+        modelbus_core::fsutil::Existing::Replace,
+    )
+    .map_err(err)
 }
 
 impl Registry {
@@ -156,28 +161,31 @@ impl Registry {
         Ok(principal)
     }
 
-    /// On first start: a token for the platform's services (unless configured) and
-    /// a first admin token, each written to the state dir (mode 0600). Returns the
-    /// admin token's path when it wrote one.
+    /// On first start: a token for each platform service (unless configured)
+    /// and a first admin token, each written to the state dir (mode 0600).
+    /// Returns the admin token's path when it wrote one.
     pub async fn bootstrap_tokens(
         &self,
         config: &Config,
     ) -> Result<Option<PathBuf>, RegistryError> {
-        if let Some(reference) = &config.auth.service_token {
-            self.register_configured_service_token(reference).await?;
-        } else {
-            let path = config.service_token_path();
+        for service in ServiceIdentity::ALL {
+            if let Some(reference) = config.auth.token_of(service) {
+                self.register_configured_service_token(service, reference)
+                    .await?;
+                continue;
+            }
+            let path = config.service_token_path(service);
             let valid = match std::fs::read_to_string(&path) {
                 Ok(t) => self
                     .store
                     .principal_by_token(&auth::token_sha256(t.trim()))
                     .await?
-                    .is_some(),
+                    .is_some_and(|p| p.name == service.principal()),
                 Err(_) => false,
             };
             if !valid {
                 let (_, token) = self
-                    .mint(SERVICE_PRINCIPAL, &[Role::Service], "registry")
+                    .mint(&service.principal(), &[service.role()], "registry")
                     .await?;
                 write_secret(&path, &token)?;
             }
@@ -194,19 +202,20 @@ impl Registry {
         Ok(Some(path))
     }
 
-    /// Makes the configured services' token valid (a deployment generates it
-    /// into a secret every service reads): stored hashed for the services'
-    /// principal on first sight. A token id already known is left alone, so a
-    /// revoked configured token stays revoked.
+    /// Makes a service's configured token valid (a deployment generates it
+    /// into a secret the service and the registry read): stored hashed for
+    /// the service's principal, with the service's role only, on first
+    /// sight. A token id already known is left alone, so a revoked
+    /// configured token stays revoked; one known under another principal is
+    /// refused, so one service's token can never be registered as another's.
     async fn register_configured_service_token(
         &self,
+        service: ServiceIdentity,
         reference: &modelbus_core::config::SecretRef,
     ) -> Result<(), RegistryError> {
-        let bad =
-            |why: String| RegistryError::InvalidArgument(format!("auth.service_token: {why}"));
-        let secret = reference
-            .resolve("auth.service_token")
-            .map_err(|e| bad(e.to_string()))?;
+        let key = Config::service_token_key(service);
+        let bad = |why: String| RegistryError::InvalidArgument(format!("{key}: {why}"));
+        let secret = reference.resolve(&key).map_err(|e| bad(e.to_string()))?;
         let token = secret.expose().trim();
         let id = auth::token_id(token).ok_or_else(|| {
             bad("not a modelbus token (mbt_<12 hex>_<64 hex>; `modelbus tokens create` or `openssl rand -hex` make the parts)".into())
@@ -217,16 +226,24 @@ impl Registry {
                 Err(bad(format!("its id {id} belongs to another token already")))
             }
             Some((_, revoked_at)) => {
+                let holder = self.store.principal_of_token(id).await?;
+                if holder.as_deref() != Some(service.principal().as_str()) {
+                    return Err(bad(format!(
+                        "token {id} belongs to {}, not to {}: give each service its own token",
+                        holder.unwrap_or_default(),
+                        service.principal()
+                    )));
+                }
                 if !revoked_at.is_empty() {
-                    tracing::warn!(token_id = id, %revoked_at, "the configured services' token was revoked: services will be refused");
+                    tracing::warn!(token_id = id, service = service.name(), %revoked_at, "a configured service token was revoked: the service will be refused");
                 }
                 Ok(())
             }
             None => {
                 self.store_token(
                     id,
-                    SERVICE_PRINCIPAL,
-                    &[Role::Service],
+                    &service.principal(),
+                    &[service.role()],
                     &sha256,
                     "configuration",
                 )
@@ -653,6 +670,11 @@ impl Registry {
         })
     }
 
+    /// Records an accepted statement: the decision, its audit entry and (for
+    /// a rollback) the `rollback.requested` event commit in one transaction,
+    /// so a crash or a bus outage can neither burn the nonce without the event
+    /// nor leave a decision without its audit entry. Approvals and rejections
+    /// then decide the production promotion.
     async fn accept(
         &self,
         by: &Principal,
@@ -660,7 +682,13 @@ impl Registry {
         st: &Statement,
         kind: StatementKind,
     ) -> Result<SubmitOutcome, RegistryError> {
-        if !self.store.insert_signed_decision(&decision).await? {
+        let event = match kind {
+            StatementKind::Rollback => Some(self.rollback_event(&decision, st)?),
+            StatementKind::Approve | StatementKind::Reject => None,
+        };
+        let mut tx = self.store.begin_write().await?;
+        if !tx.insert_signed_decision(&decision).await? {
+            drop(tx);
             return Err(self
                 .refuse(
                     by,
@@ -674,8 +702,7 @@ impl Registry {
                 .await);
         }
         let subject = format!("model/{}/v{}", decision.model, decision.version);
-        let entry = self
-            .store
+        let entry = tx
             .append_audit(
                 &by.name,
                 match kind {
@@ -693,6 +720,13 @@ impl Registry {
                 Some(&format!("signed/{}", decision.nonce)),
             )
             .await?;
+        if let Some(event) = &event {
+            tx.enqueue(event).await?;
+        }
+        tx.commit().await?;
+        if event.is_some() {
+            self.outbox.notify();
+        }
         metrics::counter!("modelbus_registry_signed_accepted_total", "kind" => kind.as_str())
             .increment(1);
         let promotion = match kind {
@@ -700,10 +734,7 @@ impl Registry {
                 self.decide_production(&decision.model, decision.version, true)
                     .await?,
             ),
-            StatementKind::Rollback => {
-                self.publish_rollback(&decision, st).await?;
-                None
-            }
+            StatementKind::Rollback => None,
         };
         Ok(SubmitOutcome {
             decision,
@@ -712,14 +743,17 @@ impl Registry {
         })
     }
 
-    async fn publish_rollback(
+    /// The `rollback.requested` event of an accepted rollback.
+    fn rollback_event(
         &self,
         d: &SignedDecision,
         st: &Statement,
-    ) -> Result<(), RegistryError> {
-        let rt = self.runtime.as_ref().ok_or_else(|| {
-            RegistryError::FailedPrecondition("the registry runs without a bus".into())
-        })?;
+    ) -> Result<OutboxEvent, RegistryError> {
+        if self.runtime.is_none() {
+            return Err(RegistryError::FailedPrecondition(
+                "the registry runs without a bus".into(),
+            ));
+        }
         let envelope: DsseEnvelope = serde_json::from_str(&d.envelope)
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
         let digest = Sha256Digest::parse(&d.model_sha256)
@@ -737,11 +771,7 @@ impl Registry {
             },
         )
         .with_subject(d.model.as_str());
-        rt.bus
-            .publish(&event)
-            .await
-            .map_err(|e| RegistryError::Internal(format!("publishing rollback.requested: {e}")))
-            .map(|_| ())
+        Ok(OutboxEvent::of(&event))
     }
 
     /// What the production policy is given about a version: its gates, its staging
@@ -876,7 +906,9 @@ impl Registry {
     }
 
     /// Decides a production promotion with the policy, records the decision and,
-    /// when allowed for the first time, publishes `approval.granted`. `audit`
+    /// when allowed for the first time, grants it: the decision, the grant
+    /// mark, their audit entries and the `approval.granted` event commit in
+    /// one transaction, and the outbox relay publishes the event. `audit`
     /// records the decision itself (on submissions; the periodic re-check only
     /// records grants).
     pub async fn decide_production(
@@ -906,69 +938,78 @@ impl Registry {
                 .map(|p| p.granted_event.clone())
                 .unwrap_or_default(),
         };
-        self.store.save_promotion(&p).await?;
+        let grant = if verdict.allow && p.granted_event.is_empty() {
+            Some(self.grant_event(model, version, prepared, &verdict, &p.decided_at)?)
+        } else {
+            None
+        };
         let subject = format!("model/{model}/v{version}");
+        let mut tx = self.store.begin_write().await?;
+        tx.save_promotion(&p).await?;
         if audit {
-            self.store
-                .append_audit(
-                    "registry",
-                    "promotion.decided",
-                    &subject,
-                    &serde_json::json!({
-                        "environment": "production", "allow": verdict.allow,
-                        "reasons": verdict.reasons, "policy_digest": verdict.policy_digest,
-                    }),
-                    None,
-                )
-                .await?;
+            tx.append_audit(
+                "registry",
+                "promotion.decided",
+                &subject,
+                &serde_json::json!({
+                    "environment": "production", "allow": verdict.allow,
+                    "reasons": verdict.reasons, "policy_digest": verdict.policy_digest,
+                }),
+                None,
+            )
+            .await?;
         }
-        if verdict.allow && p.granted_event.is_empty() {
-            let event_id = self
-                .publish_grant(model, version, prepared, &verdict, &p.decided_at)
-                .await?;
-            if self
-                .store
-                .mark_promotion_granted(model, version, "production", &event_id)
+        let mut granted = false;
+        if let Some((event_id, event)) = &grant
+            && tx
+                .swap_promotion_grant(model, version, "production", "", event_id)
                 .await?
-            {
-                self.store
-                    .append_audit(
-                        "registry",
-                        "approval.granted",
-                        &subject,
-                        &serde_json::json!({
-                            "environment": "production", "event_id": event_id,
-                            "approvers": input["approvals"].as_array().map(|a| a.iter()
-                                .filter(|x| x["signature_valid"] == true && x["expired"] == false && x["revoked"] == false)
-                                .map(|x| x["approver"].clone()).collect::<Vec<_>>()),
-                            "policy_digest": verdict.policy_digest,
-                        }),
-                        Some(&format!("approval.granted/{event_id}")),
-                    )
-                    .await?;
-            }
+        {
+            tx.append_audit(
+                "registry",
+                "approval.granted",
+                &subject,
+                &serde_json::json!({
+                    "environment": "production", "event_id": event_id,
+                    "approvers": input["approvals"].as_array().map(|a| a.iter()
+                        .filter(|x| x["signature_valid"] == true && x["expired"] == false && x["revoked"] == false)
+                        .map(|x| x["approver"].clone()).collect::<Vec<_>>()),
+                    "policy_digest": verdict.policy_digest,
+                }),
+                Some(&format!("approval.granted/{event_id}")),
+            )
+            .await?;
+            tx.enqueue(event).await?;
+            granted = true;
+        }
+        tx.commit().await?;
+        if granted && let Some((event_id, _)) = grant {
+            self.outbox.notify();
+            tracing::info!(model, version, event = %event_id, "production promotion granted");
             p.granted_event = event_id;
         }
         Ok(p)
     }
 
-    /// Publishes `approval.granted` for production with the approvals that
-    /// counted and the registry's decision signed with its automation key: the
-    /// deployer takes the author, the gates and the rejections from that
+    /// The `approval.granted` event for production, with the approvals that
+    /// counted and the registry's decision signed with its automation key:
+    /// the deployer takes the author, the gates and the rejections from that
     /// signature only. The event id is derived from the approvals and the
     /// decision's time, so a decision made again after a refusal is a new
     /// event, not a duplicate the stream drops.
-    async fn publish_grant(
+    fn grant_event(
         &self,
         model: &str,
         version: u32,
         prepared: ProductionInput,
         verdict: &crate::policy::Verdict,
         decided_at: &str,
-    ) -> Result<String, RegistryError> {
-        let rt = self.runtime.as_ref().ok_or_else(|| {
-            RegistryError::FailedPrecondition("the registry runs without a bus".into())
-        })?;
+    ) -> Result<(String, OutboxEvent), RegistryError> {
+        if self.runtime.is_none() {
+            return Err(RegistryError::FailedPrecondition(
+                "the registry runs without a bus".into(),
+            ));
+        }
         let input = &prepared.input;
         let digest = Sha256Digest::parse(input["model_sha256"].as_str().unwrap_or_default())
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
@@ -1010,12 +1051,7 @@ impl Registry {
             },
         )
         .with_subject(model);
-        rt.bus
-            .publish(&event)
-            .await
-            .map_err(|e| RegistryError::Internal(format!("publishing approval.granted: {e}")))?;
-        tracing::info!(model, version, event = %event.id, "production promotion granted");
-        Ok(event.id.clone())
+        Ok((event.id.clone(), OutboxEvent::of(&event)))
     }
 
     /// Whether a version whose production grants the deployer refused must wait

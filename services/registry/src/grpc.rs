@@ -12,6 +12,15 @@ use crate::{Registry, RegistryError};
 
 type R<T> = Result<Response<T>, Status>;
 
+/// The cursor of the next page: the last name of a full page, else empty.
+pub(crate) fn next_after<T>(page: &[T], limit: u32, name: impl Fn(&T) -> &String) -> String {
+    if page.len() as u64 >= u64::from(limit) {
+        page.last().map(|x| name(x).clone()).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 impl Registry {
     /// Authenticates a gRPC call from its `authorization` metadata and checks `p`.
     async fn grpc_auth<T>(&self, req: &Request<T>, p: Permission) -> Result<Principal, Status> {
@@ -53,9 +62,13 @@ impl RegistryService for Registry {
         _req: Request<pb::ListDatasetsRequest>,
     ) -> R<pb::ListDatasetsResponse> {
         self.grpc_auth(&_req, Permission::ReadSpecs).await?;
-        let datasets = self.store.list_datasets().await?;
+        let r = _req.into_inner();
+        let limit = self.list_limit((r.limit != 0).then_some(r.limit), 100)?;
+        let datasets = self.store.list_datasets(&r.after, limit).await?;
+        let next_after = next_after(&datasets, limit, |d| &d.name);
         Ok(Response::new(pb::ListDatasetsResponse {
             datasets: datasets.into_iter().map(Into::into).collect(),
+            next_after,
         }))
     }
 
@@ -64,7 +77,7 @@ impl RegistryService for Registry {
         &self,
         req: Request<pb::CreatePipelineRunRequest>,
     ) -> R<pb::CreatePipelineRunResponse> {
-        self.grpc_auth(&req, Permission::Internal).await?;
+        self.grpc_auth(&req, Permission::WriteRuns).await?;
         let r = req.into_inner();
         let (run, created) = self
             .create_pipeline_run(
@@ -100,7 +113,7 @@ impl RegistryService for Registry {
         self.grpc_auth(&req, Permission::Read).await?;
         let r = req.into_inner();
         let dataset = (!r.dataset.is_empty()).then_some(r.dataset.as_str());
-        let limit = if r.limit == 0 { 50 } else { r.limit };
+        let limit = self.list_limit((r.limit != 0).then_some(r.limit), 50)?;
         let runs = self.store.list_pipeline_runs(dataset, limit).await?;
         Ok(Response::new(pb::ListPipelineRunsResponse {
             runs: runs.into_iter().map(Into::into).collect(),
@@ -112,7 +125,7 @@ impl RegistryService for Registry {
         &self,
         req: Request<pb::RegisterModelVersionRequest>,
     ) -> R<pb::RegisterModelVersionResponse> {
-        let principal = self.grpc_auth(&req, Permission::Internal).await?;
+        let principal = self.grpc_auth(&req, Permission::RegisterModels).await?;
         let (v, created) = self
             .register_model_version(req.into_inner().into(), &principal.name)
             .await?;
@@ -133,9 +146,13 @@ impl RegistryService for Registry {
     #[tracing::instrument(skip_all)]
     async fn list_models(&self, _req: Request<pb::ListModelsRequest>) -> R<pb::ListModelsResponse> {
         self.grpc_auth(&_req, Permission::Read).await?;
-        let models = self.store.list_models().await?;
+        let r = _req.into_inner();
+        let limit = self.list_limit((r.limit != 0).then_some(r.limit), 100)?;
+        let models = self.store.list_models(&r.after, limit).await?;
+        let next_after = next_after(&models, limit, |m| &m.name);
         Ok(Response::new(pb::ListModelsResponse {
             models: models.into_iter().map(Into::into).collect(),
+            next_after,
         }))
     }
 
@@ -208,21 +225,109 @@ impl RegistryService for Registry {
     }
 }
 
+/// How long one gRPC call may take before it is answered `DEADLINE_EXCEEDED`.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves the gRPC API with reflection on a bound listener until `shutdown`.
+///
+/// Bounded as the HTTP servers are (`http.*`): at most `max_connections`
+/// connections at once, at most 128 concurrent streams and 64 KiB of headers
+/// per connection, one minute per call, dead peers found by HTTP/2 pings.
 pub async fn serve(
     registry: Registry,
     listener: TcpListener,
     shutdown: CancellationToken,
+    limits: &modelbus_core::config::HttpConfig,
 ) -> Result<(), RegistryError> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| RegistryError::Internal(format!("reflection: {e}")))?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let incoming = futures::stream::unfold((listener, slots), |(listener, slots)| async move {
+        loop {
+            let permit = slots.clone().acquire_owned().await.ok()?;
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = Limited {
+                        inner: stream,
+                        _permit: permit,
+                    };
+                    return Some((Ok::<_, std::io::Error>(conn), (listener, slots)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
     tonic::transport::Server::builder()
+        .timeout(CALL_TIMEOUT)
+        .max_concurrent_streams(128)
+        .http2_max_header_list_size(64 * 1024)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(limits.header_read_timeout))
         .add_service(reflection)
         .add_service(RegistryServiceServer::new(registry))
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await
         .map_err(|e| RegistryError::Internal(format!("gRPC server: {e}")))
+}
+
+/// An accepted connection holding one of the listener's connection slots
+/// until it closes.
+struct Limited {
+    inner: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Limited {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

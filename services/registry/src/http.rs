@@ -294,15 +294,30 @@ async fn audit_entries(
     State(r): State<Registry>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<serde_json::Value> {
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let limit = r.list_limit(q.limit, 1000)?;
     let entries = r.store.audit_entries(q.after.unwrap_or(0), limit).await?;
     Ok(Json(serde_json::json!({ "entries": entries })))
 }
 
+/// `?limit=N&after=NAME` of the lists ordered by name.
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    #[serde(default)]
+    after: String,
+}
+
+/// `GET /v1/datasets?limit=N&after=NAME`: datasets by name, one page.
 #[tracing::instrument(skip_all)]
-async fn list_datasets(State(r): State<Registry>) -> ApiResult<serde_json::Value> {
+async fn list_datasets(
+    State(r): State<Registry>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<serde_json::Value> {
+    let limit = r.list_limit(q.limit, 100)?;
+    let datasets = r.store.list_datasets(&q.after, limit).await?;
+    let next = crate::grpc::next_after(&datasets, limit, |d| &d.name);
     Ok(Json(
-        serde_json::json!({ "datasets": r.store.list_datasets().await? }),
+        serde_json::json!({ "datasets": datasets, "next_after": next }),
     ))
 }
 
@@ -377,9 +392,10 @@ async fn list_pipeline_runs(
     State(r): State<Registry>,
     Query(q): Query<RunsQuery>,
 ) -> ApiResult<serde_json::Value> {
+    let limit = r.list_limit(q.limit, 50)?;
     let runs = r
         .store
-        .list_pipeline_runs(q.dataset.as_deref(), q.limit.unwrap_or(50))
+        .list_pipeline_runs(q.dataset.as_deref(), limit)
         .await?;
     Ok(Json(serde_json::json!({ "pipeline_runs": runs })))
 }
@@ -400,10 +416,17 @@ async fn get_run(
     Ok(Json(r.run(&id).await?))
 }
 
+/// `GET /v1/models?limit=N&after=NAME`: models by name, one page.
 #[tracing::instrument(skip_all)]
-async fn list_models(State(r): State<Registry>) -> ApiResult<serde_json::Value> {
+async fn list_models(
+    State(r): State<Registry>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<serde_json::Value> {
+    let limit = r.list_limit(q.limit, 100)?;
+    let models = r.store.list_models(&q.after, limit).await?;
+    let next = crate::grpc::next_after(&models, limit, |m| &m.name);
     Ok(Json(
-        serde_json::json!({ "models": r.store.list_models().await? }),
+        serde_json::json!({ "models": models, "next_after": next }),
     ))
 }
 
@@ -446,18 +469,24 @@ async fn evaluation_json(
     Ok(Json(r.report(&v.evaluation_sha256).await?))
 }
 
+/// The evaluation report as a page, rendered now from the stored JSON (as the
+/// data docs are): the page is what this registry's code makes of the
+/// report, never HTML someone else stored.
 #[tracing::instrument(skip_all, fields(model = %name, version))]
 async fn evaluation_html(
     State(r): State<Registry>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, RegistryError> {
     let v = r.model_version(&name, parse_version(&version)?).await?;
-    if v.evaluation_html_sha256.is_empty() {
+    if v.evaluation_sha256.is_empty() {
         return Err(RegistryError::NotFound(format!(
             "{name} v{version} has no evaluation report"
         )));
     }
-    let html = r.artifact_text(&v.evaluation_html_sha256).await?;
+    let value = r.report(&v.evaluation_sha256).await?;
+    let report: modelbus_ml::evaluate::EvaluationReport = serde_json::from_value(value)
+        .map_err(|e| RegistryError::Internal(format!("evaluation report: {e}")))?;
+    let html = modelbus_ml::evaluation_html::render(&report);
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
         html,

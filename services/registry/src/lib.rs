@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod governance;
 pub mod grpc;
 pub mod http;
+pub mod outbox;
 pub mod pipeline;
 pub use modelbus_policy as policy;
 pub mod store;
@@ -54,13 +55,15 @@ pub struct Registry {
     policies: Arc<policy::PolicySet>,
     /// Configuration and bus, when running as a service (absent in store-only tests).
     runtime: Option<Runtime>,
+    /// Wakes the outbox relay after a commit.
+    outbox: outbox::Outbox,
 }
 
-/// What the registry needs from its host process to publish governance events.
+/// What the registry needs from its host process to decide and announce
+/// governance events (the outbox relay publishes them).
 #[derive(Clone, Debug)]
 struct Runtime {
     config: Arc<modelbus_core::config::Config>,
-    bus: modelbus_core::bus::Bus,
 }
 
 impl Registry {
@@ -77,18 +80,42 @@ impl Registry {
             artifacts,
             policies: Arc::new(policies),
             runtime: None,
+            outbox: outbox::Outbox::default(),
         }
     }
 
-    /// Connects the registry to its configuration and bus, so it can publish
-    /// promotions and rollbacks.
-    pub fn with_runtime(
-        mut self,
-        config: Arc<modelbus_core::config::Config>,
-        bus: modelbus_core::bus::Bus,
-    ) -> Self {
-        self.runtime = Some(Runtime { config, bus });
+    /// Gives the registry its configuration, so it can decide promotions and
+    /// accept rollbacks (whose events the outbox relay publishes).
+    pub fn with_runtime(mut self, config: Arc<modelbus_core::config::Config>) -> Self {
+        self.runtime = Some(Runtime { config });
         self
+    }
+
+    /// The `limit` of a list request: `default` when not given; 0 or above
+    /// `registry.max_list_limit` is refused, so no request reads a whole
+    /// table at once.
+    pub fn list_limit(&self, requested: Option<u32>, default: u32) -> Result<u32, RegistryError> {
+        let max = self
+            .runtime
+            .as_ref()
+            .map_or(1000, |r| r.config.registry.max_list_limit);
+        match requested {
+            None => Ok(default.min(max)),
+            Some(0) => Err(RegistryError::InvalidArgument(
+                "limit must be at least 1".into(),
+            )),
+            Some(n) if n > max => Err(RegistryError::InvalidArgument(format!(
+                "limit {n} is above the largest page this registry serves ({max}, registry.max_list_limit): page with `after`"
+            ))),
+            Some(n) => Ok(n),
+        }
+    }
+
+    /// Most audit entries one evidence bundle may carry.
+    pub fn max_evidence_entries(&self) -> u32 {
+        self.runtime
+            .as_ref()
+            .map_or(100_000, |r| r.config.registry.max_evidence_entries)
     }
 
     /// Promotion settings in force.
@@ -303,24 +330,24 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(format!("no run {id:?}")))
     }
 
-    /// A text artifact (an HTML report).
-    pub async fn artifact_text(&self, sha256: &str) -> Result<String, RegistryError> {
-        let d = modelbus_core::ids::Sha256Digest::parse(sha256)
+    /// A JSON report (validation, evaluation) from the artifact store. An
+    /// artifact above [`MAX_REPORT_BYTES`] is refused before it is read: the
+    /// route takes any digest, and a raw batch of gigabytes is not a report.
+    pub async fn report(&self, report_sha256: &str) -> Result<serde_json::Value, RegistryError> {
+        let d = modelbus_core::ids::Sha256Digest::parse(report_sha256)
             .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
-        let bytes = self.artifacts.get(&d).await.map_err(|e| match e {
+        let missing = |e: modelbus_core::artifact::ArtifactError| match e {
             modelbus_core::artifact::ArtifactError::NotFound(_) => {
                 RegistryError::NotFound(e.to_string())
             }
             other => RegistryError::Internal(other.to_string()),
-        })?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| RegistryError::Internal(format!("artifact {d} is not UTF-8 text")))
-    }
-
-    /// The validation report of a batch, from the artifact store.
-    pub async fn report(&self, report_sha256: &str) -> Result<serde_json::Value, RegistryError> {
-        let d = modelbus_core::ids::Sha256Digest::parse(report_sha256)
-            .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+        };
+        let size = self.artifacts.size(&d).await.map_err(missing)?;
+        if size > MAX_REPORT_BYTES {
+            return Err(RegistryError::InvalidArgument(format!(
+                "artifact {d} has {size} bytes: not a report (reports are at most {MAX_REPORT_BYTES} bytes)"
+            )));
+        }
         let bytes = self.artifacts.get(&d).await.map_err(|e| match e {
             modelbus_core::artifact::ArtifactError::NotFound(_) => {
                 RegistryError::NotFound(e.to_string())
@@ -331,6 +358,9 @@ impl Registry {
             .map_err(|e| RegistryError::Internal(format!("report {d}: {e}")))
     }
 }
+
+/// Largest artifact the registry reads as a JSON report.
+pub const MAX_REPORT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Bound listeners of the registry.
 pub struct Listeners {
@@ -354,8 +384,8 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError
         None => policy::PolicySet::default_set(),
     };
     tracing::info!(policy = %policies.digest(), "promotion policy loaded");
-    let registry = Registry::new(store, key, ctx.store.clone(), policies)
-        .with_runtime(ctx.config.clone(), ctx.bus.clone());
+    let registry =
+        Registry::new(store, key, ctx.store.clone(), policies).with_runtime(ctx.config.clone());
     if let Some(path) = registry.bootstrap_tokens(&ctx.config).await? {
         tracing::info!(path = %path.display(), "first admin token written");
     }
@@ -363,23 +393,31 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), RegistryError
     let http_router =
         http::router(registry.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
     let shutdown = ctx.shutdown.clone();
-    let http_task = tokio::spawn(modelbus_core::ops::serve(
-        listeners.http,
-        http_router,
-        shutdown.clone(),
-    ));
-    let grpc_task = tokio::spawn(grpc::serve(
-        registry.clone(),
-        listeners.grpc,
-        shutdown.clone(),
-    ));
+    let (stop_http, limits) = (shutdown.clone(), ctx.config.http.clone());
+    let http_task = tokio::spawn(async move {
+        modelbus_core::ops::serve(listeners.http, http_router, stop_http, &limits).await
+    });
+    let (grpc_registry, stop_grpc, grpc_limits) =
+        (registry.clone(), shutdown.clone(), ctx.config.http.clone());
+    let grpc_task = tokio::spawn(async move {
+        grpc::serve(grpc_registry, listeners.grpc, stop_grpc, &grpc_limits).await
+    });
     let promotions = tokio::spawn(registry.clone().promotion_loop(shutdown.clone()));
+    let relay = tokio::spawn(outbox::relay(
+        registry.store.clone(),
+        ctx.bus.clone(),
+        registry.outbox.clone(),
+        shutdown.clone(),
+    ));
     let events_ready = ctx.readiness.clone();
     let events = pipeline::run_consumers(registry, ctx.clone(), move || {
         events_ready.set("registry", true)
     });
     let (h, g, e) = tokio::join!(http_task, grpc_task, events);
     promotions.abort();
+    // The relay stops on shutdown; what it did not publish stays in the
+    // outbox for the next start.
+    let _ = relay.await;
     h.map_err(|e| RegistryError::Internal(e.to_string()))?
         .map_err(|e| RegistryError::Internal(format!("HTTP server: {e}")))?;
     g.map_err(|e| RegistryError::Internal(e.to_string()))??;

@@ -11,11 +11,13 @@ use sqlx::{AnyPool, Row};
 use crate::error::RegistryError;
 
 mod governance;
+mod tx;
 use crate::types::{
     DatasetInfo, GateCheck, Lineage, ModelVersion, NamedArtifact, NewModelVersion, PipelineRun,
     RegisteredModel, Run, SpecVersion, Stage,
 };
 pub use governance::*;
+pub use tx::{OutboxEvent, WriteTx};
 
 /// Current time, RFC 3339 UTC with microseconds: sorts as text.
 pub fn now() -> String {
@@ -71,7 +73,7 @@ impl Store {
             && let Some(parent) = std::path::Path::new(path).parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            modelbus_core::fsutil::create_private_dir(parent).map_err(|e| {
                 RegistryError::Internal(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
@@ -228,12 +230,19 @@ impl Store {
         rows.iter().map(Self::spec_row).collect()
     }
 
-    /// Every dataset with its latest spec.
-    pub async fn list_datasets(&self) -> Result<Vec<DatasetInfo>, RegistryError> {
+    /// Datasets with their latest spec, by name: at most `limit` after `after`.
+    pub async fn list_datasets(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<DatasetInfo>, RegistryError> {
         let rows = sqlx::query(
             "SELECT d.name, d.created_at, COUNT(s.digest) AS n, COALESCE(MAX(s.version), 0) AS latest \
-             FROM datasets d LEFT JOIN spec_versions s ON s.dataset = d.name GROUP BY d.name, d.created_at ORDER BY d.name",
+             FROM datasets d LEFT JOIN spec_versions s ON s.dataset = d.name WHERE d.name > $1 \
+             GROUP BY d.name, d.created_at ORDER BY d.name LIMIT $2",
         )
+        .bind(after)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::new();
@@ -343,7 +352,7 @@ impl Store {
         dataset: Option<&str>,
         limit: u32,
     ) -> Result<Vec<PipelineRun>, RegistryError> {
-        let limit = i64::from(limit.clamp(1, 1000));
+        let limit = i64::from(limit.max(1));
         let rows = match dataset {
             Some(d) => sqlx::query(
                 "SELECT * FROM pipeline_runs WHERE dataset = $1 ORDER BY created_at DESC LIMIT $2",
@@ -681,11 +690,19 @@ impl Store {
         }))
     }
 
-    /// Every registered model.
-    pub async fn list_models(&self) -> Result<Vec<RegisteredModel>, RegistryError> {
-        let names = sqlx::query("SELECT name FROM registered_models ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+    /// Registered models by name: at most `limit` after `after`.
+    pub async fn list_models(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<RegisteredModel>, RegistryError> {
+        let names = sqlx::query(
+            "SELECT name FROM registered_models WHERE name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::new();
         for n in names {
             if let Some(m) = self.model(&n.try_get::<String, _>("name")?).await? {

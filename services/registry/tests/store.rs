@@ -177,7 +177,7 @@ macro_rules! store_suite {
                 let versions = store.spec_versions("churn").await.unwrap();
                 assert_eq!(versions, vec![v2.clone(), v1.clone()], "newest first");
 
-                let datasets = store.list_datasets().await.unwrap();
+                let datasets = store.list_datasets("", 1000).await.unwrap();
                 let summary: Vec<_> = datasets
                     .iter()
                     .map(|d| (d.name.as_str(), d.latest_version, d.latest_digest.as_str(), d.spec_versions))
@@ -388,7 +388,7 @@ macro_rules! store_suite {
                 }
                 assert_eq!(store.run("run-missing").await.unwrap(), None);
 
-                let names: Vec<_> = store.list_models().await.unwrap().into_iter().map(|m| m.name).collect();
+                let names: Vec<_> = store.list_models("", 1000).await.unwrap().into_iter().map(|m| m.name).collect();
                 assert_eq!(names, vec!["churn-model", "iris-model"]);
             }
 
@@ -645,7 +645,7 @@ macro_rules! store_suite {
                 store.save_approval("m", 1, "staging", "alice", "", "k", "env-A").await.unwrap();
                 store.record_deployment_event("ev-1", "deployment.started", "staging", "m", 1, "").await.unwrap();
 
-                let datasets = store.list_datasets().await.unwrap();
+                let datasets = store.list_datasets("", 1000).await.unwrap();
                 let spec = store.latest_spec("churn").await.unwrap().unwrap();
                 let run = store.pipeline_run("pr-1").await.unwrap().unwrap();
                 assert_eq!((run.rows, run.model.as_str(), run.model_version), (100, "m", 1));
@@ -655,14 +655,14 @@ macro_rules! store_suite {
                 drop(store);
 
                 let store = Store::connect(&guard.url).await.expect("reopen with migrations applied");
-                assert_eq!(store.list_datasets().await.unwrap(), datasets);
+                assert_eq!(store.list_datasets("", 1000).await.unwrap(), datasets);
                 assert_eq!(store.latest_spec("churn").await.unwrap(), Some(spec));
                 assert_eq!(store.pipeline_run("pr-1").await.unwrap(), Some(run));
                 assert_eq!(store.model("m").await.unwrap(), Some(model));
                 assert_eq!(store.run(&mv.run_id).await.unwrap(), Some(training));
                 assert_eq!(store.deployment_events("m").await.unwrap(), events);
                 assert_eq!(store.save_approval("m", 1, "staging", "alice", "", "k", "env-B").await.unwrap(), "env-A");
-                assert_eq!(count(&store, "_sqlx_migrations").await, 2, "each migration is applied once");
+                assert_eq!(count(&store, "_sqlx_migrations").await, 4, "each migration is applied once");
 
                 // Numbering continues where it stopped.
                 let (v2, created) = store.register_model_version(&new_version("m", &digest(51), 2)).await.unwrap();

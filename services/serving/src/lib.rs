@@ -900,7 +900,8 @@ impl TokenCheck {
     pub fn new(ctx: &Context) -> Result<Self, ServingError> {
         let registry = modelbus_proto::connect_lazy(
             &ctx.config.registry_grpc_url(),
-            ctx.config.service_token_source(),
+            ctx.config
+                .service_token_source(modelbus_core::auth::ServiceIdentity::Serving),
         )
         .map_err(|e| ServingError::Fatal(format!("registry URL: {e}")))?;
         Ok(Self {
@@ -1350,9 +1351,9 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
         tasks.push(tokio::spawn(open_online(ctx.clone(), state.clone())));
         let app = router(state.clone(), max_body, auth.clone())
             .merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
-        let shutdown = ctx.shutdown.clone();
+        let (shutdown, limits) = (ctx.shutdown.clone(), ctx.config.http.clone());
         tasks.push(tokio::spawn(async move {
-            modelbus_core::ops::serve(listener, app, shutdown)
+            modelbus_core::ops::serve(listener, app, shutdown, &limits)
                 .await
                 .map_err(|e| ServingError::Fatal(format!("HTTP server: {e}")))
         }));

@@ -420,7 +420,8 @@ impl Trainer {
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), TrainerError> {
     let registry = modelbus_proto::connect_lazy(
         &ctx.config.registry_grpc_url(),
-        ctx.config.service_token_source(),
+        ctx.config
+            .service_token_source(modelbus_core::auth::ServiceIdentity::Trainer),
     )
     .map_err(|e| TrainerError::Fatal(format!("registry URL: {e}")))?;
     let svc = Trainer {

@@ -2,7 +2,7 @@
 //! roster, signed decisions (approvals, rejections, rollbacks), promotion
 //! decisions and serving statistics.
 
-use modelbus_core::audit::{AuditEntry, GENESIS, entry_hash};
+use modelbus_core::audit::AuditEntry;
 use modelbus_core::auth::{Principal, Role};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -118,7 +118,7 @@ pub struct ServingTotals {
     pub windows: u64,
 }
 
-fn audit_row(r: &AnyRow) -> Result<AuditEntry, RegistryError> {
+pub(super) fn audit_row(r: &AnyRow) -> Result<AuditEntry, RegistryError> {
     let detail: String = r.try_get("detail")?;
     Ok(AuditEntry {
         seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
@@ -198,15 +198,13 @@ fn promotion_row(r: &AnyRow) -> Result<Promotion, RegistryError> {
     })
 }
 
-/// Attempts before an audit append gives up on contention.
-const AUDIT_APPEND_ATTEMPTS: usize = 50;
-
 impl Store {
     // ---- audit log ----
 
-    /// Appends an entry to the audit chain. With a `dedup_key`, appending the same
-    /// key again returns the entry already written (redelivered events, retried
-    /// requests).
+    /// Appends an entry to the audit chain in its own write transaction. With
+    /// a `dedup_key`, appending the same key again returns the entry already
+    /// written (redelivered events, retried requests). Writes that must land
+    /// with their audit entry use [`WriteTx::append_audit`] instead.
     pub async fn append_audit(
         &self,
         actor: &str,
@@ -215,71 +213,12 @@ impl Store {
         detail: &serde_json::Value,
         dedup_key: Option<&str>,
     ) -> Result<AuditEntry, RegistryError> {
-        for attempt in 0..AUDIT_APPEND_ATTEMPTS {
-            if let Some(key) = dedup_key
-                && let Some(row) = sqlx::query("SELECT * FROM audit_log WHERE dedup_key = $1")
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await?
-            {
-                return audit_row(&row);
-            }
-            let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
-            let (prev_seq, prev_hash) = match &last {
-                Some(r) => (
-                    u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
-                    r.try_get::<String, _>("hash")?,
-                ),
-                None => (0, GENESIS.to_string()),
-            };
-            let seq = prev_seq + 1;
-            let at = now();
-            let hash = entry_hash(seq, &at, actor, action, subject, detail, &prev_hash);
-            let inserted = sqlx::query(
-                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, dedup_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-            .bind(&at)
-            .bind(actor)
-            .bind(action)
-            .bind(subject)
-            .bind(detail.to_string())
-            .bind(&prev_hash)
-            .bind(&hash)
-            .bind(dedup_key)
-            .execute(&self.pool)
-            .await;
-            match inserted {
-                Ok(_) => {
-                    metrics::counter!("modelbus_audit_entries_total", "action" => action.to_string())
-                        .increment(1);
-                    return Ok(AuditEntry {
-                        seq,
-                        at,
-                        actor: actor.into(),
-                        action: action.into(),
-                        subject: subject.into(),
-                        detail: detail.clone(),
-                        prev_hash,
-                        hash,
-                    });
-                }
-                Err(sqlx::Error::Database(e))
-                    if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
-                {
-                    // Another writer took this seq (or this dedup key): read again.
-                    tokio::time::sleep(std::time::Duration::from_millis(1 + (attempt as u64 % 7)))
-                        .await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RegistryError::Internal(format!(
-            "audit append of {action} on {subject}: gave up after {AUDIT_APPEND_ATTEMPTS} contended attempts"
-        )))
+        let mut tx = self.begin_write().await?;
+        let entry = tx
+            .append_audit(actor, action, subject, detail, dedup_key)
+            .await?;
+        tx.commit().await?;
+        Ok(entry)
     }
 
     /// Audit entries after `after_seq`, oldest first, at most `limit`.
@@ -293,6 +232,28 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Audit entries that may concern `model` v`version`, oldest first: those
+    /// whose subject is the version (but not the exports of its evidence),
+    /// rollbacks of the model, spec applications and roster changes. The caller
+    /// narrows them by their detail; this reads no other entry, so assembling
+    /// evidence costs what the version's own history costs, not the log's.
+    pub async fn audit_about_version(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<Vec<AuditEntry>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE (subject = $1 AND action <> 'evidence.exported') \
+             OR (action = 'deployment.rolled_back' AND subject LIKE $2) \
+             OR action = 'spec.applied' OR action LIKE 'roster.%' ORDER BY seq",
+        )
+        .bind(format!("model/{model}/v{version}"))
+        .bind(format!("model/{model}/%"))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(audit_row).collect()
     }
 
@@ -338,6 +299,15 @@ impl Store {
             .await?;
         row.map(|r| Ok((r.try_get("token_sha256")?, r.try_get("revoked_at")?)))
             .transpose()
+    }
+
+    /// The principal a token id was issued to (revoked or not).
+    pub async fn principal_of_token(&self, id: &str) -> Result<Option<String>, RegistryError> {
+        let row = sqlx::query("SELECT principal FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("principal")?)).transpose()
     }
 
     /// The principal of an active token with this hash.
@@ -512,28 +482,10 @@ impl Store {
 
     /// Records a signed decision; `Ok(false)` if its nonce was already used.
     pub async fn insert_signed_decision(&self, d: &SignedDecision) -> Result<bool, RegistryError> {
-        let r = sqlx::query(
-            "INSERT INTO signed_decisions (nonce, kind, model, version, environment, model_sha256, \
-             signer, key_id, submitted_by, issued_at, expires_at, comment, envelope, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
-        )
-        .bind(&d.nonce)
-        .bind(&d.kind)
-        .bind(&d.model)
-        .bind(i64::from(d.version))
-        .bind(&d.environment)
-        .bind(&d.model_sha256)
-        .bind(&d.signer)
-        .bind(&d.key_id)
-        .bind(&d.submitted_by)
-        .bind(&d.issued_at)
-        .bind(&d.expires_at)
-        .bind(&d.comment)
-        .bind(&d.envelope)
-        .bind(&d.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let mut tx = self.begin_write().await?;
+        let inserted = tx.insert_signed_decision(d).await?;
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     /// The decision recorded under a nonce.
@@ -621,40 +573,9 @@ impl Store {
 
     /// Records the latest policy decision, keeping `granted_event` once set.
     pub async fn save_promotion(&self, p: &Promotion) -> Result<(), RegistryError> {
-        let reasons = serde_json::to_string(&p.reasons).unwrap_or_else(|_| "[]".into());
-        let input = p.input.to_string();
-        let updated = sqlx::query(
-            "UPDATE promotions SET allow_promotion = $1, reasons = $2, policy_digest = $3, input = $4, \
-             decided_at = $5 WHERE model = $6 AND version = $7 AND environment = $8",
-        )
-        .bind(i64::from(p.allow))
-        .bind(&reasons)
-        .bind(&p.policy_digest)
-        .bind(&input)
-        .bind(&p.decided_at)
-        .bind(&p.model)
-        .bind(i64::from(p.version))
-        .bind(&p.environment)
-        .execute(&self.pool)
-        .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO promotions (model, version, environment, allow_promotion, reasons, \
-                 policy_digest, input, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&p.model)
-            .bind(i64::from(p.version))
-            .bind(&p.environment)
-            .bind(i64::from(p.allow))
-            .bind(&reasons)
-            .bind(&p.policy_digest)
-            .bind(&input)
-            .bind(&p.decided_at)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        tx.save_promotion(p).await?;
+        tx.commit().await
     }
 
     /// Marks a promotion granted; `false` if another writer granted it first.
@@ -665,32 +586,12 @@ impl Store {
         environment: &str,
         event_id: &str,
     ) -> Result<bool, RegistryError> {
-        self.swap_promotion_grant(model, version, environment, "", event_id)
-            .await
-    }
-
-    /// Replaces a promotion's grant `from` by `to` (compare-and-set); false
-    /// when its grant is not `from`.
-    async fn swap_promotion_grant(
-        &self,
-        model: &str,
-        version: u32,
-        environment: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<bool, RegistryError> {
-        let r = sqlx::query(
-            "UPDATE promotions SET granted_event = $1 WHERE model = $2 AND version = $3 \
-             AND environment = $4 AND granted_event = $5",
-        )
-        .bind(to)
-        .bind(model)
-        .bind(i64::from(version))
-        .bind(environment)
-        .bind(from)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let mut tx = self.begin_write().await?;
+        let swapped = tx
+            .swap_promotion_grant(model, version, environment, "", event_id)
+            .await?;
+        tx.commit().await?;
+        Ok(swapped)
     }
 
     /// Makes a granted promotion pending again after the deployer refused the
@@ -703,8 +604,12 @@ impl Store {
         environment: &str,
         event_id: &str,
     ) -> Result<bool, RegistryError> {
-        self.swap_promotion_grant(model, version, environment, event_id, "")
-            .await
+        let mut tx = self.begin_write().await?;
+        let swapped = tx
+            .swap_promotion_grant(model, version, environment, event_id, "")
+            .await?;
+        tx.commit().await?;
+        Ok(swapped)
     }
 
     /// The latest promotion decision of a version for an environment.
