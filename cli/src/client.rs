@@ -143,9 +143,7 @@ impl Client {
         let mut out: Vec<modelbus_core::audit::AuditEntry> = Vec::new();
         loop {
             let after = out.last().map_or(0, |e| e.seq);
-            let page = self
-                .get(&format!("/v1/audit?after={after}&limit=1000"))
-                .await?;
+            let page = self.get(&format!("/v1/audit?after={after}")).await?;
             let entries: Vec<modelbus_core::audit::AuditEntry> =
                 serde_json::from_value(page["entries"].clone())
                     .context("the registry sent audit entries of an unexpected shape")?;
@@ -178,7 +176,7 @@ impl Client {
         let mut after = String::new();
         loop {
             let page = self
-                .get(&format!("{path}?limit=1000&after={}", urlencode(&after)))
+                .get(&format!("{path}?after={}", urlencode(&after)))
                 .await?;
             if let Some(a) = page[key].as_array() {
                 items.extend(a.iter().cloned());

@@ -2,6 +2,7 @@
 //! subprocess), a real nats-server per test, SQLite or a fresh PostgreSQL database.
 
 mod bad_input;
+mod bounds;
 mod governance;
 mod grpc;
 mod harness;

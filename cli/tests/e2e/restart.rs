@@ -234,6 +234,18 @@ async fn restarting_up_on_the_same_state_dir_keeps_runs_versions_aliases_and_the
         .await
         .unwrap();
     assert_eq!(run["state"], "deployed", "{run:#}");
+    // The state dir and what holds secrets in it are the owner's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700, "state dir");
+        assert_eq!(mode(&state.join("tokens")), 0o700, "tokens dir");
+        assert_eq!(mode(&state.join("admin.token")), 0o600, "admin token");
+        for s in modelbus_core::auth::ServiceIdentity::ALL {
+            let f = state.join("tokens").join(format!("{}.token", s.name()));
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
     wait_served(&a, 1).await;
     let before = predict(&a).await;
     // One trace follows the batch across services: every event of the run carries

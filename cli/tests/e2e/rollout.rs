@@ -463,6 +463,39 @@ async fn a_canary_pins_each_customer_then_finishes_and_an_operator_rolls_back() 
         ("admin", "model/telco-churn/v1")
     );
     assert_eq!(exported.detail["sha256"], kept.as_str());
+    // The same state exported again is the same bundle: no new artifact, no
+    // new audit entry.
+    let again_dir = dir.path().join("evidence-v1-again");
+    let (code, out, err) = cli(
+        &t,
+        &[
+            "evidence",
+            "--model",
+            "telco-churn",
+            "--version",
+            "1",
+            "--out",
+            again_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&kept),
+        "a second export made another bundle: {out}"
+    );
+    assert_eq!(
+        std::fs::read(again_dir.join("evidence.json")).unwrap(),
+        std::fs::read(out_dir.join("evidence.json")).unwrap()
+    );
+    let exports = t
+        .client
+        .audit_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "evidence.exported")
+        .count();
+    assert_eq!(exports, 1, "an identical export was audited again");
     let stored = t
         .client
         .get_json(&format!("/v1/reports/{kept}"))

@@ -55,6 +55,25 @@ impl TestNats {
     pub async fn kill(&mut self) {
         self.server.kill().await;
     }
+
+    /// Starts the server again on the same port with the same store, so
+    /// clients reconnect and JetStream keeps what it held.
+    pub async fn restart(&mut self) {
+        self.server.kill().await;
+        let pinned = repo_root().join(".tools/bin/nats-server");
+        let binary = find_binary(pinned.exists().then_some(pinned.as_path()))
+            .unwrap_or_else(|e| panic!("test harness: {e}"));
+        let port: u16 = self
+            .server
+            .url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the test server's URL ends with its port");
+        self.server = EmbeddedNats::start_on(&binary, self._dir.path(), port)
+            .await
+            .unwrap_or_else(|e| panic!("test harness: restarting nats-server: {e}"));
+    }
 }
 
 /// Base URL of the test PostgreSQL server (`MODELBUS_TEST_POSTGRES`, default the

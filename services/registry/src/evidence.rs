@@ -175,16 +175,14 @@ impl Registry {
             )));
         }
         let mut entries: Vec<AuditEntry> = Vec::new();
-        while span > 0 {
-            let after = entries.last().map_or(first - 1, |e| e.seq);
-            if after >= last {
-                break;
-            }
+        let mut after = first.saturating_sub(1);
+        while span > 0 && after < last {
             let page = self.store.audit_entries(after, PAGE).await?;
             let done = page.len() < PAGE as usize;
             entries.extend(page.into_iter().take_while(|e| e.seq <= last));
-            if done {
-                break;
+            match entries.last() {
+                Some(e) if !done && e.seq > after => after = e.seq,
+                _ => break,
             }
         }
         let head = ChainHead {

@@ -1561,4 +1561,117 @@ mod tests {
         let w = w.values().next().unwrap();
         assert_eq!((w.requests, w.errors), (3, 2));
     }
+
+    /// Property tests over the two request parsers: whatever a client sends,
+    /// parsing never panics, what it builds stays within the limits, and a
+    /// refusal is a 400 or 413 whose message is short. `PROPTEST_CASES=100000
+    /// cargo test -p modelbus-serving proptests` runs many more cases.
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                any::<i64>().prop_map(|i| serde_json::json!(i)),
+                ".{0,40}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..12).prop_map(Value::Array),
+                    prop::collection::btree_map(".{0,12}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("a".to_string()),
+                Just("b".to_string()),
+                Just("id".to_string()),
+                Just("y".to_string()),
+                ".{0,300}",
+            ]
+        }
+
+        fn tensor_json() -> impl Strategy<Value = Value> {
+            (
+                name(),
+                prop::collection::vec(
+                    prop_oneof![-3i64..60, any::<i64>()],
+                    0..4,
+                ),
+                prop_oneof![Just("FP64".to_string()), Just(String::new()), ".{0,20}"],
+                prop_oneof![
+                    prop::collection::vec(any::<f64>().prop_map(|f| serde_json::json!(f)), 0..70)
+                        .prop_map(Value::Array),
+                    json(),
+                ],
+            )
+                .prop_map(|(name, shape, datatype, data)| {
+                    serde_json::json!({ "name": name, "shape": shape, "datatype": datatype, "data": data })
+                })
+        }
+
+        fn limits() -> RequestLimits {
+            RequestLimits {
+                max_rows: 50,
+                max_inputs: 3,
+                max_cells: 120,
+            }
+        }
+
+        fn short_refusal(r: Refused) -> Result<(), TestCaseError> {
+            prop_assert!(
+                r.0 == StatusCode::BAD_REQUEST || r.0 == StatusCode::PAYLOAD_TOO_LARGE,
+                "{:?}",
+                r.0
+            );
+            prop_assert!(r.1.len() < 1_000, "a {}-byte message", r.1.len());
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn oip_v2_requests_are_bounded_or_refused(
+                inputs in prop::collection::vec(tensor_json(), 0..6),
+                extra in json(),
+            ) {
+                let body = serde_json::json!({ "id": "r", "inputs": inputs, "parameters": extra });
+                let Ok(req) = serde_json::from_value::<InferRequest>(body) else {
+                    return Ok(());
+                };
+                let schema = schema();
+                match tensors_to_records(req.inputs, &schema, &limits()) {
+                    Ok(records) => {
+                        prop_assert!(records.len() <= limits().max_rows);
+                        let cells: usize = records.iter().map(|r| r.len()).sum();
+                        prop_assert!(cells <= limits().max_cells);
+                        for r in &records {
+                            for k in r.keys() {
+                                prop_assert!(["id", "a", "b"].contains(&k.as_str()), "{k}");
+                            }
+                        }
+                    }
+                    Err(r) => short_refusal(r)?,
+                }
+            }
+
+            #[test]
+            fn oip_v2_bodies_of_any_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = serde_json::from_slice::<InferRequest>(&bytes);
+            }
+
+            #[test]
+            fn v1_instances_are_bounded_or_refused(instances in prop::collection::vec(json(), 0..80)) {
+                match records(instances, &limits()) {
+                    Ok(r) => prop_assert!(r.len() <= limits().max_rows),
+                    Err(r) => short_refusal(r)?,
+                }
+            }
+        }
+    }
 }
