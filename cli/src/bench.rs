@@ -108,7 +108,7 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     let (p, client) = start(config).await?;
     let c = p.config.clone();
     client.apply_spec(spec).await?;
-    let spec_name = modelbus_ml::spec::DatasetSpec::parse(
+    let spec_name = modelbus_dataset::spec::DatasetSpec::parse(
         &std::fs::read_to_string(spec)?,
         &spec.display().to_string(),
     )
@@ -265,7 +265,7 @@ pub fn validate(
 ) -> Result<()> {
     let text = std::fs::read_to_string(spec_file)
         .with_context(|| format!("cannot read {}", spec_file.display()))?;
-    let spec = modelbus_ml::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
+    let spec = modelbus_dataset::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .spec;
     let spec = std::sync::Arc::new(spec);
@@ -277,7 +277,7 @@ pub fn validate(
         let f =
             std::fs::File::open(data).with_context(|| format!("cannot open {}", data.display()))?;
         let started = Instant::now();
-        let report = modelbus_ml::validate::validate_csv(
+        let report = modelbus_dataset::validate::validate_csv(
             std::io::BufReader::with_capacity(1 << 20, f),
             spec.clone(),
             65_536,
@@ -322,15 +322,15 @@ pub fn validate(
 /// candidates (by default logistic regression and LightGBM) on a whole file: mean
 /// ROC AUC and fit time per candidate, and the one modelbus would pick.
 pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<()> {
-    use modelbus_ml::features::{Cell, FeaturePlan, FeatureTransform, cell};
-    use modelbus_ml::spec::{Algorithm, CandidateSpec};
+    use modelbus_dataset::spec::{Algorithm, CandidateSpec};
+    use modelbus_featurize::features::{Cell, FeaturePlan, FeatureTransform, cell};
     let text = std::fs::read_to_string(spec_file)
         .with_context(|| format!("cannot read {}", spec_file.display()))?;
-    let spec = modelbus_ml::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
+    let spec = modelbus_dataset::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .spec;
     let f = std::fs::File::open(data).with_context(|| format!("cannot open {}", data.display()))?;
-    let chunks = modelbus_ml::table::read_all(f, std::sync::Arc::new(spec.clone()), 65_536)
+    let chunks = modelbus_dataset::table::read_all(f, std::sync::Arc::new(spec.clone()), 65_536)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let index = |n: &str| spec.columns.iter().position(|c| c.name == n);
     let ti = index(&spec.target.column).context("target column")?;
@@ -364,7 +364,7 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
         ];
     }
     let plan = FeaturePlan::from_spec(&spec);
-    let held = modelbus_ml::split::stratified_kfold(&y, folds.max(2), spec.model.seed);
+    let held = modelbus_featurize::split::stratified_kfold(&y, folds.max(2), spec.model.seed);
     let mut results = Vec::new();
     for c in &candidates {
         let mut aucs = Vec::new();
@@ -391,15 +391,15 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
             let started = Instant::now();
             let p: Vec<f64> = match c.algorithm {
                 Algorithm::Logistic => {
-                    let m = modelbus_ml::logistic::fit_logistic(&xt, k, &yt, &c.logistic)
+                    let m = modelbus_models::logistic::fit_logistic(&xt, k, &yt, &c.logistic)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     fit_times.push(started.elapsed().as_secs_f64());
                     m.predict_proba_batch(&xv, k)
                 }
                 Algorithm::Gbdt => {
-                    let (fi, ei) = modelbus_ml::split::stratified_holdout(
+                    let (fi, ei) = modelbus_featurize::split::stratified_holdout(
                         &yt,
-                        modelbus_ml::train::EARLY_STOPPING_FRACTION,
+                        modelbus_models::train::EARLY_STOPPING_FRACTION,
                         spec.model.seed,
                     );
                     let pick = |idx: &[usize]| {
@@ -413,23 +413,23 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
                     };
                     let (xf, yf) = pick(&fi);
                     let (xe, ye) = pick(&ei);
-                    let text = modelbus_ml::gbdt::train_gbdt(
+                    let text = modelbus_models::gbdt::train_gbdt(
                         &xf,
                         k,
                         &yf,
-                        &modelbus_ml::train::lightgbm_names(&names),
+                        &modelbus_models::train::lightgbm_names(&names),
                         Some((&xe, &ye)),
                         &c.gbdt,
                         spec.model.seed,
                     )
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                     fit_times.push(started.elapsed().as_secs_f64());
-                    let m = modelbus_ml::gbdt::GbdtModel::parse(&text)
+                    let m = modelbus_models::gbdt::GbdtModel::parse(&text)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     xv.chunks(k).map(|r| m.predict_proba(r)).collect()
                 }
             };
-            aucs.push(modelbus_ml::metrics::roc_auc(&yv, &p));
+            aucs.push(modelbus_models::metrics::roc_auc(&yv, &p));
         }
         let mean = aucs.iter().sum::<f64>() / aucs.len() as f64;
         results.push(serde_json::json!({
@@ -585,10 +585,11 @@ pub async fn governance(
             t["token"].as_str(),
         ));
     }
-    let spec_name = modelbus_ml::spec::DatasetSpec::parse(&spec_text, &spec.display().to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .spec
-        .name;
+    let spec_name =
+        modelbus_dataset::spec::DatasetSpec::parse(&spec_text, &spec.display().to_string())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .spec
+            .name;
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let lines: Vec<&str> = text.lines().collect();

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use modelbus_core::evidence::{Evidence, Finding, verify};
 use modelbus_core::ids::Sha256Digest;
 use modelbus_core::signing::{PublicKey, peek_statement};
-use modelbus_ml::validation_html::escape;
+use modelbus_dataset::validation_html::escape;
 use serde_json::Value;
 
 use crate::client::Client;

@@ -704,12 +704,12 @@ async fn validate(
     html: Option<&std::path::Path>,
 ) -> Result<ExitCode> {
     let (text, source) = spec_text(client, dataset, spec_file).await?;
-    let parsed = modelbus_ml::spec::DatasetSpec::parse(&text, &source)
+    let parsed = modelbus_dataset::spec::DatasetSpec::parse(&text, &source)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let started = std::time::Instant::now();
     let mut report = tokio::task::spawn_blocking(move || {
-        modelbus_ml::validate::validate_csv(
+        modelbus_dataset::validate::validate_csv(
             std::io::BufReader::with_capacity(1 << 20, f),
             std::sync::Arc::new(parsed.spec),
             65_536,
@@ -719,7 +719,7 @@ async fn validate(
     let elapsed = started.elapsed();
     report.spec_digest = modelbus_core::ids::Sha256Digest::of(text.as_bytes()).to_hex();
     if let Some(h) = html {
-        std::fs::write(h, modelbus_ml::validation_html::render(&report))
+        std::fs::write(h, modelbus_dataset::validation_html::render(&report))
             .with_context(|| format!("cannot write {}", h.display()))?;
     }
     if json {
@@ -730,7 +730,7 @@ async fn validate(
                 "{} {:<52} {:<22} {}",
                 if r.success {
                     "ok  "
-                } else if r.severity == modelbus_ml::spec::Severity::Warning {
+                } else if r.severity == modelbus_dataset::spec::Severity::Warning {
                     "WARN"
                 } else {
                     "FAIL"
@@ -793,14 +793,14 @@ async fn import_ge(
     let json = std::fs::read_to_string(suite)
         .with_context(|| format!("cannot read {}", suite.display()))?;
     let (text, source) = spec_text(client, Some(dataset), spec_file).await?;
-    let base = modelbus_ml::spec::DatasetSpec::parse(&text, &source)
+    let base = modelbus_dataset::spec::DatasetSpec::parse(&text, &source)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .spec;
     if base.name != dataset {
         anyhow::bail!("{source} is the spec of {:?}, not {dataset:?}", base.name);
     }
     let columns: Vec<String> = base.columns.iter().map(|c| c.name.clone()).collect();
-    let imported = match modelbus_ml::ge_import::import_ge_suite(&json, &columns) {
+    let imported = match modelbus_dataset::ge_import::import_ge_suite(&json, &columns) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {}: {e}", suite.display());
@@ -838,9 +838,10 @@ async fn import_ge(
         imported.toml
     );
     // The combined spec must parse before it goes anywhere.
-    if let Err(e) =
-        modelbus_ml::spec::DatasetSpec::parse(&result, &format!("{source} + {}", suite.display()))
-    {
+    if let Err(e) = modelbus_dataset::spec::DatasetSpec::parse(
+        &result,
+        &format!("{source} + {}", suite.display()),
+    ) {
         eprintln!("error: the imported spec does not parse: {e}");
         return Ok(ExitCode::from(3));
     }

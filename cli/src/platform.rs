@@ -16,62 +16,167 @@ use modelbus_core::{CancellationToken, Context};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// The services `modelbus up` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Service {
-    /// Datasets, runs, models (gRPC + HTTP).
-    Registry,
-    /// Batch intake and validation.
-    Ingest,
-    /// Feature sets.
-    Features,
-    /// Training and evaluation.
-    Trainer,
-    /// Signed-approval verification and deployment state.
-    Deployer,
-    /// Prediction endpoints.
-    Serving,
+/// A service's entry point: its context and its bound listeners (in the
+/// order of [`ServiceSpec::listeners`]).
+pub type RunFn = fn(Context, Vec<TcpListener>) -> ServiceFuture;
+/// What a running service returns.
+pub type ServiceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// One listener of a service: its configuration key and where its address
+/// lives in the configuration.
+#[derive(Clone, Copy)]
+pub struct ListenerSpec {
+    /// Dotted configuration key (`registry.http_addr`).
+    pub key: &'static str,
+    /// The address in a configuration.
+    pub addr: fn(&mut Config) -> &mut SocketAddr,
 }
 
-impl Service {
-    /// Every service, in start order.
-    pub const ALL: [Service; 6] = [
-        Service::Registry,
-        Service::Ingest,
-        Service::Features,
-        Service::Trainer,
-        Service::Deployer,
-        Service::Serving,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Service::Registry => "registry",
-            Service::Ingest => "ingest",
-            Service::Features => "features",
-            Service::Trainer => "trainer",
-            Service::Deployer => "deployer",
-            Service::Serving => "serving",
-        }
+impl ListenerSpec {
+    /// The environment variable that sets it (`MODELBUS_REGISTRY__HTTP_ADDR`).
+    pub fn env_var(&self) -> String {
+        format!("MODELBUS_{}", self.key.to_uppercase().replace('.', "__"))
     }
+}
+
+/// Everything `modelbus up`, `modelbus <service>`, readiness and the test
+/// harness know about a service: one row of [`SERVICES`].
+pub struct ServiceSpec {
+    /// Which service.
+    pub service: Service,
+    /// Its name: the `modelbus` subcommand, its NATS user on the embedded
+    /// server, its task name.
+    pub name: &'static str,
+    /// One line for `modelbus --help`.
+    pub about: &'static str,
+    /// Its listeners, bound before anything starts.
+    pub listeners: &'static [ListenerSpec],
+    /// Starts it.
+    pub run: RunFn,
+}
+
+/// Declares the services: the [`Service`] enum and the [`SERVICES`] table,
+/// in start order. A new service is one entry here (and its crate).
+macro_rules! services {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $name:literal, $about:literal,
+        [$($key:literal => $($field:ident).+),* $(,)?],
+        $run:expr;
+    )*) => {
+        /// The services `modelbus up` runs (see [`SERVICES`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+        pub enum Service {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Service {
+            /// Every service, in start order.
+            pub const ALL: [Service; [$(Service::$variant,)*].len()] = [$(Service::$variant,)*];
+
+            /// Its row of [`SERVICES`].
+            pub fn spec(self) -> &'static ServiceSpec {
+                SERVICES
+                    .iter()
+                    .find(|s| s.service == self)
+                    .unwrap_or(&SERVICES[0])
+            }
+
+            /// Its name.
+            pub fn name(self) -> &'static str {
+                self.spec().name
+            }
+        }
+
+        /// Every service, in start order.
+        pub static SERVICES: &[ServiceSpec] = &[$(
+            ServiceSpec {
+                service: Service::$variant,
+                name: $name,
+                about: $about,
+                listeners: &[$(ListenerSpec {
+                    key: $key,
+                    addr: {
+                        fn addr(c: &mut Config) -> &mut SocketAddr {
+                            &mut c.$($field).+
+                        }
+                        addr
+                    },
+                },)*],
+                run: $run,
+            },
+        )*];
+    };
+}
+
+/// Takes the next bound listener of a service.
+fn next(l: &mut std::vec::IntoIter<TcpListener>, what: &str) -> Result<TcpListener> {
+    l.next()
+        .with_context(|| format!("internal error: no {what} listener"))
+}
+
+services! {
+    /// Datasets, runs, models (gRPC + HTTP).
+    Registry = "registry", "Runs the registry alone.",
+        ["registry.http_addr" => registry.http_addr, "registry.grpc_addr" => registry.grpc_addr],
+        |ctx, l| Box::pin(async move {
+            let mut l = l.into_iter();
+            let listeners = modelbus_registry::Listeners {
+                http: next(&mut l, "registry HTTP")?,
+                grpc: next(&mut l, "registry gRPC")?,
+            };
+            Ok(modelbus_registry::run(ctx, listeners).await?)
+        });
+    /// Batch intake and validation.
+    Ingest = "ingest", "Runs ingest alone.",
+        ["ingest.http_addr" => ingest.http_addr],
+        |ctx, l| Box::pin(async move {
+            let l = next(&mut l.into_iter(), "ingest")?;
+            Ok(modelbus_ingest::run(ctx, l).await?)
+        });
+    /// Feature sets.
+    Features = "features", "Runs the features service alone.",
+        ["features.ops_addr" => features.ops_addr],
+        |ctx, l| Box::pin(async move {
+            let l = next(&mut l.into_iter(), "features")?;
+            Ok(modelbus_features::run(ctx, l).await?)
+        });
+    /// Training and evaluation.
+    Trainer = "trainer", "Runs the trainer alone.",
+        ["trainer.ops_addr" => trainer.ops_addr],
+        |ctx, l| Box::pin(async move {
+            let l = next(&mut l.into_iter(), "trainer")?;
+            Ok(modelbus_trainer::run(ctx, l).await?)
+        });
+    /// Signed-approval verification and deployment state.
+    Deployer = "deployer", "Runs the deployer alone.",
+        ["deployer.ops_addr" => deployer.ops_addr],
+        |ctx, l| Box::pin(async move {
+            let l = next(&mut l.into_iter(), "deployer")?;
+            Ok(modelbus_deployer::run(ctx, l).await?)
+        });
+    /// Prediction endpoints.
+    Serving = "serving", "Runs serving alone.",
+        ["serving.staging_addr" => serving.staging_addr, "serving.production_addr" => serving.production_addr],
+        |ctx, l| Box::pin(async move {
+            let mut l = l.into_iter();
+            let listeners = modelbus_serving::Listeners {
+                staging: next(&mut l, "staging")?,
+                production: next(&mut l, "production")?,
+            };
+            Ok(modelbus_serving::run(ctx, listeners).await?)
+        });
+}
+
+/// The service named `name` (a `modelbus` subcommand), if there is one.
+pub fn service_named(name: &str) -> Option<Service> {
+    SERVICES.iter().find(|s| s.name == name).map(|s| s.service)
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {key} = {addr}"))
-}
-
-/// Listeners bound before any service starts.
-struct Bound {
-    registry_http: Option<TcpListener>,
-    registry_grpc: Option<TcpListener>,
-    ingest: Option<TcpListener>,
-    features: Option<TcpListener>,
-    trainer: Option<TcpListener>,
-    deployer: Option<TcpListener>,
-    staging: Option<TcpListener>,
-    production: Option<TcpListener>,
 }
 
 /// A running set of services.
@@ -173,63 +278,20 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
     modelbus_core::telemetry::prometheus();
     modelbus_core::telemetry::describe_metrics();
     let want = |s: Service| services.contains(&s);
-    let c = &config;
-    let mut bound = Bound {
-        registry_http: None,
-        registry_grpc: None,
-        ingest: None,
-        features: None,
-        trainer: None,
-        deployer: None,
-        staging: None,
-        production: None,
-    };
-    if want(Service::Registry) {
-        bound.registry_http = Some(bind("registry.http_addr", c.registry.http_addr).await?);
-        bound.registry_grpc = Some(bind("registry.grpc_addr", c.registry.grpc_addr).await?);
-    }
-    if want(Service::Ingest) {
-        bound.ingest = Some(bind("ingest.http_addr", c.ingest.http_addr).await?);
-    }
-    if want(Service::Features) {
-        bound.features = Some(bind("features.ops_addr", c.features.ops_addr).await?);
-    }
-    if want(Service::Trainer) {
-        bound.trainer = Some(bind("trainer.ops_addr", c.trainer.ops_addr).await?);
-    }
-    if want(Service::Deployer) {
-        bound.deployer = Some(bind("deployer.ops_addr", c.deployer.ops_addr).await?);
-    }
-    if want(Service::Serving) {
-        bound.staging = Some(bind("serving.staging_addr", c.serving.staging_addr).await?);
-        bound.production = Some(bind("serving.production_addr", c.serving.production_addr).await?);
-    }
-    // Resolve port-0 addresses so clients in this process can reach them.
+    // Bind every listener first, so a taken port fails before anything starts,
+    // and resolve port-0 addresses so clients in this process can reach them.
     let mut config = config.clone();
-    let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(a) = local(&bound.registry_http) {
-        config.registry.http_addr = a;
-    }
-    if let Some(a) = local(&bound.registry_grpc) {
-        config.registry.grpc_addr = a;
-    }
-    if let Some(a) = local(&bound.ingest) {
-        config.ingest.http_addr = a;
-    }
-    if let Some(a) = local(&bound.features) {
-        config.features.ops_addr = a;
-    }
-    if let Some(a) = local(&bound.trainer) {
-        config.trainer.ops_addr = a;
-    }
-    if let Some(a) = local(&bound.deployer) {
-        config.deployer.ops_addr = a;
-    }
-    if let Some(a) = local(&bound.staging) {
-        config.serving.staging_addr = a;
-    }
-    if let Some(a) = local(&bound.production) {
-        config.serving.production_addr = a;
+    let mut bound: Vec<(Service, Vec<TcpListener>)> = Vec::new();
+    for spec in SERVICES.iter().filter(|s| want(s.service)) {
+        let mut listeners = Vec::new();
+        for l in spec.listeners {
+            let listener = bind(l.key, *(l.addr)(&mut config)).await?;
+            if let Ok(a) = listener.local_addr() {
+                *(l.addr)(&mut config) = a;
+            }
+            listeners.push(listener);
+        }
+        bound.push((spec.service, listeners));
     }
 
     modelbus_core::fsutil::create_private_dir(&config.general.state_dir).with_context(|| {
@@ -304,10 +366,7 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
     };
-    for s in Service::ALL {
-        if !want(s) {
-            continue;
-        }
+    for (s, listeners) in bound {
         let mut ctx = ctx.clone();
         if let Some(c) = login(s.name()) {
             ctx.bus = Bus::connect_with(
@@ -319,38 +378,7 @@ pub async fn start(config: Config, services: &[Service]) -> Result<Platform> {
             .await
             .with_context(|| format!("{} cannot connect to the embedded nats-server", s.name()))?;
         }
-        let task: JoinHandle<Result<()>> = match s {
-            Service::Registry => {
-                let listeners = modelbus_registry::Listeners {
-                    http: bound.registry_http.take().context("registry listener")?,
-                    grpc: bound.registry_grpc.take().context("registry listener")?,
-                };
-                tokio::spawn(async move { Ok(modelbus_registry::run(ctx, listeners).await?) })
-            }
-            Service::Ingest => {
-                let l = bound.ingest.take().context("ingest listener")?;
-                tokio::spawn(async move { Ok(modelbus_ingest::run(ctx, l).await?) })
-            }
-            Service::Features => {
-                let l = bound.features.take().context("features listener")?;
-                tokio::spawn(async move { Ok(modelbus_features::run(ctx, l).await?) })
-            }
-            Service::Trainer => {
-                let l = bound.trainer.take().context("trainer listener")?;
-                tokio::spawn(async move { Ok(modelbus_trainer::run(ctx, l).await?) })
-            }
-            Service::Deployer => {
-                let l = bound.deployer.take().context("deployer listener")?;
-                tokio::spawn(async move { Ok(modelbus_deployer::run(ctx, l).await?) })
-            }
-            Service::Serving => {
-                let listeners = modelbus_serving::Listeners {
-                    staging: bound.staging.take().context("staging listener")?,
-                    production: bound.production.take().context("production listener")?,
-                };
-                tokio::spawn(async move { Ok(modelbus_serving::run(ctx, listeners).await?) })
-            }
-        };
+        let task: JoinHandle<Result<()>> = tokio::spawn((s.spec().run)(ctx, listeners));
         tasks.push((s.name(), task));
     }
     Ok(Platform {

@@ -107,8 +107,9 @@ async fn registry_reads_are_bounded_and_pages_are_rendered_not_stored() {
     assert_eq!(status, StatusCode::OK);
     assert!(!page.contains("<script"), "stored HTML was served");
     let (_, _, report) = get(&t, "/v1/models/telco-churn/versions/1/evaluation").await;
-    let report: modelbus_ml::evaluate::EvaluationReport = serde_json::from_str(&report).unwrap();
-    assert_eq!(page, modelbus_ml::evaluation_html::render(&report));
+    let report: modelbus_models::evaluate::EvaluationReport =
+        serde_json::from_str(&report).unwrap();
+    assert_eq!(page, modelbus_models::evaluation_html::render(&report));
     assert_eq!(
         headers["content-security-policy"],
         modelbus_core::ops::CSP,

@@ -52,17 +52,8 @@ pub fn test_config(state_dir: &Path, nats_url: &str) -> Config {
     c.bus.ack_wait = Duration::from_secs(3);
     c.bus.backoff = vec![Duration::from_millis(200), Duration::from_millis(400)];
     c.bus.max_deliver = 3;
-    for a in [
-        &mut c.registry.http_addr,
-        &mut c.registry.grpc_addr,
-        &mut c.ingest.http_addr,
-        &mut c.features.ops_addr,
-        &mut c.trainer.ops_addr,
-        &mut c.deployer.ops_addr,
-        &mut c.serving.staging_addr,
-        &mut c.serving.production_addr,
-    ] {
-        a.set_port(0);
+    for l in platform::SERVICES.iter().flat_map(|s| s.listeners) {
+        (l.addr)(&mut c).set_port(0);
     }
     c
 }

@@ -16,16 +16,15 @@ struct Up {
     ports: Vec<u16>,
 }
 
-const KEYS: [&str; 8] = [
-    "REGISTRY__HTTP_ADDR",
-    "REGISTRY__GRPC_ADDR",
-    "INGEST__HTTP_ADDR",
-    "FEATURES__OPS_ADDR",
-    "TRAINER__OPS_ADDR",
-    "DEPLOYER__OPS_ADDR",
-    "SERVING__STAGING_ADDR",
-    "SERVING__PRODUCTION_ADDR",
-];
+/// The environment variable of every listener `modelbus up` binds, from the
+/// services table.
+fn keys() -> Vec<String> {
+    modelbus_cli::platform::SERVICES
+        .iter()
+        .flat_map(|s| s.listeners)
+        .map(|l| l.env_var())
+        .collect()
+}
 
 impl Up {
     fn start(state: &Path, ports: &[u16], nats: Option<&str>, datasets: &Path, log: &Path) -> Up {
@@ -53,8 +52,8 @@ impl Up {
         if let Some(url) = nats {
             cmd.env("NATS_URL", url);
         }
-        for (k, p) in KEYS.iter().zip(ports) {
-            cmd.env(format!("MODELBUS_{k}"), format!("127.0.0.1:{p}"));
+        for (k, p) in keys().iter().zip(ports) {
+            cmd.env(k, format!("127.0.0.1:{p}"));
         }
         Up {
             child: cmd.spawn().unwrap(),
@@ -180,7 +179,7 @@ async fn nats_admin(state: &Path) -> async_nats::Client {
 }
 
 fn ports() -> Vec<u16> {
-    (0..8)
+    (0..keys().len())
         .map(|_| modelbus_core::nats_server::free_port().unwrap())
         .collect()
 }

@@ -593,6 +593,21 @@ impl Bus {
         Ok(outcome)
     }
 
+    /// Publishes `out` as the consequence of the event a handler is handling:
+    /// marked as caused by `cause` (its causation id and pipeline run), and a
+    /// failure to publish becomes a retry of `cause`, so the consequence goes
+    /// out again on redelivery (its id derives from the cause, so the stream
+    /// keeps one copy).
+    pub async fn publish_caused<T: EventPayload, U>(
+        &self,
+        out: Envelope<T>,
+        cause: &Envelope<U>,
+    ) -> Result<Published, HandlerError> {
+        self.publish(&out.caused_by(cause))
+            .await
+            .map_err(HandlerError::retry)
+    }
+
     /// Publishes raw bytes on a subject with a message id (tests use this to put
     /// arbitrary, even invalid, events on the bus).
     pub async fn publish_raw(

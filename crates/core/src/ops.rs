@@ -191,14 +191,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs a service whose only work is one event consumer: its operations
-/// endpoints on `ops`, and the durable consumer `name` on `subjects` until
-/// `ctx.shutdown`. The readiness component `name` turns ready once the consumer
-/// exists.
+/// Runs a service whose work is one event consumer (every pipeline stage and
+/// the deployer): on `listener`, its operations endpoints merged with `api`
+/// when it has an HTTP API of its own (ingest's uploads); and the durable
+/// consumer `name` on `subjects` until `ctx.shutdown`. The readiness
+/// component `name` turns ready once the consumer exists.
 pub async fn run_consumer_service<H, Fut>(
     ctx: &crate::Context,
-    ops: TcpListener,
-    name: &str,
+    listener: TcpListener,
+    api: Option<Router>,
+    name: &'static str,
     subjects: &[&str],
     handler: H,
 ) -> Result<(), crate::bus::BusError>
@@ -207,12 +209,16 @@ where
     Fut: std::future::Future<Output = Result<(), crate::bus::HandlerError>>,
 {
     ctx.readiness.register(name);
-    // The operations endpoints stop with the consumer, or with the process.
+    let ops = ops_router(ctx.readiness.clone());
+    let router = match api {
+        Some(api) => api.merge(ops),
+        None => ops,
+    };
+    // The endpoints stop with the consumer, or with the process.
     let stop_http = ctx.shutdown.child_token();
     let limits = ctx.config.http.clone();
-    let router = ops_router(ctx.readiness.clone());
     let stop = stop_http.clone();
-    let http = tokio::spawn(async move { serve(ops, router, stop, &limits).await });
+    let http = tokio::spawn(async move { serve(listener, router, stop, &limits).await });
     let readiness = ctx.readiness.clone();
     let result = ctx
         .bus
@@ -225,6 +231,10 @@ where
         )
         .await;
     stop_http.cancel();
-    let _ = http.await;
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(service = name, error = %e, "HTTP server failed"),
+        Err(e) => tracing::error!(service = name, error = %e, "HTTP server task failed"),
+    }
     result
 }

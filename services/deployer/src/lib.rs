@@ -315,14 +315,8 @@ impl Deployer {
                 reason,
             },
         )
-        .with_subject(model.as_str())
-        .caused_by(e);
-        self.ctx
-            .bus
-            .publish(&out)
-            .await
-            .map_err(HandlerError::retry)
-            .map(|_| ())
+        .with_subject(model.as_str());
+        self.ctx.bus.publish_caused(out, e).await.map(|_| ())
     }
 
     /// Verifies every envelope; returns (approver ids, nonces) of the valid ones.
@@ -1035,14 +1029,8 @@ impl Deployer {
                 traffic_percent,
             },
         )
-        .with_subject(g.model.as_str())
-        .caused_by(e);
-        self.ctx
-            .bus
-            .publish(&out)
-            .await
-            .map_err(HandlerError::retry)
-            .map(|_| ())
+        .with_subject(g.model.as_str());
+        self.ctx.bus.publish_caused(out, e).await.map(|_| ())
     }
 
     /// Writes a desired state decided by an approval or a signed rollback; a
@@ -1148,6 +1136,7 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
     modelbus_core::ops::run_consumer_service(
         &ctx,
         ops,
+        None,
         CONSUMER,
         &[
             "modelbus.approval.granted",

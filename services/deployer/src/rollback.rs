@@ -213,13 +213,7 @@ impl Deployer {
                 operator: v.operator,
             },
         )
-        .with_subject(r.model.as_str())
-        .caused_by(e);
-        self.ctx
-            .bus
-            .publish(&out)
-            .await
-            .map_err(HandlerError::retry)
-            .map(|_| ())
+        .with_subject(r.model.as_str());
+        self.ctx.bus.publish_caused(out, e).await.map(|_| ())
     }
 }

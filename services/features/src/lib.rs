@@ -9,19 +9,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use modelbus_core::Context;
-use modelbus_core::artifact::ArtifactError;
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::{BatchValidated, Envelope, FeaturesReady};
 use modelbus_core::online::{ONLINE_BUCKET, OnlineRecord, entity_key};
-use modelbus_ml::features::{
+use modelbus_dataset::spec::{ColumnType, DatasetSpec};
+use modelbus_dataset::table::Chunk;
+use modelbus_dataset::table::{parse_bool, read_all};
+use modelbus_featurize::features::{
     Cell, FeaturePlan, FeatureStatistics, FeatureTransform, FittedFeatures, cell,
 };
-use modelbus_ml::featureset::{FeatureSet, HOLDOUT, TRAIN};
-use modelbus_ml::spec::{ColumnType, DatasetSpec};
-use modelbus_ml::split::stratified_holdout;
-use modelbus_ml::table::Chunk;
-use modelbus_ml::table::{parse_bool, read_all};
-use modelbus_proto::registry::v1 as pb;
+use modelbus_featurize::featureset::{FeatureSet, HOLDOUT, TRAIN};
+use modelbus_featurize::split::stratified_holdout;
 use tokio::net::TcpListener;
 
 /// Source attribute of the features service's events.
@@ -247,23 +245,8 @@ impl Features {
         let e = d.decode::<BatchValidated>()?;
 
         let v = &e.data;
-        let spec = self
-            .registry
-            .clone()
-            .get_spec(pb::GetSpecRequest {
-                dataset: String::new(),
-                digest: v.spec_digest.to_hex(),
-            })
-            .await
-            .map_err(|st| match st.code() {
-                tonic::Code::NotFound | tonic::Code::InvalidArgument => {
-                    HandlerError::Reject(st.message().to_string())
-                }
-                _ => HandlerError::Retry(format!("registry: {st}")),
-            })?
-            .into_inner();
-        let spec = DatasetSpec::parse(&spec.toml, "registered spec")
-            .map_err(HandlerError::reject)?
+        let spec = modelbus_stage::fetch_spec(&self.registry, &v.spec_digest)
+            .await?
             .spec;
         // The stage holds the whole batch in memory: refuse, before reading
         // any of it, one above the configured bounds.
@@ -273,7 +256,7 @@ impl Features {
             .store
             .size(&v.batch_sha256)
             .await
-            .map_err(missing_is_final)?;
+            .map_err(|e| modelbus_stage::artifact_error(CONSUMER, e))?;
         if let Some(reason) = too_large(size, v.rows, limits.max_batch_bytes, limits.max_rows) {
             metrics::counter!("modelbus_features_refused_total", "reason" => "too_large")
                 .increment(1);
@@ -284,7 +267,7 @@ impl Features {
             .store
             .open_read(&v.batch_sha256)
             .await
-            .map_err(missing_is_final)?;
+            .map_err(|e| modelbus_stage::artifact_error(CONSUMER, e))?;
         let seed = spec.model.seed;
         let started = std::time::Instant::now();
         let spec_for_online = spec.clone();
@@ -351,13 +334,8 @@ impl Features {
                 online_entities,
             },
         )
-        .with_subject(v.dataset.as_str())
-        .caused_by(&e);
-        self.ctx
-            .bus
-            .publish(&out)
-            .await
-            .map_err(HandlerError::retry)?;
+        .with_subject(v.dataset.as_str());
+        self.ctx.bus.publish_caused(out, &e).await?;
         tracing::info!(
             features = built.feature_set.names.len(),
             train_rows,
@@ -370,12 +348,9 @@ impl Features {
 
 /// Runs the features service until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
-    let registry = modelbus_proto::connect_lazy(
-        &ctx.config.registry_grpc_url(),
-        ctx.config
-            .service_token_source(modelbus_core::auth::ServiceIdentity::Features),
-    )
-    .map_err(|e| FeaturesError::Fatal(format!("registry URL: {e}")))?;
+    let registry =
+        modelbus_stage::registry_client(&ctx, modelbus_core::auth::ServiceIdentity::Features)
+            .map_err(|e| FeaturesError::Fatal(e.to_string()))?;
     let svc = Features {
         ctx: ctx.clone(),
         registry,
@@ -383,6 +358,7 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
     modelbus_core::ops::run_consumer_service(
         &ctx,
         ops,
+        None,
         CONSUMER,
         &["modelbus.data.batch.validated"],
         |d| {
@@ -392,15 +368,6 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), FeaturesError> {
     )
     .await
     .map_err(|e| FeaturesError::Fatal(e.to_string()))
-}
-
-/// A batch that is not in the store never will be: rejected; any other store
-/// failure may pass: retried.
-fn missing_is_final(err: ArtifactError) -> HandlerError {
-    match err {
-        ArtifactError::NotFound(_) => HandlerError::Reject(err.to_string()),
-        other => HandlerError::Retry(other.to_string()),
-    }
 }
 
 /// Why a batch is too large for the features stage (which holds it whole in

@@ -25,8 +25,8 @@ use modelbus_core::events::{
     BatchRejected, BatchSubmitted, BatchValidated, Envelope, NotificationRaised,
 };
 use modelbus_core::ids::{DatasetName, PipelineRunId, Sha256Digest};
-use modelbus_ml::spec::DatasetSpec;
-use modelbus_ml::validate::{ValidationReport, validate_csv};
+use modelbus_dataset::spec::DatasetSpec;
+use modelbus_dataset::validate::{ValidationReport, validate_csv};
 use modelbus_proto::registry::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -344,7 +344,7 @@ impl Ingest {
     async fn notify_warnings(
         &self,
         cause: &Envelope<BatchSubmitted>,
-        report: &modelbus_ml::validate::ValidationReport,
+        report: &modelbus_dataset::validate::ValidationReport,
         run: &PipelineRunId,
     ) -> Result<(), HandlerError> {
         let warnings = report.warnings();
@@ -370,14 +370,8 @@ impl Ingest {
             },
         )
         .with_subject(dataset.as_str())
-        .caused_by(cause)
         .with_pipeline_run(Some(run.clone()));
-        self.ctx
-            .bus
-            .publish(&n)
-            .await
-            .map_err(HandlerError::retry)
-            .map(|_| ())
+        self.ctx.bus.publish_caused(n, cause).await.map(|_| ())
     }
 
     /// Validates a submitted batch and publishes the outcome.
@@ -385,27 +379,13 @@ impl Ingest {
         let e = d.decode::<BatchSubmitted>()?;
         let s = &e.data;
         let mut registry = self.registry.clone();
-        let spec = registry
-            .get_spec(pb::GetSpecRequest {
-                dataset: String::new(),
-                digest: s.spec_digest.to_hex(),
-            })
-            .await
-            .map_err(|st| match st.code() {
-                tonic::Code::NotFound | tonic::Code::InvalidArgument => {
-                    HandlerError::Reject(st.message().to_string())
-                }
-                _ => HandlerError::Retry(format!("registry: {st}")),
-            })?
-            .into_inner();
-        if spec.dataset != s.dataset.as_str() {
+        let fetched = modelbus_stage::fetch_spec(&registry, &s.spec_digest).await?;
+        if fetched.record.dataset != s.dataset.as_str() {
             return Err(HandlerError::Reject(format!(
                 "spec {} belongs to dataset {:?}, the event says {:?}",
-                s.spec_digest, spec.dataset, s.dataset
+                s.spec_digest, fetched.record.dataset, s.dataset
             )));
         }
-        let parsed =
-            DatasetSpec::parse(&spec.toml, "registered spec").map_err(HandlerError::reject)?;
         // Producers that publish on NATS directly have no run yet.
         let created = registry
             .create_pipeline_run(pb::CreatePipelineRunRequest {
@@ -422,7 +402,7 @@ impl Ingest {
             .run
             .ok_or_else(|| HandlerError::Retry("registry returned no run".into()))?;
         let run_id = PipelineRunId::parse(&run.id).map_err(HandlerError::reject)?;
-        let spec_arc = Arc::new(parsed.spec);
+        let spec_arc = Arc::new(fetched.spec);
         let chunk_rows = self.ctx.config.ingest.chunk_rows;
         let started = std::time::Instant::now();
         // Neither validated nor rejected on bytes that are not the batch: a
@@ -431,17 +411,15 @@ impl Ingest {
         let report = validate_stored(&self.ctx.store, &s.batch_sha256, spec_arc, chunk_rows)
             .await
             .map_err(|err| match err {
-                StoredBatchError::Artifact(ArtifactError::NotFound(_)) => HandlerError::Reject(format!(
-                    "batch {} is not in the artifact store: put the object before publishing data.batch.submitted",
-                    s.batch_sha256
-                )),
-                StoredBatchError::Artifact(e @ ArtifactError::Corrupt { .. }) => {
-                    metrics::counter!("modelbus_artifacts_corrupt_total", "stage" => "ingest")
-                        .increment(1);
-                    tracing::error!(batch = %s.batch_sha256, error = %e, "stored batch is corrupt; not validating it");
-                    HandlerError::Retry(format!(
-                        "{e}; the batch is not validated: upload it again to repair the stored copy"
-                    ))
+                StoredBatchError::Artifact(e) => {
+                    let missing = matches!(e, ArtifactError::NotFound(_));
+                    match modelbus_stage::artifact_error(CONSUMER, e) {
+                        HandlerError::Reject(m) if missing => HandlerError::Reject(format!(
+                            "batch {} is not in the artifact store ({m}): put the object before publishing data.batch.submitted",
+                            s.batch_sha256
+                        )),
+                        other => other,
+                    }
                 }
                 other => HandlerError::Retry(other.to_string()),
             })?;
@@ -470,13 +448,8 @@ impl Ingest {
                 },
             )
             .with_subject(s.dataset.as_str())
-            .caused_by(&e)
             .with_pipeline_run(Some(run_id.clone()));
-            self.ctx
-                .bus
-                .publish(&out)
-                .await
-                .map_err(HandlerError::retry)?;
+            self.ctx.bus.publish_caused(out, &e).await?;
             metrics::counter!("modelbus_ingest_batches_validated_total", "dataset" => s.dataset.to_string()).increment(1);
             self.notify_warnings(&e, &report, &run_id).await?;
             tracing::info!(pipelinerun = %run_id, rows = report.rows, "batch validated");
@@ -494,13 +467,8 @@ impl Ingest {
                 },
             )
             .with_subject(s.dataset.as_str())
-            .caused_by(&e)
             .with_pipeline_run(Some(run_id.clone()));
-            self.ctx
-                .bus
-                .publish(&out)
-                .await
-                .map_err(HandlerError::retry)?;
+            self.ctx.bus.publish_caused(out, &e).await?;
             metrics::counter!("modelbus_ingest_batches_rejected_total", "dataset" => s.dataset.to_string()).increment(1);
             self.notify_warnings(&e, &report, &run_id).await?;
             tracing::warn!(pipelinerun = %run_id, ?reasons, "batch rejected and kept in quarantine");
@@ -512,39 +480,25 @@ impl Ingest {
 /// Runs ingest until `ctx.shutdown`: the upload API on `listener` and the
 /// validation consumer.
 pub async fn run(ctx: Context, listener: TcpListener) -> Result<(), IngestError> {
-    ctx.readiness.register("ingest");
-    let registry = modelbus_proto::connect_lazy(
-        &ctx.config.registry_grpc_url(),
-        ctx.config
-            .service_token_source(modelbus_core::auth::ServiceIdentity::Ingest),
-    )
-    .map_err(|e| IngestError::Internal(format!("registry URL: {e}")))?;
+    let registry =
+        modelbus_stage::registry_client(&ctx, modelbus_core::auth::ServiceIdentity::Ingest)
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
     let ingest = Ingest {
         ctx: ctx.clone(),
         registry,
     };
-    let app = router(ingest.clone()).merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
-    let (shutdown, limits) = (ctx.shutdown.clone(), ctx.config.http.clone());
-    let http =
-        tokio::spawn(
-            async move { modelbus_core::ops::serve(listener, app, shutdown, &limits).await },
-        );
-    let readiness = ctx.readiness.clone();
-    let consumer = ctx
-        .bus
-        .consume(
-            CONSUMER,
-            &["modelbus.data.batch.submitted"],
-            ctx.shutdown.clone(),
-            move || readiness.set("ingest", true),
-            |d| {
-                let ingest = ingest.clone();
-                async move { ingest.handle(&d).await }
-            },
-        )
-        .await;
-    let http = http.await;
-    consumer.map_err(|e| IngestError::Internal(e.to_string()))?;
-    http.map_err(|e| IngestError::Internal(e.to_string()))?
-        .map_err(|e| IngestError::Internal(format!("HTTP server: {e}")))
+    let api = router(ingest.clone());
+    modelbus_core::ops::run_consumer_service(
+        &ctx,
+        listener,
+        Some(api),
+        CONSUMER,
+        &["modelbus.data.batch.submitted"],
+        |d| {
+            let ingest = ingest.clone();
+            async move { ingest.handle(&d).await }
+        },
+    )
+    .await
+    .map_err(|e| IngestError::Internal(e.to_string()))
 }

@@ -412,7 +412,7 @@ async fn get_pipeline_run(
 async fn get_run(
     State(r): State<Registry>,
     Path(id): Path<String>,
-) -> ApiResult<crate::types::Run> {
+) -> ApiResult<crate::types::TrainingRun> {
     Ok(Json(r.run(&id).await?))
 }
 
@@ -484,9 +484,9 @@ async fn evaluation_html(
         )));
     }
     let value = r.report(&v.evaluation_sha256).await?;
-    let report: modelbus_ml::evaluate::EvaluationReport = serde_json::from_value(value)
+    let report: modelbus_models::evaluate::EvaluationReport = serde_json::from_value(value)
         .map_err(|e| RegistryError::Internal(format!("evaluation report: {e}")))?;
-    let html = modelbus_ml::evaluation_html::render(&report);
+    let html = modelbus_models::evaluation_html::render(&report);
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
         html,
@@ -552,9 +552,9 @@ async fn batch_report_html(
     Query(q): Query<BatchQuery>,
 ) -> Result<impl IntoResponse, RegistryError> {
     let value = batch_report(&r, &sha, &q).await?;
-    let report: modelbus_ml::validate::ValidationReport = serde_json::from_value(value)
+    let report: modelbus_dataset::validate::ValidationReport = serde_json::from_value(value)
         .map_err(|e| RegistryError::Internal(format!("validation report: {e}")))?;
-    let html = modelbus_ml::validation_html::render(&report);
+    let html = modelbus_dataset::validation_html::render(&report);
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
         html,

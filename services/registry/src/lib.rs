@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use modelbus_core::Context;
 use modelbus_core::signing::KeyPair;
-use modelbus_ml::spec::DatasetSpec;
+use modelbus_dataset::spec::DatasetSpec;
 use tokio::net::TcpListener;
 
 pub use error::RegistryError;
@@ -323,7 +323,7 @@ impl Registry {
     }
 
     /// A training run.
-    pub async fn run(&self, id: &str) -> Result<Run, RegistryError> {
+    pub async fn run(&self, id: &str) -> Result<TrainingRun, RegistryError> {
         self.store
             .run(id)
             .await?

@@ -8,7 +8,7 @@ use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::*;
 use modelbus_core::ids::Environment;
 use modelbus_core::signing::{ApprovalPredicate, DsseEnvelope, Statement, new_nonce};
-use modelbus_ml::spec::DatasetSpec;
+use modelbus_dataset::spec::DatasetSpec;
 
 use crate::{AUTOMATION_APPROVER, Registry, RegistryError};
 
@@ -600,9 +600,8 @@ impl Registry {
                     reasons,
                 },
             )
-            .with_subject(m.model.as_str())
-            .caused_by(e);
-            ctx.bus.publish(&out).await.map_err(HandlerError::retry)?;
+            .with_subject(m.model.as_str());
+            ctx.bus.publish_caused(out, e).await?;
             return Ok(());
         }
         if let Some(run) = &run {
@@ -630,12 +629,8 @@ impl Registry {
                 checks: event_checks,
             },
         )
-        .with_subject(m.model.as_str())
-        .caused_by(e);
-        ctx.bus
-            .publish(&candidate)
-            .await
-            .map_err(HandlerError::retry)?;
+        .with_subject(m.model.as_str());
+        ctx.bus.publish_caused(candidate, e).await?;
 
         // Staging promotion, signed by the automation key. The envelope is stored
         // first so a redelivery republishes the very same approval.

@@ -10,13 +10,20 @@ use sqlx::{AnyPool, Row};
 
 use crate::error::RegistryError;
 
-mod governance;
+mod audit;
+mod decisions;
+mod roster;
+mod stats;
+mod tokens;
 mod tx;
 use crate::types::{
     DatasetInfo, GateCheck, Lineage, ModelVersion, NamedArtifact, NewModelVersion, PipelineRun,
-    RegisteredModel, Run, SpecVersion, Stage,
+    RegisteredModel, SpecVersion, Stage, TrainingRun,
 };
-pub use governance::*;
+pub use decisions::{Promotion, SignedDecision};
+pub use roster::Approver;
+pub use stats::ServingTotals;
+pub use tokens::TokenInfo;
 pub use tx::{OutboxEvent, WriteTx};
 
 /// Current time, RFC 3339 UTC with microseconds: sorts as text.
@@ -713,7 +720,7 @@ impl Store {
     }
 
     /// A training run.
-    pub async fn run(&self, id: &str) -> Result<Option<Run>, RegistryError> {
+    pub async fn run(&self, id: &str) -> Result<Option<TrainingRun>, RegistryError> {
         let Some(r) = sqlx::query("SELECT * FROM training_runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -721,7 +728,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        Ok(Some(Run {
+        Ok(Some(TrainingRun {
             id: r.try_get("id")?,
             pipeline_run: r.try_get("pipeline_run")?,
             dataset: r.try_get("dataset")?,

@@ -127,8 +127,8 @@ pub struct NamedArtifact {
 
 /// A training run with params, metrics and artifacts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Run {
-    /// Run id.
+pub struct TrainingRun {
+    /// Training run id.
     pub id: String,
     /// Pipeline run.
     pub pipeline_run: String,
@@ -375,8 +375,8 @@ impl From<RegisteredModel> for pb::RegisteredModel {
     }
 }
 
-impl From<Run> for pb::Run {
-    fn from(r: Run) -> Self {
+impl From<TrainingRun> for pb::Run {
+    fn from(r: TrainingRun) -> Self {
         pb::Run {
             id: r.id,
             pipeline_run: r.pipeline_run,

@@ -10,16 +10,16 @@
 #![forbid(unsafe_code)]
 
 use modelbus_core::Context;
-use modelbus_core::artifact::ArtifactError;
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::{Envelope, FeaturesReady, ModelTrained};
 use modelbus_core::ids::{ModelName, Sha256Digest};
-use modelbus_ml::evaluate::{Comparison, Evaluation, EvaluationReport, Slice, compare, evaluate};
-use modelbus_ml::features::{Cell, FittedFeatures, cell};
-use modelbus_ml::featureset::{FeatureSet, HOLDOUT};
-use modelbus_ml::model::{ModelArtifact, Predictor};
-use modelbus_ml::spec::DatasetSpec;
-use modelbus_ml::table::read_all;
+use modelbus_dataset::table::read_all;
+use modelbus_featurize::features::{Cell, FittedFeatures, cell};
+use modelbus_featurize::featureset::{FeatureSet, HOLDOUT};
+use modelbus_models::evaluate::{
+    Comparison, Evaluation, EvaluationReport, Slice, compare, evaluate,
+};
+use modelbus_models::model::{ModelArtifact, Predictor};
 use modelbus_proto::registry::v1 as pb;
 use tokio::net::TcpListener;
 
@@ -42,24 +42,6 @@ struct Trainer {
     registry: modelbus_proto::Client,
 }
 
-fn registry_err(st: tonic::Status) -> HandlerError {
-    match st.code() {
-        tonic::Code::NotFound | tonic::Code::InvalidArgument => {
-            HandlerError::Reject(st.message().to_string())
-        }
-        _ => HandlerError::Retry(format!("registry: {st}")),
-    }
-}
-
-fn store_err(e: ArtifactError) -> HandlerError {
-    match e {
-        ArtifactError::NotFound(_) | ArtifactError::Corrupt { .. } => {
-            HandlerError::Reject(e.to_string())
-        }
-        other => HandlerError::Retry(other.to_string()),
-    }
-}
-
 /// The current champion: the version serving production, else staging.
 struct Champion {
     version: u32,
@@ -68,7 +50,7 @@ struct Champion {
 
 /// What the blocking part of training hands back.
 struct Outcome {
-    trained: modelbus_ml::train::Trained,
+    trained: modelbus_models::train::Trained,
     evaluation: Evaluation,
     comparison: Option<Comparison>,
     seconds: f64,
@@ -87,7 +69,7 @@ impl Trainer {
         {
             Ok(m) => m.into_inner(),
             Err(st) if st.code() == tonic::Code::NotFound => return Ok(None),
-            Err(st) => return Err(registry_err(st)),
+            Err(st) => return Err(modelbus_stage::registry_error(st)),
         };
         let Some(version) = m
             .aliases
@@ -101,7 +83,12 @@ impl Trainer {
             return Ok(None);
         };
         let digest = Sha256Digest::parse(&v.model_sha256).map_err(HandlerError::reject)?;
-        let bytes = self.ctx.store.get(&digest).await.map_err(store_err)?;
+        let bytes = self
+            .ctx
+            .store
+            .get(&digest)
+            .await
+            .map_err(|e| modelbus_stage::artifact_error(CONSUMER, e))?;
         match ModelArtifact::from_bytes(&bytes).and_then(Predictor::new) {
             Ok(predictor) => Ok(Some(Champion { version, predictor })),
             Err(err) => {
@@ -115,29 +102,21 @@ impl Trainer {
         let e = d.decode::<FeaturesReady>()?;
         let f = &e.data;
         let mut registry = self.registry.clone();
-        let spec = registry
-            .get_spec(pb::GetSpecRequest {
-                dataset: String::new(),
-                digest: f.spec_digest.to_hex(),
-            })
-            .await
-            .map_err(registry_err)?
-            .into_inner();
-        let spec = DatasetSpec::parse(&spec.toml, "registered spec")
-            .map_err(HandlerError::reject)?
+        let spec = modelbus_stage::fetch_spec(&registry, &f.spec_digest)
+            .await?
             .spec;
         let fs_bytes = self
             .ctx
             .store
             .get(&f.feature_set_sha256)
             .await
-            .map_err(store_err)?;
+            .map_err(|e| modelbus_stage::artifact_error(CONSUMER, e))?;
         let fitted_bytes = self
             .ctx
             .store
             .get(&f.transform_sha256)
             .await
-            .map_err(store_err)?;
+            .map_err(|e| modelbus_stage::artifact_error(CONSUMER, e))?;
         let mut fitted: FittedFeatures = serde_json::from_slice(&fitted_bytes).map_err(|err| {
             HandlerError::Reject(format!("transform {}: {err}", f.transform_sha256))
         })?;
@@ -151,7 +130,7 @@ impl Trainer {
                     .store
                     .open_read(&f.batch_sha256)
                     .await
-                    .map_err(store_err)?,
+                    .map_err(|e| modelbus_stage::artifact_error(CONSUMER, e))?,
             )
         } else {
             None
@@ -161,9 +140,13 @@ impl Trainer {
             let spec = spec_for_task;
             let fs = FeatureSet::from_parquet(fs_bytes).map_err(|e| e.to_string())?;
             let started = std::time::Instant::now();
-            let trained =
-                modelbus_ml::train::train(&spec, &fitted.transform, &fs, &fitted.negative_label)
-                    .map_err(|e| e.to_string())?;
+            let trained = modelbus_models::train::train(
+                &spec,
+                &fitted.transform,
+                &fs,
+                &fitted.negative_label,
+            )
+            .map_err(|e| e.to_string())?;
             let seconds = started.elapsed().as_secs_f64();
             let holdout_rows: Vec<usize> = fs
                 .split
@@ -341,7 +324,7 @@ impl Trainer {
                 evaluation_html_sha256: String::new(),
             })
             .await
-            .map_err(registry_err)?
+            .map_err(modelbus_stage::registry_error)?
             .into_inner();
         let version = registered
             .version
@@ -367,7 +350,7 @@ impl Trainer {
             .ctx
             .store
             .put(
-                modelbus_ml::evaluation_html::render(&report)
+                modelbus_models::evaluation_html::render(&report)
                     .into_bytes()
                     .into(),
             )
@@ -399,13 +382,8 @@ impl Trainer {
                 evaluation_html_sha256: Some(report_html.sha256),
             },
         )
-        .with_subject(model.as_str())
-        .caused_by(&e);
-        self.ctx
-            .bus
-            .publish(&out)
-            .await
-            .map_err(HandlerError::retry)?;
+        .with_subject(model.as_str());
+        self.ctx.bus.publish_caused(out, &e).await?;
         tracing::info!(
             model = %model, version = version.version, created = registered.created,
             roc_auc = trained.metrics.roc_auc, ece = outcome.evaluation.ece, seconds,
@@ -418,12 +396,9 @@ impl Trainer {
 
 /// Runs the trainer until `ctx.shutdown`; `ops` serves its operations endpoints.
 pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), TrainerError> {
-    let registry = modelbus_proto::connect_lazy(
-        &ctx.config.registry_grpc_url(),
-        ctx.config
-            .service_token_source(modelbus_core::auth::ServiceIdentity::Trainer),
-    )
-    .map_err(|e| TrainerError::Fatal(format!("registry URL: {e}")))?;
+    let registry =
+        modelbus_stage::registry_client(&ctx, modelbus_core::auth::ServiceIdentity::Trainer)
+            .map_err(|e| TrainerError::Fatal(e.to_string()))?;
     let svc = Trainer {
         ctx: ctx.clone(),
         registry,
@@ -431,6 +406,7 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), TrainerError> {
     modelbus_core::ops::run_consumer_service(
         &ctx,
         ops,
+        None,
         CONSUMER,
         &["modelbus.features.ready"],
         |d| {

@@ -17,7 +17,7 @@
 use modelbus_core::audit::{AuditEntry, GENESIS, entry_hash};
 use sqlx::Row;
 
-use super::governance::audit_row;
+use super::audit::audit_row;
 use super::{Backend, Promotion, SignedDecision, Store, now};
 use crate::error::RegistryError;
 
