@@ -21,7 +21,7 @@ keep=0
 
 echo "==> building modelbus"
 cargo build -q -p modelbus-cli
-mb="$root/target/debug/modelbus"
+mb="${CARGO_TARGET_DIR:-$root/target}/debug/modelbus"
 state="$root/.modelbus/demo"
 rm -rf "$state"
 mkdir -p "$state"
