@@ -664,51 +664,46 @@ pub struct DeadLetter {
     pub original: String,
 }
 
-/// Names of every event modelbus defines (the subjects `modelbus.<name>`).
-pub const EVENT_NAMES: &[&str] = &[
-    BatchSubmitted::NAME,
-    BatchValidated::NAME,
-    BatchRejected::NAME,
-    FeaturesReady::NAME,
-    ModelTrained::NAME,
-    ModelCandidate::NAME,
-    ModelRejected::NAME,
-    ApprovalGranted::NAME,
-    ApprovalRefused::NAME,
-    DeploymentStarted::NAME,
-    ServingModelLoaded::NAME,
-    DeploymentCompleted::NAME,
-    NotificationRaised::NAME,
-    RollbackRequested::NAME,
-    DeploymentRolledBack::NAME,
-    ServingStats::NAME,
-];
+/// Lists every event payload once: the names (and so the subjects) modelbus
+/// knows and the JSON Schemas it writes both come from this list, so a new
+/// event is its payload type, its `EventPayload` impl and one entry here.
+macro_rules! every_event {
+    ($($t:ty),* $(,)?) => {
+        /// Names of every event modelbus defines (the subjects `modelbus.<name>`).
+        pub const EVENT_NAMES: &[&str] = &[$(<$t>::NAME,)*];
 
-/// Writes the JSON Schema of every event payload, keyed by event name.
-pub fn schemas() -> BTreeMap<&'static str, serde_json::Value> {
-    fn one<T: EventPayload>(out: &mut BTreeMap<&'static str, serde_json::Value>) {
-        let schema = schemars::schema_for!(Envelope<T>);
-        out.insert(T::NAME, serde_json::to_value(schema).unwrap_or_default());
-    }
-    let mut out = BTreeMap::new();
-    one::<BatchSubmitted>(&mut out);
-    one::<BatchValidated>(&mut out);
-    one::<BatchRejected>(&mut out);
-    one::<FeaturesReady>(&mut out);
-    one::<ModelTrained>(&mut out);
-    one::<ModelCandidate>(&mut out);
-    one::<ModelRejected>(&mut out);
-    one::<ApprovalGranted>(&mut out);
-    one::<ApprovalRefused>(&mut out);
-    one::<DeploymentStarted>(&mut out);
-    one::<ServingModelLoaded>(&mut out);
-    one::<DeploymentCompleted>(&mut out);
-    one::<NotificationRaised>(&mut out);
-    one::<RollbackRequested>(&mut out);
-    one::<DeploymentRolledBack>(&mut out);
-    one::<ServingStats>(&mut out);
-    out
+        /// The JSON Schema of every event payload, keyed by event name.
+        pub fn schemas() -> BTreeMap<&'static str, serde_json::Value> {
+            let mut out = BTreeMap::new();
+            $(
+                out.insert(
+                    <$t>::NAME,
+                    serde_json::to_value(schemars::schema_for!(Envelope<$t>)).unwrap_or_default(),
+                );
+            )*
+            out
+        }
+    };
 }
+
+every_event!(
+    BatchSubmitted,
+    BatchValidated,
+    BatchRejected,
+    FeaturesReady,
+    ModelTrained,
+    ModelCandidate,
+    ModelRejected,
+    ApprovalGranted,
+    ApprovalRefused,
+    DeploymentStarted,
+    ServingModelLoaded,
+    DeploymentCompleted,
+    NotificationRaised,
+    RollbackRequested,
+    DeploymentRolledBack,
+    ServingStats,
+);
 
 #[cfg(test)]
 mod tests {
