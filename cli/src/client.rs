@@ -186,8 +186,9 @@ impl Client {
         decode(self.get_json(path).await?, &format!("GET {path}"))
     }
 
-    /// `POST` a JSON body to the registry's API, decoded into `T`.
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+    /// `POST` a JSON body to the registry's API, the answer as sent (for what
+    /// has no record type, and for tests).
+    pub async fn post_json(&self, path: &str, body: &impl Serialize) -> Result<Value> {
         let resp = self
             .http
             .post(format!("{}{path}", self.registry))
@@ -195,8 +196,15 @@ impl Client {
             .send()
             .await
             .with_context(|| self.unreachable())?;
-        let what = format!("POST {path}");
-        decode(json_or_error(resp, &what).await?, &what)
+        json_or_error(resp, &format!("POST {path}")).await
+    }
+
+    /// `POST` a JSON body to the registry's API, decoded into `T`.
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        decode(
+            self.post_json(path, body).await?,
+            &format!("POST {path}"),
+        )
     }
 
     /// Who the token belongs to (`GET /v1/whoami`).
