@@ -588,9 +588,7 @@ pub async fn governance(
     admin.apply_spec(&relaxed).await?;
     let mut clients = Vec::new();
     for ((id, role), key) in people.iter().zip(&keys) {
-        admin
-            .add_approver(id, &key.public().to_pem(), role)
-            .await?;
+        admin.add_approver(id, &key.public().to_pem(), role).await?;
         let t = admin.create_token(id, role).await?;
         clients.push(Client::new(
             &c.registry_http_url(),
@@ -706,14 +704,13 @@ pub async fn governance(
         tokio::time::sleep(Duration::from_millis(1200)).await;
         clients[0]
             .submit_approval(&sign(
-                    &keys[0],
-                    "alice",
-                    StatementKind::Approve,
-                    &model,
-                    version,
-                    digest,
-                )?,
-            )
+                &keys[0],
+                "alice",
+                StatementKind::Approve,
+                &model,
+                version,
+                digest,
+            )?)
             .await?;
         let second = sign(
             &keys[1],

@@ -201,10 +201,7 @@ impl Client {
 
     /// `POST` a JSON body to the registry's API, decoded into `T`.
     async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
-        decode(
-            self.post_json(path, body).await?,
-            &format!("POST {path}"),
-        )
+        decode(self.post_json(path, body).await?, &format!("POST {path}"))
     }
 
     /// Who the token belongs to (`GET /v1/whoami`).
@@ -343,7 +340,11 @@ impl Client {
 
     /// Every token (never their secrets).
     pub async fn tokens(&self) -> Result<Vec<TokenInfo>> {
-        list(self.get_json("/v1/tokens").await?, "tokens", "GET /v1/tokens")
+        list(
+            self.get_json("/v1/tokens").await?,
+            "tokens",
+            "GET /v1/tokens",
+        )
     }
 
     /// Revokes a token by id, or every token of a principal; returns those revoked.

@@ -145,7 +145,12 @@ pub async fn rollback_target(
             _ => {}
         }
     }
-    let current = client.model(&model).await?.aliases.get(env.as_str()).copied();
+    let current = client
+        .model(&model)
+        .await?
+        .aliases
+        .get(env.as_str())
+        .copied();
     let Some(current) = current else {
         bail!("{model} is not deployed in {env}");
     };

@@ -28,7 +28,9 @@ enum Invocation {
 fn parse() -> Invocation {
     let matches = commands::command().get_matches();
     let parsed = match matches.subcommand_name().and_then(platform::service_named) {
-        Some(service) => Globals::from_arg_matches(&matches).map(|g| Invocation::Service(service, g)),
+        Some(service) => {
+            Globals::from_arg_matches(&matches).map(|g| Invocation::Service(service, g))
+        }
         None => Cli::from_arg_matches(&matches).map(Invocation::Command),
     };
     parsed.unwrap_or_else(|e| e.exit())

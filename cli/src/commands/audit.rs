@@ -59,7 +59,9 @@ async fn verify(client: &Client, json: bool) -> Result<ExitCode> {
     match check {
         AuditCheck::Intact { entries, head } => {
             if json {
-                print_json(&serde_json::json!({ "intact": true, "entries": entries, "head": head }))?;
+                print_json(
+                    &serde_json::json!({ "intact": true, "entries": entries, "head": head }),
+                )?;
             } else {
                 println!("audit log intact: {entries} entries, head {head}");
             }

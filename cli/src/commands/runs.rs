@@ -121,7 +121,11 @@ async fn show(client: &Client, id: &str, json: bool) -> Result<()> {
         for (k, v) in &t.metrics {
             println!("    metric {k} = {}", number(*v));
         }
-        for (k, v) in t.params.iter().filter(|(k, _)| !k.starts_with("importance.")) {
+        for (k, v) in t
+            .params
+            .iter()
+            .filter(|(k, _)| !k.starts_with("importance."))
+        {
             println!("    param  {k} = {v}");
         }
         for a in &t.artifacts {
