@@ -98,16 +98,19 @@ pub enum Cmd {
     Submit(submit::SubmitArgs),
     /// Dataset specs.
     Datasets {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: datasets::DatasetsCmd,
     },
     /// Pipeline runs.
     Runs {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: runs::RunsCmd,
     },
     /// Registered models.
     Models {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
@@ -117,6 +120,7 @@ pub enum Cmd {
     Config,
     /// Benchmarks.
     Bench {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
@@ -125,6 +129,7 @@ pub enum Cmd {
     Validate(validate::ValidateArgs),
     /// Promotion policies.
     Policies {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: policies::PoliciesCmd,
     },
@@ -132,11 +137,13 @@ pub enum Cmd {
     Keygen(keygen::KeygenArgs),
     /// API tokens (admin).
     Tokens {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: tokens::TokensCmd,
     },
     /// The roster of people who may sign approvals and rollbacks (admin).
     Approvers {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: approvers::ApproversCmd,
     },
@@ -151,6 +158,7 @@ pub enum Cmd {
     Deployments(deployments::DeploymentsArgs),
     /// The tamper-evident audit log.
     Audit {
+        /// Its subcommand.
         #[command(subcommand)]
         cmd: audit::AuditCmd,
     },
