@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use modelbus_core::config::Config;
+use modelbus_registry::types::PipelineRun;
 
 use crate::client::Client;
 use crate::platform::{self, Service};
@@ -85,15 +86,15 @@ fn batch_without(
 }
 
 /// Submits `file` to `dataset` and waits for its run, which must end deployed.
-async fn deployed_run(client: &Client, dataset: &str, file: &Path) -> Result<serde_json::Value> {
-    let resp = client.submit(dataset, file).await?;
-    let id = resp["pipeline_run"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+async fn deployed_run(client: &Client, dataset: &str, file: &Path) -> Result<PipelineRun> {
+    let id = client.submit(dataset, file).await?.pipeline_run;
     let run = client.wait_run(&id, Duration::from_secs(600)).await?;
-    if run["state"] != "deployed" {
-        bail!("run {id} ended {}: {}", run["state"], run["reasons"]);
+    if run.state != "deployed" {
+        bail!(
+            "run {id} ended {}: {}",
+            serde_json::Value::from(run.state),
+            serde_json::Value::from(run.reasons)
+        );
     }
     Ok(run)
 }
@@ -128,8 +129,8 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
         let started = Instant::now();
         let run = deployed_run(&client, &spec_name.name, &file).await?;
         // Serving answers with the new version.
-        let model = run["model"].as_str().unwrap_or_default().to_string();
-        let version = run["model_version"].as_u64().unwrap_or(0);
+        let model = run.model.clone();
+        let version = u64::from(run.model_version);
         loop {
             let r = http
                 .get(format!(
@@ -147,20 +148,14 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         totals.push(started.elapsed().as_secs_f64());
-        for s in run["stages"].as_array().into_iter().flatten() {
-            if let (Some(a), Some(b)) = (
-                parse_ts(s["started_at"].as_str().unwrap_or("")),
-                parse_ts(s["finished_at"].as_str().unwrap_or("")),
-            ) {
-                stages
-                    .entry(s["name"].as_str().unwrap_or("").to_string())
-                    .or_default()
-                    .push(b - a);
+        for s in &run.stages {
+            if let (Some(a), Some(b)) = (parse_ts(&s.started_at), parse_ts(&s.finished_at)) {
+                stages.entry(s.name.clone()).or_default().push(b - a);
             }
         }
         let mv = client.model_version(&model, version).await?;
-        if let Some(a) = mv["metrics"]["roc_auc"].as_f64() {
-            auc.push(a);
+        if let Some(a) = mv.metrics.get("roc_auc") {
+            auc.push(*a);
         }
         println!(
             "run {}: {:.3}s ({} v{version})",
@@ -287,6 +282,7 @@ pub fn validate(
         last = Some(report);
     }
     let report = last.context("no run")?;
+    let peak_rss = rss.iter().cloned().fold(0.0, f64::max);
     let out = serde_json::json!({
         "tool": "modelbus",
         "file": data.display().to_string(),
@@ -295,7 +291,7 @@ pub fn validate(
         "runs": seconds.len(),
         "chunk_rows": chunk_rows,
         "median_seconds": median(seconds.clone()),
-        "peak_rss_mib": rss.iter().cloned().fold(0.0, f64::max),
+        "peak_rss_mib": peak_rss,
         "success": report.success,
     });
     if json {
@@ -308,7 +304,7 @@ pub fn validate(
             report.statistics.evaluated_expectations,
             median(seconds),
             runs,
-            out["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            peak_rss,
             report.success
         );
         for r in report.reasons() {
@@ -432,38 +428,38 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
             aucs.push(modelbus_models::metrics::roc_auc(&yv, &p));
         }
         let mean = aucs.iter().sum::<f64>() / aucs.len() as f64;
-        results.push(serde_json::json!({
-            "algorithm": c.algorithm.to_string(),
-            "name": c.label(),
-            "mean_roc_auc": mean,
-            "fold_roc_auc": aucs,
-            "total_fit_seconds": fit_times.iter().sum::<f64>(),
-            "median_fit_seconds": median(fit_times.clone()),
-        }));
+        results.push(CandidateResult {
+            algorithm: c.algorithm.to_string(),
+            name: c.label(),
+            mean_roc_auc: mean,
+            fold_roc_auc: aucs,
+            total_fit_seconds: fit_times.iter().sum::<f64>(),
+            median_fit_seconds: median(fit_times.clone()),
+        });
     }
     // The same rule as training: the first candidate within the tolerance of the best.
     let best = results
         .iter()
-        .filter_map(|r| r["mean_roc_auc"].as_f64())
+        .map(|r| r.mean_roc_auc)
+        .filter(|a| a.is_finite())
         .fold(f64::NEG_INFINITY, f64::max);
-    let picked = results
-        .iter()
-        .find(|r| {
-            r["mean_roc_auc"]
-                .as_f64()
-                .is_some_and(|a| a >= best - spec.model.selection_tolerance)
-        })
-        .cloned()
-        .unwrap_or_default();
-    let out = serde_json::json!({
-        "tool": "modelbus",
-        "file": data.display().to_string(),
-        "rows": y.len(),
-        "folds": held.len(),
-        "candidates": results,
-        "picked": { "algorithm": picked["algorithm"], "name": picked["name"], "mean_roc_auc": picked["mean_roc_auc"], "total_fit_seconds": picked["total_fit_seconds"] },
+    let picked = results.iter().find(|r| {
+        r.mean_roc_auc.is_finite() && r.mean_roc_auc >= best - spec.model.selection_tolerance
     });
     if json {
+        let out = serde_json::json!({
+            "tool": "modelbus",
+            "file": data.display().to_string(),
+            "rows": y.len(),
+            "folds": held.len(),
+            "candidates": results,
+            "picked": {
+                "algorithm": picked.map(|p| &p.algorithm),
+                "name": picked.map(|p| &p.name),
+                "mean_roc_auc": picked.map(|p| p.mean_roc_auc),
+                "total_fit_seconds": picked.map(|p| p.total_fit_seconds),
+            },
+        });
         println!("{out}");
     } else {
         println!(
@@ -472,22 +468,45 @@ pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<
             data.display(),
             y.len()
         );
-        for r in out["candidates"].as_array().into_iter().flatten() {
+        for r in &results {
             println!(
                 "  {:<10} mean ROC AUC {:.4}  fit {:.3}s total, {:.3}s median per fold",
-                r["name"].as_str().unwrap_or(""),
-                r["mean_roc_auc"].as_f64().unwrap_or(f64::NAN),
-                r["total_fit_seconds"].as_f64().unwrap_or(f64::NAN),
-                r["median_fit_seconds"].as_f64().unwrap_or(f64::NAN)
+                r.name,
+                finite_or_nan(r.mean_roc_auc),
+                finite_or_nan(r.total_fit_seconds),
+                finite_or_nan(r.median_fit_seconds)
             );
         }
         println!(
             "  picked: {} ({:.4})",
-            picked["name"].as_str().unwrap_or(""),
-            picked["mean_roc_auc"].as_f64().unwrap_or(f64::NAN)
+            picked.map_or("", |p| p.name.as_str()),
+            picked.map_or(f64::NAN, |p| finite_or_nan(p.mean_roc_auc))
         );
     }
     Ok(())
+}
+
+/// One candidate's cross-validation in `modelbus bench train`.
+#[derive(serde::Serialize)]
+struct CandidateResult {
+    /// Learner.
+    algorithm: String,
+    /// The candidate's label.
+    name: String,
+    /// Mean holdout ROC AUC over the folds.
+    mean_roc_auc: f64,
+    /// Each fold's holdout ROC AUC.
+    fold_roc_auc: Vec<f64>,
+    /// Fit time over every fold.
+    total_fit_seconds: f64,
+    /// Median fit time of a fold.
+    median_fit_seconds: f64,
+}
+
+/// `x`, or NaN when it is not finite: JSON has no infinities, and this is how
+/// the figures printed before they were typed (a missing number printed NaN).
+fn finite_or_nan(x: f64) -> f64 {
+    if x.is_finite() { x } else { f64::NAN }
 }
 
 /// `modelbus bench governance`: what a production approval costs end to end,
@@ -507,7 +526,9 @@ pub async fn governance(
 ) -> Result<()> {
     use modelbus_core::config::{RolloutStrategy, TrustedKey};
     use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
-    use modelbus_core::signing::{ApprovalPredicate, KeyPair, Statement, StatementKind, new_nonce};
+    use modelbus_core::signing::{
+        ApprovalPredicate, DsseEnvelope, KeyPair, Statement, StatementKind, new_nonce,
+    };
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -567,22 +588,12 @@ pub async fn governance(
     admin.apply_spec(&relaxed).await?;
     let mut clients = Vec::new();
     for ((id, role), key) in people.iter().zip(&keys) {
-        admin
-            .post_json(
-                "/v1/approvers",
-                &serde_json::json!({ "id": id, "public_key": key.public().to_pem(), "role": role }),
-            )
-            .await?;
-        let t = admin
-            .post_json(
-                "/v1/tokens",
-                &serde_json::json!({ "name": id, "roles": role }),
-            )
-            .await?;
+        admin.add_approver(id, &key.public().to_pem(), role).await?;
+        let t = admin.create_token(id, role).await?;
         clients.push(Client::new(
             &c.registry_http_url(),
             &c.ingest_url(),
-            t["token"].as_str(),
+            Some(&t.token),
         ));
     }
     let spec_name =
@@ -633,7 +644,7 @@ pub async fn governance(
                 model: &str,
                 version: u32,
                 digest: Sha256Digest|
-     -> Result<serde_json::Value> {
+     -> Result<DsseEnvelope> {
         let now = time::OffsetDateTime::now_utc();
         let st = Statement::of_kind(
             kind,
@@ -649,7 +660,7 @@ pub async fn governance(
                 comment: "bench".into(),
             },
         );
-        Ok(serde_json::to_value(key.sign_statement(&st))?)
+        Ok(key.sign_statement(&st))
     };
     let (mut approve, mut finished, mut rollback) = (Vec::new(), Vec::new(), Vec::new());
     let mut previous: Option<(u32, Sha256Digest)> = None;
@@ -660,15 +671,16 @@ pub async fn governance(
         let from = 1 + (i * 25) % (lines.len() - 26);
         let file = batch_without(dir.path(), i, &lines, from..from + 25)?;
         let run = deployed_run(&admin, &spec_name, &file).await?;
-        let model = run["model"].as_str().unwrap_or_default().to_string();
-        let version = u32::try_from(run["model_version"].as_u64().unwrap_or(0))?;
+        let model = run.model.clone();
+        let version = run.model_version;
         if !seen.insert(version) {
             bail!("run {i} trained v{version} again: the batches are not distinct enough");
         }
         let digest = Sha256Digest::parse(
-            admin.model_version(&model, version.into()).await?["model_sha256"]
-                .as_str()
-                .unwrap_or_default(),
+            &admin
+                .model_version(&model, version.into())
+                .await?
+                .model_sha256,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         // The soak: the policy counts from the staging deployment, and needs
@@ -691,17 +703,14 @@ pub async fn governance(
         }
         tokio::time::sleep(Duration::from_millis(1200)).await;
         clients[0]
-            .post_json(
-                "/v1/approvals",
-                &sign(
-                    &keys[0],
-                    "alice",
-                    StatementKind::Approve,
-                    &model,
-                    version,
-                    digest,
-                )?,
-            )
+            .submit_approval(&sign(
+                &keys[0],
+                "alice",
+                StatementKind::Approve,
+                &model,
+                version,
+                digest,
+            )?)
             .await?;
         let second = sign(
             &keys[1],
@@ -712,11 +721,11 @@ pub async fn governance(
             digest,
         )?;
         let started = Instant::now();
-        let out = clients[1].post_json("/v1/approvals", &second).await?;
-        if out["promotion"]["allow"] != true {
+        let out = clients[1].submit_approval(&second).await?;
+        if !out.promotion.as_ref().is_some_and(|p| p.allow) {
             bail!(
                 "production refused v{version}: {}",
-                out["promotion"]["reasons"]
+                serde_json::to_value(out.promotion.map(|p| p.reasons))?
             );
         }
         let first_step = started.elapsed().as_secs_f64()
@@ -748,7 +757,7 @@ pub async fn governance(
                 prev_digest,
             )?;
             let started = Instant::now();
-            clients[2].post_json("/v1/rollbacks", &st).await?;
+            clients[2].submit_rollback(&st).await?;
             let back = started.elapsed().as_secs_f64()
                 + wait(model.clone(), prev.into(), true, Duration::from_secs(30)).await?;
             rollback.push(back);

@@ -34,14 +34,7 @@ pub struct Exported {
 
 /// Fetches the bundle of `model` v`version`, checks it, and writes it to `out`.
 pub async fn export(client: &Client, model: &str, version: u32, out: &Path) -> Result<Exported> {
-    let (value, artifact_sha256) = client
-        .get_json_and_header(
-            &format!("/v1/models/{model}/versions/{version}/evidence"),
-            "x-modelbus-artifact-sha256",
-        )
-        .await?;
-    let evidence: Evidence =
-        serde_json::from_value(value).context("the registry's evidence bundle is malformed")?;
+    let (evidence, artifact_sha256) = client.evidence(model, version).await?;
     let findings = verify(&evidence, &[]);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let json = serde_json::to_string_pretty(&evidence)? + "\n";

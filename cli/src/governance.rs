@@ -10,7 +10,7 @@ use modelbus_core::signing::{
     ApprovalPredicate, DsseEnvelope, KeyPair, Statement, StatementKind, new_nonce, public_key_path,
     write_private,
 };
-use serde_json::Value;
+use modelbus_registry::governance::SubmitOutcome;
 
 use crate::client::Client;
 
@@ -61,11 +61,7 @@ pub fn parse_validity(s: &str) -> Result<time::Duration> {
 
 /// Who the token belongs to.
 pub async fn whoami(client: &Client) -> Result<String> {
-    let me = client.get_json("/v1/whoami").await?;
-    me["name"]
-        .as_str()
-        .map(str::to_string)
-        .context("the registry did not say who the token belongs to")
+    Ok(client.whoami().await?.name)
 }
 
 /// Signs a statement of `kind` about `model` version `version` for `env` with
@@ -83,7 +79,7 @@ pub async fn sign(
 ) -> Result<DsseEnvelope> {
     let signer = whoami(client).await?;
     let v = client.model_version(model, u64::from(version)).await?;
-    let digest = Sha256Digest::parse(v["model_sha256"].as_str().unwrap_or_default())
+    let digest = Sha256Digest::parse(&v.model_sha256)
         .context("the registry sent a malformed model digest")?;
     let now = time::OffsetDateTime::now_utc();
     let statement = Statement::of_kind(
@@ -117,13 +113,12 @@ pub async fn rollback_target(
     let model = match model {
         Some(m) => m.to_string(),
         None => {
-            let models = client.models().await?;
-            let deployed: Vec<String> = models["models"]
-                .as_array()
+            let deployed: Vec<String> = client
+                .models()
+                .await?
                 .into_iter()
-                .flatten()
-                .filter(|m| m["aliases"][env.as_str()].is_u64())
-                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .filter(|m| m.aliases.contains_key(env.as_str()))
+                .map(|m| m.name)
                 .collect();
             match deployed.as_slice() {
                 [one] => one.clone(),
@@ -138,25 +133,24 @@ pub async fn rollback_target(
     if let Some(v) = to_version {
         return Ok((model, v));
     }
-    let timeline = client
-        .get_json(&format!("/v1/models/{model}/deployments"))
-        .await?;
     // Versions that completed in this environment, oldest first, without repeats
     // of the same version back to back.
     let mut served: Vec<u32> = Vec::new();
-    for ev in timeline["timeline"].as_array().into_iter().flatten() {
-        if ev["environment"] != env.as_str() {
+    for ev in client.deployments(&model).await? {
+        if ev.environment != env.as_str() || ev.kind != "completed" {
             continue;
         }
-        let v = ev["version"].as_u64().and_then(|v| u32::try_from(v).ok());
-        match (ev["kind"].as_str(), v) {
-            (Some("completed"), Some(v)) if served.last() != Some(&v) => served.push(v),
+        match u32::try_from(ev.version) {
+            Ok(v) if served.last() != Some(&v) => served.push(v),
             _ => {}
         }
     }
-    let current = client.model(&model).await?["aliases"][env.as_str()]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok());
+    let current = client
+        .model(&model)
+        .await?
+        .aliases
+        .get(env.as_str())
+        .copied();
     let Some(current) = current else {
         bail!("{model} is not deployed in {env}");
     };
@@ -198,27 +192,21 @@ pub async fn audit_verify(client: &Client) -> Result<(AuditCheck, Vec<AuditEntry
     })
 }
 
-/// One-line summary of an outcome of a signed submission.
-pub fn describe_outcome(v: &Value) -> String {
-    let d = &v["decision"];
+/// One-line summary of an outcome of a signed submission (more lines when it
+/// decided a production promotion).
+pub fn describe_outcome(outcome: &SubmitOutcome) -> String {
+    let d = &outcome.decision;
     let mut s = format!(
         "{} of {} v{} for {} by {} recorded (nonce {}, audit entry {})",
-        d["kind"].as_str().unwrap_or("?"),
-        d["model"].as_str().unwrap_or("?"),
-        d["version"],
-        d["environment"].as_str().unwrap_or("?"),
-        d["signer"].as_str().unwrap_or("?"),
-        d["nonce"].as_str().unwrap_or("?"),
-        v["audit_seq"]
+        d.kind, d.model, d.version, d.environment, d.signer, d.nonce, outcome.audit_seq
     );
-    let p = &v["promotion"];
-    if p.is_object() {
-        if p["allow"] == true {
+    if let Some(p) = &outcome.promotion {
+        if p.allow {
             s.push_str("\npromotion to production: allowed; approval.granted published");
         } else {
             s.push_str("\npromotion to production: not yet allowed:");
-            for r in p["reasons"].as_array().into_iter().flatten() {
-                s.push_str(&format!("\n  - {}", r.as_str().unwrap_or("")));
+            for r in &p.reasons {
+                s.push_str(&format!("\n  - {r}"));
             }
         }
     }

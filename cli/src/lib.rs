@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod commands;
 pub mod evidence;
 pub mod governance;
 pub mod platform;

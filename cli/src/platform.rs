@@ -47,7 +47,8 @@ pub struct ServiceSpec {
     /// Its name: the `modelbus` subcommand, its NATS user on the embedded
     /// server, its task name.
     pub name: &'static str,
-    /// One line for `modelbus --help`.
+    /// One line for `modelbus --help` (no final period, like the other
+    /// commands' help).
     pub about: &'static str,
     /// Its listeners, bound before anything starts.
     pub listeners: &'static [ListenerSpec],
@@ -117,7 +118,7 @@ fn next(l: &mut std::vec::IntoIter<TcpListener>, what: &str) -> Result<TcpListen
 
 services! {
     /// Datasets, runs, models (gRPC + HTTP).
-    Registry = "registry", "Runs the registry alone.",
+    Registry = "registry", "Runs the registry alone",
         ["registry.http_addr" => registry.http_addr, "registry.grpc_addr" => registry.grpc_addr],
         |ctx, l| Box::pin(async move {
             let mut l = l.into_iter();
@@ -128,35 +129,35 @@ services! {
             Ok(modelbus_registry::run(ctx, listeners).await?)
         });
     /// Batch intake and validation.
-    Ingest = "ingest", "Runs ingest alone.",
+    Ingest = "ingest", "Runs ingest alone",
         ["ingest.http_addr" => ingest.http_addr],
         |ctx, l| Box::pin(async move {
             let l = next(&mut l.into_iter(), "ingest")?;
             Ok(modelbus_ingest::run(ctx, l).await?)
         });
     /// Feature sets.
-    Features = "features", "Runs the features service alone.",
+    Features = "features", "Runs the features service alone",
         ["features.ops_addr" => features.ops_addr],
         |ctx, l| Box::pin(async move {
             let l = next(&mut l.into_iter(), "features")?;
             Ok(modelbus_features::run(ctx, l).await?)
         });
     /// Training and evaluation.
-    Trainer = "trainer", "Runs the trainer alone.",
+    Trainer = "trainer", "Runs the trainer alone",
         ["trainer.ops_addr" => trainer.ops_addr],
         |ctx, l| Box::pin(async move {
             let l = next(&mut l.into_iter(), "trainer")?;
             Ok(modelbus_trainer::run(ctx, l).await?)
         });
     /// Signed-approval verification and deployment state.
-    Deployer = "deployer", "Runs the deployer alone.",
+    Deployer = "deployer", "Runs the deployer alone",
         ["deployer.ops_addr" => deployer.ops_addr],
         |ctx, l| Box::pin(async move {
             let l = next(&mut l.into_iter(), "deployer")?;
             Ok(modelbus_deployer::run(ctx, l).await?)
         });
     /// Prediction endpoints.
-    Serving = "serving", "Runs serving alone.",
+    Serving = "serving", "Runs serving alone",
         ["serving.staging_addr" => serving.staging_addr, "serving.production_addr" => serving.production_addr],
         |ctx, l| Box::pin(async move {
             let mut l = l.into_iter();
@@ -406,11 +407,11 @@ pub async fn apply_dataset_dir(
     files.sort();
     let client = crate::client::Client::new(registry_http, "", token);
     for f in files {
-        let out = client.apply_spec(&f).await?;
+        let spec = client.apply_spec(&f).await?.spec;
         applied.push(format!(
             "{} v{} ({})",
-            out["spec"]["dataset"].as_str().unwrap_or("?"),
-            out["spec"]["version"],
+            spec.dataset,
+            spec.version,
             f.display()
         ));
     }

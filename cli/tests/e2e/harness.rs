@@ -3,11 +3,76 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use modelbus_cli::client::Client;
+use modelbus_cli::client::{AppliedSpec, Client};
 use modelbus_cli::platform::{self, Platform, Service};
+use modelbus_core::audit::AuditEntry;
 use modelbus_core::config::{Config, DatabaseUrl};
 use modelbus_testkit::{TestNats, TestPostgres, repo_root, telco_csv, telco_spec};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// The CLI's typed client answering in JSON, as the tests read it: each record
+/// serialised back, which is the JSON the registry (or ingest) sent.
+#[derive(Clone)]
+pub struct JsonClient(pub Client);
+
+fn to_json(record: impl serde::Serialize) -> Value {
+    serde_json::to_value(record).expect("records serialise")
+}
+
+impl JsonClient {
+    /// A client for the given base URLs, sending `token` as its bearer token.
+    pub fn new(registry: &str, ingest: &str, token: Option<&str>) -> Self {
+        Self(Client::new(registry, ingest, token))
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.0.get_json(path).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.0.post_json(path, body).await
+    }
+
+    pub async fn apply_spec(&self, file: &Path) -> anyhow::Result<AppliedSpec> {
+        self.0.apply_spec(file).await
+    }
+
+    pub async fn audit_all(&self) -> anyhow::Result<Vec<AuditEntry>> {
+        self.0.audit_all().await
+    }
+
+    pub async fn datasets(&self) -> anyhow::Result<Value> {
+        Ok(json!({ "datasets": self.0.datasets().await? }))
+    }
+
+    pub async fn pipeline_runs(&self, dataset: Option<&str>, limit: u32) -> anyhow::Result<Value> {
+        Ok(json!({ "pipeline_runs": self.0.pipeline_runs(dataset, limit).await? }))
+    }
+
+    pub async fn pipeline_run(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(to_json(self.0.pipeline_run(id).await?))
+    }
+
+    pub async fn run(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(to_json(self.0.run(id).await?))
+    }
+
+    pub async fn model(&self, name: &str) -> anyhow::Result<Value> {
+        Ok(to_json(self.0.model(name).await?))
+    }
+
+    pub async fn model_version(&self, name: &str, version: u64) -> anyhow::Result<Value> {
+        Ok(to_json(self.0.model_version(name, version).await?))
+    }
+
+    pub async fn submit(&self, dataset: &str, file: &Path) -> anyhow::Result<Value> {
+        Ok(to_json(self.0.submit(dataset, file).await?))
+    }
+
+    pub async fn wait_run(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        Ok(to_json(self.0.wait_run(id, timeout).await?))
+    }
+}
 
 /// Which registry database a test uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,7 +87,7 @@ pub struct TestPlatform {
     pub dir: tempfile::TempDir,
     /// Kept alive for the test; dropping it stops every service.
     _platform: Platform,
-    pub client: Client,
+    pub client: JsonClient,
     pub config: std::sync::Arc<Config>,
     /// Sends the admin token with every request.
     pub http: reqwest::Client,
@@ -98,7 +163,7 @@ impl TestPlatform {
         let config = platform.config.clone();
         let admin = std::fs::read_to_string(config.admin_token_path())
             .expect("the registry writes the first admin token");
-        let client = Client::new(
+        let client = JsonClient::new(
             &config.registry_http_url(),
             &config.ingest_url(),
             Some(&admin),

@@ -7,6 +7,7 @@ mod governance;
 mod grpc;
 mod harness;
 mod idempotency;
+mod json_output;
 mod pipeline;
 mod producers;
 mod quality;

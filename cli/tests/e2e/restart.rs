@@ -8,7 +8,7 @@ use std::time::Duration;
 use modelbus_testkit::{TestNats, repo_root, telco_csv};
 use serde_json::Value;
 
-use crate::harness::modelbus_bin;
+use crate::harness::{JsonClient, modelbus_bin};
 
 struct Up {
     child: Child,
@@ -105,9 +105,9 @@ impl Up {
         );
     }
 
-    fn client(&self) -> modelbus_cli::client::Client {
+    fn client(&self) -> JsonClient {
         let token = std::fs::read_to_string(self.state.join("admin.token")).ok();
-        modelbus_cli::client::Client::new(&self.registry(), &self.ingest(), token.as_deref())
+        JsonClient::new(&self.registry(), &self.ingest(), token.as_deref())
     }
 
     fn terminate(&mut self) {

@@ -16,8 +16,8 @@ use crate::{Registry, RegistryError};
 
 use super::*;
 
-/// What a submitted signed statement led to.
-#[derive(Debug, Clone, serde::Serialize)]
+/// What a submitted signed statement led to (also what the CLI reads back).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SubmitOutcome {
     /// The decision as recorded.
     pub decision: SignedDecision,
