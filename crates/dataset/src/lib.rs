@@ -12,6 +12,7 @@
 //! system temporary directory) once they outgrow memory.
 #![forbid(unsafe_code)]
 
+pub mod expectations;
 pub mod expr;
 pub mod ge_import;
 pub mod html;

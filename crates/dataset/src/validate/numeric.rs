@@ -1,17 +1,11 @@
-//! Numeric accumulators: bounds, running sums and moments, the median's
-//! quantile sketch, and the KL divergence of observed counts.
-
-use super::value_sets::ValueSet;
-use crate::spec::PartitionObject;
+//! Numeric accumulators: bounds, running sums and moments, and the median's
+//! quantile sketch.
 
 /// Non-null values kept for an exact median; beyond, the median is approximate.
 pub const EXACT_MEDIAN_LIMIT: usize = 1_000_000;
 
 /// Buffer size of each level of the median's quantile sketch (even).
 pub const SKETCH_K: usize = 32_768;
-
-/// Weight given to an empty bucket of a KL reference distribution.
-pub const KL_EPSILON: f64 = 1e-6;
 
 /// Bounds of a `*_to_be_between` expectation.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +17,21 @@ pub(crate) struct Bounds {
 }
 
 impl Bounds {
+    /// The bounds `min_value`, `max_value`, `strict_min`, `strict_max` say.
+    pub(crate) fn new(
+        min: Option<f64>,
+        max: Option<f64>,
+        strict_min: bool,
+        strict_max: bool,
+    ) -> Self {
+        Self {
+            min,
+            max,
+            strict_min,
+            strict_max,
+        }
+    }
+
     #[inline]
     pub(crate) fn contains(&self, v: f64) -> bool {
         let low = self
@@ -257,76 +266,6 @@ impl MedianAcc {
             .unwrap_or(hi);
         (Some((lo + hi) / 2.0), None)
     }
-}
-
-/// A column statistic.
-pub(crate) enum Stat {
-    Mean(Sum),
-    Median(Box<MedianAcc>),
-    Stdev(Welford),
-    Min(Option<f64>),
-    Max(Option<f64>),
-}
-
-impl Stat {
-    #[inline]
-    pub(crate) fn add(&mut self, x: f64) {
-        match self {
-            Stat::Mean(s) => s.add(x),
-            Stat::Median(m) => m.add(x),
-            Stat::Stdev(w) => w.add(x),
-            Stat::Min(m) => *m = Some(m.map_or(x, |m| m.min(x))),
-            Stat::Max(m) => *m = Some(m.map_or(x, |m| m.max(x))),
-        }
-    }
-}
-
-/// The reference side of a KL divergence.
-pub(crate) enum KlRef {
-    /// Edges; counts are `[below, bins..., above]`.
-    Bins(Vec<f64>),
-    /// Categories; counts are `[values..., other]`.
-    Values(ValueSet),
-}
-
-/// Normalised reference probabilities in the layout of the counts, with
-/// [`KL_EPSILON`] for empty buckets, renormalised.
-pub(crate) fn kl_reference(p: &PartitionObject) -> Vec<f64> {
-    let mut w: Vec<f64> = Vec::with_capacity(p.weights.len() + 2);
-    if p.bins.is_some() {
-        let tails = p.tail_weights.clone().unwrap_or_default();
-        w.push(tails.first().copied().unwrap_or(0.0));
-        w.extend(&p.weights);
-        w.push(tails.get(1).copied().unwrap_or(0.0));
-    } else {
-        w.extend(&p.weights);
-        w.push(0.0);
-    }
-    let total: f64 = w.iter().sum();
-    for x in &mut w {
-        *x = if total > 0.0 { *x / total } else { 0.0 };
-        if *x <= 0.0 {
-            *x = KL_EPSILON;
-        }
-    }
-    let total: f64 = w.iter().sum();
-    w.iter().map(|x| x / total).collect()
-}
-
-/// KL(P ‖ Q) in nats of observed counts against reference probabilities.
-pub(crate) fn kl_divergence(counts: &[u64], reference: &[f64]) -> Option<f64> {
-    let n: u64 = counts.iter().sum();
-    if n == 0 {
-        return None;
-    }
-    let mut kl = 0.0;
-    for (c, q) in counts.iter().zip(reference) {
-        if *c > 0 {
-            let p = *c as f64 / n as f64;
-            kl += p * (p / q).ln();
-        }
-    }
-    Some(kl.max(0.0))
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! at a time, and the accumulators' bounds.
 
 use super::*;
+use crate::expectations::{MatchRegex, NotNull};
+use crate::spec::Expectation;
 
 const TELCO_SPEC: &str = include_str!("../../../../config/datasets/telco-churn.toml");
 
@@ -897,17 +899,17 @@ fn old_reports_still_deserialize() {
 #[test]
 fn a_spec_that_skipped_the_parser_fails_instead_of_passing() {
     let mut spec = DatasetSpec::parse(SMALL, "t").unwrap().spec;
-    spec.expectations.push(Expectation::MatchRegex {
+    spec.expectations.push(Expectation::MatchRegex(MatchRegex {
         column: "s".into(),
         regex: "(".into(),
         mostly: None,
         severity: Severity::Error,
-    });
-    spec.expectations.push(Expectation::NotNull {
+    }));
+    spec.expectations.push(Expectation::NotNull(NotNull {
         column: "ghost".into(),
         mostly: None,
         severity: Severity::Error,
-    });
+    }));
     let r = validate_csv(SMALL_CSV.as_bytes(), Arc::new(spec), 10);
     assert!(!r.success);
     let reasons = r.reasons().join("\n");
