@@ -1,6 +1,6 @@
-//! Column types and literal values: the leaf every other module of the
-//! dataset crate (and every crate above it) builds on. It imports nothing of
-//! modelbus.
+//! Column types and literal values, and the cells that fail to parse as their
+//! column's type: the leaf every other module of the dataset crate (and every
+//! crate above it) builds on. It imports nothing of modelbus.
 
 use std::fmt;
 

@@ -6,7 +6,7 @@
 //! keys (typos), wrong types, expectations on columns that do not exist, value
 //! sets that do not fit their column's type.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -568,12 +568,11 @@ impl DatasetSpec {
                 ));
             }
         }
-        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        // Expectations of each type so far: a type may bound its number.
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, e) in self.expectations.iter().enumerate() {
-            let at = |mut path: Vec<PathPart>| {
-                path.splice(0..0, [Key("expectations".into()), Index(i)]);
-                path
-            };
+            let at =
+                |path: Vec<PathPart>| [vec![Key("expectations".into()), Index(i)], path].concat();
             let count = counts.entry(e.name()).or_default();
             *count += 1;
             if let Some(reason) = e.too_many(*count) {

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 
 use regex::Regex;
 
-use super::{Check, ColumnType, Kwargs, Plan, PlanContext, Refusal, Scalar, Severity};
-use crate::expectations::value_set_fits_at;
+use super::{
+    Check, ColumnType, Kwargs, Plan, PlanContext, Refusal, Scalar, Severity, value_set_fits_at,
+};
 use crate::validate::accumulator::{Accumulator, ChunkColumns, Outcome, Tally};
 use crate::validate::columns::{each_f64, each_str};
 use crate::validate::numeric::Bounds;

@@ -18,13 +18,12 @@
 //! `validate` (report, typed columns, value sets, accumulators) and of
 //! `ge_import` (reading GE arguments); `spec` is built on it.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::ge_import::kwargs::Kwargs;
 use crate::schema::{ColumnType, Scalar, scalar_fits};
 use crate::validate::accumulator::{Plan, PlanContext};
+pub use crate::validate::report::Severity;
 
 #[macro_use]
 mod macros;
@@ -65,33 +64,6 @@ registry! {
     PairAGreaterThanB = "expect_column_pair_values_a_to_be_greater_than_b",
     CompoundColumnsUnique = "expect_compound_columns_to_be_unique",
     KlDivergenceLessThan = "expect_column_kl_divergence_to_be_less_than",
-}
-
-/// How much a failing expectation matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// A failure rejects the batch (the default).
-    #[default]
-    Error,
-    /// A failure is reported (`ValidationReport::warnings`) but the batch passes.
-    Warning,
-}
-
-impl Severity {
-    /// Whether this is the default severity, `error`.
-    pub fn is_error(&self) -> bool {
-        *self == Severity::Error
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        })
-    }
 }
 
 /// Which argument of an expectation names a column (for error paths).

@@ -12,11 +12,14 @@ use super::report::{ResultDetail, Unexpected};
 pub(crate) enum Plan {
     /// Folded over every chunk, then finished.
     Rows(Box<dyn Accumulator>),
-    /// Decided by the header alone, before any row is read: whether it passes.
-    Header(Box<dyn Fn(&[String]) -> bool + Send>),
+    /// Decided by the header alone, before any row is read.
+    Header(HeaderTest),
     /// Cannot run (a spec that did not go through the parser): why.
     Invalid(String),
 }
+
+/// Whether a header (the file's column names) passes.
+pub(crate) type HeaderTest = Box<dyn Fn(&[String]) -> bool + Send>;
 
 /// What a plan is made against: the spec's columns, in declaration order.
 pub(crate) struct PlanContext<'a> {

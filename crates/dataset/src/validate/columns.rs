@@ -5,7 +5,7 @@ use arrow_buffer::NullBuffer;
 
 use super::hashing::float_key;
 use super::report::sample_text;
-use crate::spec::ColumnType;
+use crate::schema::ColumnType;
 
 /// A chunk's column, downcast once.
 #[derive(Clone, Copy)]

@@ -70,7 +70,7 @@ pub(crate) mod outside;
 pub(crate) mod report;
 pub(crate) mod value_sets;
 
-use accumulator::{Accumulator, ChunkColumns, Outcome, Plan, PlanContext, Tally};
+use accumulator::{Accumulator, ChunkColumns, HeaderTest, Outcome, Plan, PlanContext, Tally};
 use columns::{Col, each_str};
 use distinct::Distinct;
 
@@ -201,7 +201,7 @@ struct HeaderCheck {
     expectation: &'static str,
     kwargs: serde_json::Value,
     severity: Severity,
-    passes: Box<dyn Fn(&[String]) -> bool + Send>,
+    passes: HeaderTest,
 }
 
 /// Validates chunks as they stream by.

@@ -1,7 +1,7 @@
 //! Distinct values seen outside a value set, bounded.
 
 use super::columns::Col;
-use crate::spec::{ColumnType, Scalar};
+use crate::schema::{ColumnType, Scalar};
 
 /// Distinct values outside the set that `expect_column_distinct_values_to_be_in_set`
 /// remembers (and lists) at most.

@@ -1,8 +1,8 @@
 //! The validation report, shaped like Great Expectations' validation results.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::spec::Severity;
+use serde::{Deserialize, Serialize};
 
 /// Longest entity id, in bytes, a batch may hold. It must equal
 /// `modelbus_core::online::MAX_ENTITY_ID_BYTES` (the id becomes part of a NATS
@@ -42,6 +42,33 @@ pub fn entity_id_problem(id: &str) -> Option<String> {
         return Some("entity id contains a control character".into());
     }
     None
+}
+
+/// How much a failing expectation matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// A failure rejects the batch (the default).
+    #[default]
+    Error,
+    /// A failure is reported (`ValidationReport::warnings`) but the batch passes.
+    Warning,
+}
+
+impl Severity {
+    /// Whether this is the default severity, `error`.
+    pub fn is_error(&self) -> bool {
+        *self == Severity::Error
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
 }
 
 /// An unexpected value and where it was.

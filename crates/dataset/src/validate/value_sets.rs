@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use super::columns::{Col, is_valid};
 use super::hashing::{FxBuild, float_key};
-use crate::spec::{ColumnType, Scalar};
+use crate::schema::{ColumnType, Scalar};
 
 /// A list of keys with their positions: linear search when short, hashed beyond.
 pub(crate) struct Lookup<K> {
