@@ -1,7 +1,7 @@
 //! The expectations, one home each: a type whose fields are its arguments
-//! (Great Expectations 1.x names), declared with [`arguments!`] so that the
+//! (Great Expectations 1.x names), declared with `arguments!` so that the
 //! header every expectation shares (`bounds`, `mostly`, `severity`) is written
-//! once, and whose [`Check`] implementation holds the rest: its parse-time
+//! once, and whose `Check` implementation holds the rest: its parse-time
 //! checks against the spec's columns, its accumulator over chunks and the
 //! result it makes, and its mapping from a GE suite.
 //!
@@ -12,7 +12,16 @@
 //!
 //! The list in this file is the one place an expectation is registered: it
 //! makes [`Expectation`] (the spec's tagged enum, one variant per type), its
-//! GE names and the dispatch of every step to the type's [`Check`].
+//! GE names and the dispatch of every step to the type's `Check`.
+//!
+//! # Adding an expectation
+//!
+//! In its family's file (or a new one): declare its arguments with
+//! `arguments!`, implement `Check` for it (at least `plan`, usually with an
+//! `Accumulator` of its own, and `from_ge`; the other steps have defaults),
+//! and add its line `Type = "GE name",` to the list below. Nothing else names
+//! it: the spec parser, validation and the GE import reach it through the
+//! list.
 //!
 //! Layers: this module builds on `schema` and on the building blocks of
 //! `validate` (report, typed columns, value sets, accumulators) and of
@@ -101,7 +110,7 @@ impl ColumnArg {
     }
 }
 
-/// The arguments every expectation shares, as [`arguments!`] declares them:
+/// The arguments every expectation shares, as `arguments!` declares them:
 /// read once by the spec parser's and the GE import's checks and by validation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Header<'a> {

@@ -1,5 +1,5 @@
 //! Aggregate expectations: a statistic of a numeric column's non-null values
-//! (folded in row order) is within bounds. One [`Statistic`] each; they share
+//! (folded in row order) is within bounds. One `Statistic` each; they share
 //! their arguments' shape, their accumulator and their GE mapping.
 
 use super::{Check, Kwargs, Plan, PlanContext, Severity};
