@@ -15,7 +15,7 @@
 /// order of GE's argument lists, of the TOML the GE import writes and of the
 /// keys a refusal lists. It also implements [`Arguments`](super::Arguments).
 ///
-/// ```ignore
+/// ```text
 /// arguments! {
 ///     /// Non-null values are in a set.
 ///     pub struct InSet {

@@ -58,6 +58,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::expectations::column_map::{NotNullAcc, OfTypeAcc};
+use crate::expectations::{ColumnsMatchSet, NotNull, OfType, RowCount};
 use crate::spec::{ColumnType, DatasetSpec, Severity};
 use crate::table::{Chunk, CsvChunks, TableError};
 
@@ -225,7 +226,7 @@ impl Validator {
         let mut checks = Vec::new();
         for (i, c) in spec.columns.iter().enumerate() {
             checks.push(Running::implied(
-                "expect_column_values_to_be_of_type",
+                OfType::NAME,
                 serde_json::json!({ "column": c.name, "type_": c.ty.to_string() }),
                 Box::new(OfTypeAcc { column: i }),
             ));
@@ -233,7 +234,7 @@ impl Validator {
                 !c.nullable || c.name == spec.target.column || c.name == spec.entity_column;
             if must_have {
                 checks.push(Running::implied(
-                    "expect_column_values_to_not_be_null",
+                    NotNull::NAME,
                     serde_json::json!({ "column": c.name }),
                     Box::new(NotNullAcc { column: i }),
                 ));
@@ -353,7 +354,7 @@ impl Validator {
             Some(TableError::Columns { .. } | TableError::DuplicateColumn(_) | TableError::Empty)
         );
         results.push(ExpectationResult {
-            expectation: "expect_table_columns_to_match_set".into(),
+            expectation: ColumnsMatchSet::NAME.into(),
             kwargs: serde_json::json!({ "column_set": declared, "exact_match": !self.spec.allow_extra_columns }),
             implied: true,
             severity: Severity::Error,
@@ -379,7 +380,7 @@ impl Validator {
         }
         let read_complete = structural_error.is_none();
         results.push(ExpectationResult {
-            expectation: "expect_table_row_count_to_be_between".into(),
+            expectation: RowCount::NAME.into(),
             kwargs: serde_json::json!({ "min_value": 1 }),
             implied: true,
             severity: Severity::Error,

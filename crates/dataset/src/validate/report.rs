@@ -1,4 +1,5 @@
-//! The validation report, shaped like Great Expectations' validation results.
+//! The validation report, shaped like Great Expectations' validation results,
+//! and the severity that decides whether a failure rejects the batch.
 
 use std::fmt;
 
