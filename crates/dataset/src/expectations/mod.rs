@@ -43,15 +43,12 @@ pub mod statistics;
 pub mod table;
 pub mod uniqueness;
 
-pub use column_map::{
-    Between, InSet, MAX_REGEX_EXPECTATIONS, MAX_REGEX_LEN, MatchRegex, NotNull, OfType,
-    ValueLengthsBetween, compile_regex,
-};
-pub use distribution::{DistinctValuesInSet, KL_EPSILON, KlDivergenceLessThan, PartitionObject};
-pub use pair::PairAGreaterThanB;
-pub use statistics::{MaxBetween, MeanBetween, MedianBetween, MinBetween, StdevBetween};
-pub use table::{ColumnsMatchSet, RowCount};
-pub use uniqueness::{CompoundColumnsUnique, ProportionOfUniqueBetween, Unique};
+pub use column_map::*;
+pub use distribution::*;
+pub use pair::*;
+pub use statistics::*;
+pub use table::*;
+pub use uniqueness::*;
 
 registry! {
     NotNull = "expect_column_values_to_not_be_null",
