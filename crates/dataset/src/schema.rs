@@ -1,6 +1,6 @@
-//! Column types and literal values: the leaf every other module of the
-//! dataset crate (and every crate above it) builds on. It imports nothing of
-//! modelbus.
+//! Column types and literal values, and the cells that fail to parse as their
+//! column's type: the leaf every other module of the dataset crate (and every
+//! crate above it) builds on. It imports nothing of modelbus.
 
 use std::fmt;
 
@@ -95,3 +95,17 @@ pub fn scalar_fits(ty: ColumnType, v: &Scalar) -> bool {
             | (ColumnType::Bool, Scalar::Bool(_))
     )
 }
+
+/// A cell that did not parse as its column's type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadCell {
+    /// Index of the column in the spec's `columns`.
+    pub column: usize,
+    /// 1-based data row (the header is not counted).
+    pub row: u64,
+    /// The raw text.
+    pub value: String,
+}
+
+/// How many examples of a problem are kept per column and chunk.
+pub const SAMPLE: usize = 20;

@@ -16,6 +16,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::schema::ColumnType;
+pub use crate::schema::{BadCell, SAMPLE};
 use crate::spec::DatasetSpec;
 
 /// A structural problem that stops reading.
@@ -76,17 +77,6 @@ fn header_message(missing: &[String], unexpected: &[String]) -> String {
     parts.join("; ")
 }
 
-/// A cell that did not parse as its column's type.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BadCell {
-    /// Index of the column in the spec's `columns`.
-    pub column: usize,
-    /// 1-based data row (the header is not counted).
-    pub row: u64,
-    /// The raw text.
-    pub value: String,
-}
-
 /// One chunk of typed rows.
 #[derive(Debug, Clone)]
 pub struct Chunk {
@@ -97,9 +87,6 @@ pub struct Chunk {
     /// Cells that failed to parse, per column: count and up to `SAMPLE` examples.
     pub bad_cells: Vec<(u64, Vec<BadCell>)>,
 }
-
-/// How many examples of a problem are kept per column and chunk.
-pub const SAMPLE: usize = 20;
 
 /// Arrow schema of a spec's declared columns (all nullable at the Arrow level).
 pub fn arrow_schema(spec: &DatasetSpec) -> SchemaRef {

@@ -20,7 +20,11 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::spec::{ColumnType, Expectation, PartitionObject, Scalar, Severity};
+pub(crate) mod kwargs;
+
+use kwargs::{Kwargs, Mapped};
+
+use crate::spec::{Expectation, Severity};
 
 /// A suite carried over.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,167 +65,6 @@ pub enum ImportError {
     },
 }
 
-/// Arguments that only shape GE's output: dropped without notice.
-const OUTPUT_ONLY: &[&str] = &[
-    "result_format",
-    "include_config",
-    "catch_exceptions",
-    "output_strftime_format",
-];
-
-/// Keyword arguments of one expectation, tracking which were used.
-struct Kwargs<'a> {
-    map: &'a Map<String, Value>,
-    used: BTreeSet<&'a str>,
-}
-
-type Mapped<T> = Result<T, String>;
-
-impl<'a> Kwargs<'a> {
-    fn new(map: &'a Map<String, Value>) -> Self {
-        Self {
-            map,
-            used: BTreeSet::new(),
-        }
-    }
-
-    /// The argument, if present and not null.
-    fn get(&mut self, key: &'a str) -> Mapped<Option<&'a Value>> {
-        self.used.insert(key);
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(o)) if o.contains_key("$PARAMETER") => Err(format!(
-                "argument `{key}` is a suite parameter ({}), resolved only at GE run time",
-                o["$PARAMETER"]
-            )),
-            Some(v) => Ok(Some(v)),
-        }
-    }
-
-    fn string(&mut self, key: &'a str) -> Mapped<Option<String>> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(format!("argument `{key}` should be a string, got {v}")),
-        }
-    }
-
-    fn required_string(&mut self, key: &'a str) -> Mapped<String> {
-        self.string(key)?
-            .ok_or_else(|| format!("argument `{key}` is missing"))
-    }
-
-    fn f64(&mut self, key: &'a str) -> Mapped<Option<f64>> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| format!("argument `{key}` is not a usable number")),
-            Some(v) => Err(format!(
-                "argument `{key}` should be a number, got {v} (dates and strings are not supported)"
-            )),
-        }
-    }
-
-    fn u64(&mut self, key: &'a str) -> Mapped<Option<u64>> {
-        match self.f64(key)? {
-            None => Ok(None),
-            Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 2f64.powi(63) => Ok(Some(x as u64)),
-            Some(x) => Err(format!(
-                "argument `{key}` should be a whole number >= 0, got {x}"
-            )),
-        }
-    }
-
-    fn bool(&mut self, key: &'a str) -> Mapped<Option<bool>> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(format!("argument `{key}` should be true or false, got {v}")),
-        }
-    }
-
-    fn flag(&mut self, key: &'a str) -> Mapped<bool> {
-        Ok(self.bool(key)?.unwrap_or(false))
-    }
-
-    fn scalars(&mut self, key: &'a str) -> Mapped<Vec<Scalar>> {
-        let Some(v) = self.get(key)? else {
-            return Err(format!("argument `{key}` is missing"));
-        };
-        let Value::Array(items) = v else {
-            return Err(format!("argument `{key}` should be a list, got {v}"));
-        };
-        items.iter().map(|x| scalar(key, x)).collect()
-    }
-
-    fn strings(&mut self, key: &'a str) -> Mapped<Vec<String>> {
-        let Some(v) = self.get(key)? else {
-            return Err(format!("argument `{key}` is missing"));
-        };
-        let Value::Array(items) = v else {
-            return Err(format!("argument `{key}` should be a list, got {v}"));
-        };
-        items
-            .iter()
-            .map(|x| match x {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(format!(
-                    "argument `{key}` should list strings, found {other}"
-                )),
-            })
-            .collect()
-    }
-
-    fn mostly(&mut self) -> Mapped<Option<f64>> {
-        self.f64("mostly")
-    }
-
-    /// Arguments neither used nor output-only: the first one makes the
-    /// expectation unmapped, with the reason.
-    fn leftover(&self) -> Mapped<()> {
-        for (key, value) in self.map {
-            if self.used.contains(key.as_str()) || OUTPUT_ONLY.contains(&key.as_str()) {
-                continue;
-            }
-            let reason = match (key.as_str(), value) {
-                (_, Value::Null) => continue,
-                ("row_condition", Value::String(s)) if s.trim().is_empty() => continue,
-                // Only meaningful with a row_condition, which is refused on its own.
-                ("condition_parser", _) => continue,
-                ("parse_strings_as_datetimes", Value::Bool(false)) => continue,
-                ("row_condition", v) => {
-                    format!("conditional expectations are not supported (row_condition {v})")
-                }
-                ("parse_strings_as_datetimes", _) => {
-                    "parse_strings_as_datetimes: dates are not a column type here".into()
-                }
-                (k, v) => format!("argument `{k}` ({v}) is not supported"),
-            };
-            return Err(reason);
-        }
-        Ok(())
-    }
-}
-
-fn scalar(key: &str, v: &Value) -> Mapped<Scalar> {
-    match v {
-        Value::Bool(b) => Ok(Scalar::Bool(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Ok(Scalar::Int(i)),
-            None => n
-                .as_f64()
-                .map(Scalar::Float)
-                .ok_or_else(|| format!("argument `{key}`: unusable number {n}")),
-        },
-        Value::String(s) => Ok(Scalar::Str(s.clone())),
-        other => Err(format!(
-            "argument `{key}`: {other} is not a string, number or boolean"
-        )),
-    }
-}
-
 /// Maps one expectation; Err(reason) when it cannot be carried over.
 fn map_expectation(
     ty: &str,
@@ -230,275 +73,21 @@ fn map_expectation(
     notes: &mut Vec<String>,
 ) -> Mapped<Expectation> {
     let mut k = Kwargs::new(kwargs);
-    let e = match ty {
-        "expect_column_values_to_not_be_null" => Expectation::NotNull {
-            column: k.required_string("column")?,
-            mostly: k.mostly()?,
-            severity,
-        },
-        "expect_column_values_to_be_in_set" => Expectation::InSet {
-            column: k.required_string("column")?,
-            value_set: k.scalars("value_set")?,
-            mostly: k.mostly()?,
-            severity,
-        },
-        "expect_column_values_to_be_between" => Expectation::Between {
-            column: k.required_string("column")?,
-            min_value: k.f64("min_value")?,
-            max_value: k.f64("max_value")?,
-            strict_min: k.flag("strict_min")?,
-            strict_max: k.flag("strict_max")?,
-            mostly: k.mostly()?,
-            severity,
-        },
-        "expect_column_values_to_be_unique" => Expectation::Unique {
-            column: k.required_string("column")?,
-            mostly: k.mostly()?,
-            severity,
-        },
-        "expect_table_row_count_to_be_between" => Expectation::RowCount {
-            min_value: k.u64("min_value")?,
-            max_value: k.u64("max_value")?,
-            severity,
-        },
-        "expect_table_columns_to_match_set" => Expectation::ColumnsMatchSet {
-            column_set: k.strings("column_set")?,
-            exact_match: k.bool("exact_match")?.unwrap_or(true),
-            severity,
-        },
-        "expect_column_values_to_match_regex" => {
-            let column = k.required_string("column")?;
-            let regex = k.required_string("regex")?;
-            if let Err(err) = regex::Regex::new(&regex) {
-                let msg = err.to_string().replace('\n', " ");
-                return Err(format!(
-                    "the regex does not compile with Rust's regex engine: {msg}"
-                ));
-            }
-            Expectation::MatchRegex {
-                column,
-                regex,
-                mostly: k.mostly()?,
-                severity,
-            }
-        }
-        "expect_column_value_lengths_to_be_between" => {
-            if k.flag("strict_min")? || k.flag("strict_max")? {
-                return Err("strict_min/strict_max on lengths are not supported".into());
-            }
-            Expectation::ValueLengthsBetween {
-                column: k.required_string("column")?,
-                min_value: k.u64("min_value")?,
-                max_value: k.u64("max_value")?,
-                mostly: k.mostly()?,
-                severity,
-            }
-        }
-        "expect_column_values_to_be_of_type" => {
-            let column = k.required_string("column")?;
-            let type_ = k.required_string("type_")?;
-            if ColumnType::from_ge_type(&type_).is_none() {
-                return Err(format!(
-                    "type {type_:?} is not an int, float, string or bool type"
-                ));
-            }
-            Expectation::OfType {
-                column,
-                type_,
-                mostly: k.mostly()?,
-                severity,
-            }
-        }
-        "expect_column_distinct_values_to_be_in_set" => Expectation::DistinctValuesInSet {
-            column: k.required_string("column")?,
-            value_set: k.scalars("value_set")?,
-            severity,
-        },
-        "expect_column_proportion_of_unique_values_to_be_between" => {
-            Expectation::ProportionOfUniqueBetween {
-                column: k.required_string("column")?,
-                min_value: k.f64("min_value")?,
-                max_value: k.f64("max_value")?,
-                strict_min: k.flag("strict_min")?,
-                strict_max: k.flag("strict_max")?,
-                severity,
-            }
-        }
-        "expect_column_mean_to_be_between"
-        | "expect_column_median_to_be_between"
-        | "expect_column_stdev_to_be_between"
-        | "expect_column_min_to_be_between"
-        | "expect_column_max_to_be_between" => {
-            let column = k.required_string("column")?;
-            let min_value = k.f64("min_value")?;
-            let max_value = k.f64("max_value")?;
-            let strict_min = k.flag("strict_min")?;
-            let strict_max = k.flag("strict_max")?;
-            macro_rules! stat {
-                ($v:ident) => {
-                    Expectation::$v {
-                        column,
-                        min_value,
-                        max_value,
-                        strict_min,
-                        strict_max,
-                        severity,
-                    }
-                };
-            }
-            match ty {
-                "expect_column_mean_to_be_between" => stat!(MeanBetween),
-                "expect_column_median_to_be_between" => stat!(MedianBetween),
-                "expect_column_stdev_to_be_between" => stat!(StdevBetween),
-                "expect_column_min_to_be_between" => stat!(MinBetween),
-                _ => stat!(MaxBetween),
-            }
-        }
-        "expect_column_pair_values_a_to_be_greater_than_b" => {
-            let ignore = k.string("ignore_row_if")?;
-            match ignore.as_deref() {
-                Some("either_value_is_missing") => {}
-                None | Some("both_values_are_missing") | Some("neither") => notes.push(format!(
-                    "ignore_row_if {:?}: here a row with either value missing is ignored, \
-                     where GE would count a row with one missing value as failing",
-                    ignore
-                        .as_deref()
-                        .unwrap_or("both_values_are_missing (GE default)")
-                )),
-                Some(other) => return Err(format!("ignore_row_if {other:?} is not supported")),
-            }
-            Expectation::PairAGreaterThanB {
-                column_a: k.required_string("column_A")?,
-                column_b: k.required_string("column_B")?,
-                or_equal: k.flag("or_equal")?,
-                mostly: k.mostly()?,
-                severity,
-            }
-        }
-        "expect_compound_columns_to_be_unique" => {
-            let ignore = k.string("ignore_row_if")?;
-            match ignore.as_deref() {
-                None | Some("all_values_are_missing") => {}
-                Some("any_value_is_missing") | Some("never") => notes.push(format!(
-                    "ignore_row_if {:?}: here only rows where every column is missing are \
-                     ignored",
-                    ignore.as_deref().unwrap_or_default()
-                )),
-                Some(other) => return Err(format!("ignore_row_if {other:?} is not supported")),
-            }
-            Expectation::CompoundColumnsUnique {
-                column_list: k.strings("column_list")?,
-                mostly: k.mostly()?,
-                severity,
-            }
-        }
-        "expect_column_kl_divergence_to_be_less_than" => {
-            for key in ["internal_weight_holdout", "tail_weight_holdout"] {
-                if k.f64(key)?.is_some_and(|x| x != 0.0) {
-                    return Err(format!("{key} is not supported"));
-                }
-            }
-            if k.bool("bucketize_data")? == Some(false) {
-                return Err("bucketize_data = false is not supported".into());
-            }
-            let Some(threshold) = k.f64("threshold")? else {
-                return Err(
-                    "no threshold: an observation-only KL divergence is not supported".into(),
-                );
-            };
-            let Some(po) = k.get("partition_object")? else {
-                return Err("argument `partition_object` is missing".into());
-            };
-            Expectation::KlDivergenceLessThan {
-                column: k.required_string("column")?,
-                partition_object: partition(po)?,
-                threshold,
-                severity,
-            }
-        }
-        "expect_column_to_exist" => {
+    let e = match Expectation::from_ge(ty, &mut k, severity, notes) {
+        Some(e) => e?,
+        None if ty == "expect_column_to_exist" => {
             return Err(
                 "implied: every column declared in [[columns]] must be in the header".into(),
             );
         }
-        other if other.starts_with("expect_") => {
+        None if ty.starts_with("expect_") => {
             return Err("this expectation type is not supported".into());
         }
-        _ => return Err("not an expectation type".into()),
+        None => return Err("not an expectation type".into()),
     };
     k.leftover()?;
-    // What the spec parser would refuse, said here with the GE arguments' names.
-    if let Some((lo, hi)) = e.bounds() {
-        if lo.is_none() && hi.is_none() && !matches!(e, Expectation::RowCount { .. }) {
-            return Err(
-                "neither min_value nor max_value: observation-only expectations are not supported"
-                    .into(),
-            );
-        }
-        if let (Some(a), Some(b)) = (lo, hi)
-            && a > b
-        {
-            return Err(format!("min_value {a} is above max_value {b}"));
-        }
-    }
-    if let Some(m) = e.mostly_arg()
-        && !(0.0..=1.0).contains(&m)
-    {
-        return Err(format!("mostly {m} is not between 0 and 1"));
-    }
-    if let Expectation::InSet { value_set, .. } | Expectation::DistinctValuesInSet { value_set, .. } =
-        &e
-        && value_set.is_empty()
-    {
-        return Err("value_set is empty".into());
-    }
+    e.check_ge()?;
     Ok(e)
-}
-
-fn partition(v: &Value) -> Mapped<PartitionObject> {
-    let Value::Object(o) = v else {
-        return Err(format!("partition_object should be an object, got {v}"));
-    };
-    let numbers = |key: &str| -> Mapped<Option<Vec<f64>>> {
-        match o.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_f64()
-                        .ok_or_else(|| format!("partition_object.{key}: {x} is not a number"))
-                })
-                .collect::<Mapped<Vec<f64>>>()
-                .map(Some),
-            Some(other) => Err(format!(
-                "partition_object.{key} should be a list, got {other}"
-            )),
-        }
-    };
-    for key in o.keys() {
-        if !["bins", "values", "weights", "tail_weights"].contains(&key.as_str()) {
-            return Err(format!("partition_object.{key} is not supported"));
-        }
-    }
-    let values = match o.get("values") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .map(|x| scalar("partition_object.values", x))
-                .collect::<Mapped<Vec<Scalar>>>()?,
-        ),
-        Some(other) => {
-            return Err(format!(
-                "partition_object.values should be a list, got {other}"
-            ));
-        }
-    };
-    Ok(PartitionObject {
-        bins: numbers("bins")?,
-        values,
-        weights: numbers("weights")?.ok_or("partition_object.weights is missing")?,
-        tail_weights: numbers("tail_weights")?,
-    })
 }
 
 fn severity_of(v: Option<&Value>, notes: &mut Vec<String>) -> Mapped<Severity> {
@@ -660,10 +249,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::expectations::{MatchRegex, NotNull};
     use crate::spec::DatasetSpec;
     use crate::validate::validate_csv;
 
-    const TELCO_SPEC: &str = include_str!("../../../config/datasets/telco-churn.toml");
+    const TELCO_SPEC: &str = include_str!("../../../../config/datasets/telco-churn.toml");
 
     fn telco_columns() -> Vec<String> {
         DatasetSpec::parse(TELCO_SPEC, "t")
@@ -916,12 +506,12 @@ mod tests {
         );
         assert_eq!(
             s.expectations[4],
-            Expectation::MatchRegex {
+            Expectation::MatchRegex(MatchRegex {
                 column: "customerID".into(),
                 regex: r"^\d{4}-[A-Z]{5}$".into(),
                 mostly: None,
                 severity: Severity::Error,
-            }
+            })
         );
         assert!(s.toml.contains("# meta: {\"notes\""), "{}", s.toml);
 
@@ -961,11 +551,11 @@ mod tests {
         assert_eq!(s.name, "legacy");
         assert_eq!(
             s.expectations,
-            vec![Expectation::NotNull {
+            vec![Expectation::NotNull(NotNull {
                 column: "tenure".into(),
                 mostly: Some(0.5),
                 severity: Severity::Error
-            }]
+            })]
         );
         assert!(s.unmapped.is_empty());
         assert!(
