@@ -314,6 +314,92 @@ pub fn validate(
     Ok(())
 }
 
+/// `modelbus bench monitor`: drift of `current` against `reference` (both read
+/// from CSV each run, side by side), timed over several runs, with the peak
+/// resident memory and every column's decision.
+pub fn monitor(
+    reference: &Path,
+    current: &Path,
+    rows: usize,
+    spec_file: &Path,
+    runs: usize,
+    json: bool,
+) -> Result<()> {
+    let telco = Path::new("data/telco-churn/telco_customer_churn.csv");
+    for (file, seed) in [(reference, 1), (current, 2)] {
+        if !file.exists() {
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let bytes = generate(telco, rows, seed, file)?;
+            eprintln!("wrote {rows} rows ({bytes} bytes) to {}", file.display());
+        }
+    }
+    let text = std::fs::read_to_string(spec_file)
+        .with_context(|| format!("cannot read {}", spec_file.display()))?;
+    let spec = modelbus_dataset::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .spec;
+    let spec = std::sync::Arc::new(spec);
+    let options = modelbus_featurize::drift::DriftOptions::default();
+    let mut seconds = Vec::new();
+    let mut rss = Vec::new();
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        reset_peak_rss();
+        let started = Instant::now();
+        let report =
+            crate::commands::drift::drift_files(spec.clone(), reference, current, &options)?;
+        seconds.push(started.elapsed().as_secs_f64());
+        rss.push(peak_rss_mib().unwrap_or(f64::NAN));
+        last = Some(report);
+    }
+    let report = last.context("no run")?;
+    let peak_rss = rss.iter().cloned().fold(0.0, f64::max);
+    let columns: serde_json::Map<String, serde_json::Value> = report
+        .columns
+        .iter()
+        .map(|c| {
+            (
+                c.column.clone(),
+                serde_json::json!({
+                    "method": c.method.name(),
+                    "score": c.score,
+                    "threshold": c.threshold,
+                    "drifted": c.drifted,
+                    "error_bound": c.error_bound,
+                }),
+            )
+        })
+        .collect();
+    let out = serde_json::json!({
+        "tool": "modelbus",
+        "reference_rows": report.reference_rows,
+        "current_rows": report.current_rows,
+        "runs": seconds.len(),
+        "median_seconds": median(seconds.clone()),
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss,
+        "share": report.share,
+        "columns": columns,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!(
+            "drift of {} vs {} rows, {} columns ({} drifted): median {:.3}s over {} runs, peak RSS {:.0} MiB",
+            report.reference_rows,
+            report.current_rows,
+            report.columns.len(),
+            report.drifted_columns,
+            median(seconds),
+            runs,
+            peak_rss
+        );
+    }
+    Ok(())
+}
+
 /// `modelbus bench train`: k-fold stratified cross-validation of the spec's
 /// candidates (by default logistic regression and LightGBM) on a whole file: mean
 /// ROC AUC and fit time per candidate, and the one modelbus would pick.

@@ -73,6 +73,29 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Drift speed and memory: two Telco-shaped files compared column by column
+    /// (CSV parsing included), as `modelbus drift` does; the files are generated
+    /// (seeds 1 and 2) when missing.
+    Monitor {
+        /// Reference CSV.
+        #[arg(long, default_value = "bench/out/drift-reference.csv")]
+        reference: PathBuf,
+        /// Current CSV.
+        #[arg(long, default_value = "bench/out/drift-current.csv")]
+        current: PathBuf,
+        /// Rows of each generated file.
+        #[arg(long, default_value_t = 500_000)]
+        rows: usize,
+        /// Spec file.
+        #[arg(long, default_value = "config/datasets/telco-churn.toml")]
+        spec: PathBuf,
+        /// Runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Writes a seeded Telco-shaped CSV of any size (for the benchmarks).
     Generate {
         /// Rows to write.
@@ -117,6 +140,14 @@ impl BenchCmd {
                 folds,
                 json,
             } => bench::train(&data, &spec, folds, json)?,
+            BenchCmd::Monitor {
+                reference,
+                current,
+                rows,
+                spec,
+                runs,
+                json,
+            } => bench::monitor(&reference, &current, rows, &spec, runs, json)?,
             BenchCmd::Generate {
                 rows,
                 seed,

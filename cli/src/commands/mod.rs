@@ -24,6 +24,7 @@ pub mod bench;
 pub mod config;
 pub mod datasets;
 pub mod deployments;
+pub mod drift;
 pub mod evidence;
 pub mod keygen;
 pub mod models;
@@ -127,6 +128,9 @@ pub enum Cmd {
     /// Validates a CSV file against a dataset's expectations locally, without the
     /// pipeline (like a Great Expectations checkpoint run); exit 3 when it fails.
     Validate(validate::ValidateArgs),
+    /// Data drift between a reference and a current CSV file, locally (like an
+    /// Evidently data drift report); exit 3 when any column or the data set drifts.
+    Drift(drift::DriftArgs),
     /// Promotion policies.
     Policies {
         /// Its subcommand.
@@ -183,6 +187,7 @@ impl Cmd {
             Cmd::Config => Ok(config::run(&config)),
             Cmd::Bench { cmd } => cmd.run(config).await,
             Cmd::Validate(a) => a.run(client).await,
+            Cmd::Drift(a) => a.run(client).await,
             Cmd::Policies { cmd } => cmd.run(),
             Cmd::Keygen(a) => a.run(),
             Cmd::Tokens { cmd } => cmd.run(client).await,

@@ -8,6 +8,7 @@ mod grpc;
 mod harness;
 mod idempotency;
 mod json_output;
+mod monitoring;
 mod pipeline;
 mod producers;
 mod quality;

@@ -214,9 +214,15 @@ async fn serving_looks_up_entities_in_the_online_store() {
         .unwrap();
     assert_eq!(by_id.status(), 200);
     let by_id: Value = by_id.json().await.unwrap();
-    assert_eq!(
-        by_id["predictions"][0], by_value["predictions"][0],
-        "the stored record is the same row"
+    for key in ["probability", "label"] {
+        assert_eq!(
+            by_id["predictions"][0][key], by_value["predictions"][0][key],
+            "the stored record is the same row"
+        );
+    }
+    assert_ne!(
+        by_id["predictions"][0]["prediction_id"], by_value["predictions"][0]["prediction_id"],
+        "every prediction has its own id"
     );
     // A value in the request overrides the stored one.
     let overridden: Value = t

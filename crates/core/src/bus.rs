@@ -27,6 +27,10 @@ use crate::config::{BusConfig, NatsCredentials};
 use crate::events::{DeadLetter, DecodeError, Envelope, EventPayload};
 use crate::ids::PipelineRunId;
 
+/// Stream of the prediction log (`modelbus_inference.>`), with its own
+/// retention (`serving.log_max_age`, `serving.log_max_bytes`).
+pub const INFERENCE_STREAM: &str = "MODELBUS_INFERENCE";
+
 /// Stream holding every event.
 pub const EVENTS_STREAM: &str = "MODELBUS_EVENTS";
 /// Stream holding dead letters.
@@ -182,7 +186,7 @@ impl Delivery {
     /// dispatches on, since NATS permissions, not the payload, decide who may
     /// publish it.
     pub fn event_name(&self) -> Option<&str> {
-        self.subject.strip_prefix("modelbus.")
+        crate::events::event_name_of(&self.subject)
     }
 
     /// Checks that the event's `type` is the one its subject carries, counting
@@ -565,6 +569,39 @@ impl Bus {
         Ok(())
     }
 
+    /// Creates the prediction-log stream, or brings its retention to
+    /// `max_age` and `max_bytes` (oldest records dropped first): serving and the
+    /// monitor both call it, so whichever starts first creates it.
+    pub async fn ensure_inference_stream(
+        &self,
+        max_age: Duration,
+        max_bytes: u64,
+    ) -> Result<(), BusError> {
+        let name = INFERENCE_STREAM;
+        let cfg = stream::Config {
+            name: name.to_string(),
+            subjects: vec![format!("{}.>", crate::events::INFERENCE_PREFIX)],
+            storage: stream::StorageType::File,
+            duplicate_window: self.config.duplicate_window,
+            max_age,
+            max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        };
+        let info = self
+            .guarded(
+                &format!("make sure stream {name} exists"),
+                &[
+                    format!("{JS_API}.STREAM.INFO.{name}"),
+                    format!("{JS_API}.STREAM.CREATE.{name}"),
+                    format!("{JS_API}.STREAM.UPDATE.{name}"),
+                ],
+                self.js.create_or_update_stream(cfg),
+            )
+            .await?;
+        check_stream_definition(&info.config)
+    }
+
     /// Publishes an event and waits until the stream has stored it.
     ///
     /// The `Nats-Msg-Id` is the event's [`Envelope::identity`] (its name and
@@ -681,13 +718,14 @@ impl Bus {
         .await
     }
 
-    /// Creates (or updates) a durable pull consumer on the events stream.
+    /// Creates (or updates) a durable pull consumer on `stream_name`.
     async fn consumer(
         &self,
+        stream_name: &str,
         name: &str,
         subjects: &[&str],
     ) -> Result<consumer::PullConsumer, BusError> {
-        let stream = self.stream(EVENTS_STREAM).await?;
+        let stream = self.stream(stream_name).await?;
         let cfg = consumer::pull::Config {
             durable_name: Some(name.to_string()),
             description: Some(format!("modelbus {name} service")),
@@ -702,7 +740,7 @@ impl Bus {
         match self
             .guarded(
                 &op,
-                &[format!("{JS_API}.CONSUMER.CREATE.{EVENTS_STREAM}.{name}")],
+                &[format!("{JS_API}.CONSUMER.CREATE.{stream_name}.{name}")],
                 stream.create_consumer(cfg.clone()),
             )
             .await
@@ -713,7 +751,7 @@ impl Bus {
             Err(create_err) => self
                 .guarded(
                     &op,
-                    &[format!("{JS_API}.CONSUMER.INFO.{EVENTS_STREAM}.{name}")],
+                    &[format!("{JS_API}.CONSUMER.INFO.{stream_name}.{name}")],
                     stream.get_consumer(name),
                 )
                 .await
@@ -738,7 +776,26 @@ impl Bus {
         H: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), HandlerError>>,
     {
-        let consumer = self.consumer(name, subjects).await?;
+        self.consume_stream(EVENTS_STREAM, name, subjects, shutdown, on_ready, handler)
+            .await
+    }
+
+    /// [`Self::consume`] on another stream (the prediction log), with the same
+    /// retries and dead letters.
+    pub async fn consume_stream<H, Fut>(
+        &self,
+        stream_name: &str,
+        name: &str,
+        subjects: &[&str],
+        shutdown: CancellationToken,
+        on_ready: impl FnOnce(),
+        handler: H,
+    ) -> Result<(), BusError>
+    where
+        H: Fn(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
+        let consumer = self.consumer(stream_name, name, subjects).await?;
         on_ready();
         tracing::info!(consumer = name, ?subjects, "consuming");
         loop {

@@ -787,6 +787,28 @@ pub struct ServingConfig {
     /// keeps working at most this long).
     #[serde(with = "duration")]
     pub token_cache: Duration,
+    /// Whether answered predictions are logged to the `MODELBUS_INFERENCE`
+    /// stream for the monitor (`inference.logged`).
+    pub log_predictions: bool,
+    /// Share of predictions logged, 0 to 1, chosen by prediction id (the same
+    /// id is always in or out; see the serving docs).
+    pub log_sample_rate: f64,
+    /// Records waiting to be published; beyond this, new records are dropped
+    /// and counted (`modelbus_serving_log_dropped_total`), never blocking a request.
+    pub log_buffer_records: usize,
+    /// Most records in one `inference.logged` event.
+    pub log_batch_records: usize,
+    /// Most bytes of records in one `inference.logged` event (under the NATS
+    /// server's `max_payload`, 1 MiB by default).
+    pub log_batch_bytes: usize,
+    /// Longest a record waits before its batch is published.
+    #[serde(with = "duration")]
+    pub log_flush_interval: Duration,
+    /// How long the inference stream keeps records.
+    #[serde(with = "duration")]
+    pub log_max_age: Duration,
+    /// Most bytes the inference stream keeps (oldest dropped first).
+    pub log_max_bytes: u64,
 }
 
 impl Default for ServingConfig {
@@ -802,6 +824,14 @@ impl Default for ServingConfig {
             stats_interval: Duration::from_secs(10),
             require_token: false,
             token_cache: Duration::from_secs(30),
+            log_predictions: true,
+            log_sample_rate: 1.0,
+            log_buffer_records: 100_000,
+            log_batch_records: 500,
+            log_batch_bytes: 512 * 1024,
+            log_flush_interval: Duration::from_millis(500),
+            log_max_age: Duration::from_secs(7 * 24 * 3600),
+            log_max_bytes: 1 << 30,
         }
     }
 }
@@ -1019,6 +1049,45 @@ impl Config {
                 "promotion.min_staging_requests",
                 "must be at least 1: a soak without staging traffic proves nothing",
             ));
+        }
+        if !(0.0..=1.0).contains(&self.serving.log_sample_rate) {
+            return Err(invalid(
+                "serving.log_sample_rate",
+                "must be between 0 and 1",
+            ));
+        }
+        for (key, value, max) in [
+            (
+                "serving.log_buffer_records",
+                self.serving.log_buffer_records,
+                10_000_000,
+            ),
+            (
+                "serving.log_batch_records",
+                self.serving.log_batch_records,
+                100_000,
+            ),
+            (
+                "serving.log_batch_bytes",
+                self.serving.log_batch_bytes,
+                8 << 20,
+            ),
+        ] {
+            if value == 0 || value > max {
+                return Err(invalid(key, &format!("must be between 1 and {max}")));
+            }
+        }
+        if self.serving.log_flush_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "serving.log_flush_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if self.serving.log_max_age < Duration::from_secs(60) {
+            return Err(invalid("serving.log_max_age", "must be at least 1m"));
+        }
+        if self.serving.log_max_bytes < 1 << 20 {
+            return Err(invalid("serving.log_max_bytes", "must be at least 1 MiB"));
         }
         if self.serving.stats_interval < Duration::from_millis(100) {
             return Err(invalid("serving.stats_interval", "must be at least 100ms"));

@@ -180,8 +180,16 @@ pub fn derive_event_id(name: &str, key: &str) -> String {
 /// The CloudEvents `type` the subject `modelbus.<name>` carries, if it is one of
 /// modelbus's event subjects.
 pub fn type_of_subject(subject: &str) -> Option<String> {
-    let name = subject.strip_prefix("modelbus.")?;
+    let name = event_name_of(subject)?;
     (!name.is_empty()).then(|| format!("io.modelbus.{name}.v1"))
+}
+
+/// The event name a subject carries: `modelbus.<name>`, or
+/// `modelbus_inference.<name>` for the prediction log.
+pub fn event_name_of(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("modelbus.")
+        .or_else(|| subject.strip_prefix(INFERENCE_PREFIX)?.strip_prefix('.'))
 }
 
 /// Checks that an event's `type` is the one its subject carries.
@@ -644,6 +652,59 @@ impl EventPayload for NotificationRaised {
     const NAME: &'static str = "notification.raised";
 }
 
+/// Subject prefix of the prediction log: its own stream
+/// ([`crate::bus::INFERENCE_STREAM`]), with its own retention, apart from
+/// `modelbus.>` (the pipeline's events are never crowded out by traffic).
+pub const INFERENCE_PREFIX: &str = "modelbus_inference";
+
+/// One prediction serving answered, as the monitor reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictionRecord {
+    /// Prediction id (a UUIDv7), also returned to the client; labels name it.
+    pub prediction_id: String,
+    /// When it was answered (RFC 3339, UTC).
+    pub time: String,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version that answered (during a canary, either one).
+    pub version: u32,
+    /// That version's artifact.
+    pub model_sha256: Sha256Digest,
+    /// The record's entity id, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// The input record as the model saw it (completed from the online
+    /// store when the request gave only an entity id).
+    pub input: serde_json::Map<String, serde_json::Value>,
+    /// Probability of the positive class.
+    pub probability: f64,
+    /// Label at the model's threshold.
+    pub label: String,
+}
+
+/// A batch of predictions one serving replica answered in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceLogged {
+    /// Environment.
+    pub environment: Environment,
+    /// Replica that answered.
+    pub replica: String,
+    /// The predictions, oldest first.
+    pub records: Vec<PredictionRecord>,
+    /// Predictions this replica dropped since its previous batch because its
+    /// log buffer was full (so the monitor knows its windows are partial).
+    #[serde(default)]
+    pub dropped_before: u64,
+}
+impl EventPayload for InferenceLogged {
+    const NAME: &'static str = "inference.logged";
+    fn subject() -> String {
+        format!("{INFERENCE_PREFIX}.{}", Self::NAME)
+    }
+}
+
 /// What the dead-letter stream holds: an event that exhausted its deliveries or
 /// could not be handled at all, with the last error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -703,6 +764,7 @@ every_event!(
     RollbackRequested,
     DeploymentRolledBack,
     ServingStats,
+    InferenceLogged,
 );
 
 #[cfg(test)]

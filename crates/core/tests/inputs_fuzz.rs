@@ -83,6 +83,7 @@ fn decode_all(subject: &str, bytes: &[u8]) -> Vec<DecodeError> {
         decode_as::<RollbackRequested>(subject, bytes),
         decode_as::<DeploymentRolledBack>(subject, bytes),
         decode_as::<ServingStats>(subject, bytes),
+        decode_as::<InferenceLogged>(subject, bytes),
     ]
     .into_iter()
     .filter_map(Result::err)

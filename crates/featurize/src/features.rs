@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
 
+use crate::sample::{category, numeric};
 use modelbus_dataset::expr::{Expr, Value};
 use modelbus_dataset::spec::{ColumnType, DatasetSpec};
 pub use modelbus_dataset::spec::{FillValue, Impute};
@@ -244,7 +245,7 @@ pub enum Cell<'a> {
 }
 
 impl<'a> Cell<'a> {
-    fn value(&self) -> Value<'a> {
+    pub(crate) fn value(&self) -> Value<'a> {
         match self {
             Cell::Null => Value::Null,
             Cell::Num(v) => Value::Num(*v),
@@ -320,29 +321,6 @@ pub fn cell(chunk: &Chunk, ci: usize, i: usize) -> Cell<'_> {
         return Cell::Bool(a.value(i));
     }
     Cell::Null
-}
-
-/// Text of a cell used as a category.
-fn category(c: &Cell<'_>) -> Option<String> {
-    match c {
-        Cell::Text(s) => Some((*s).to_string()),
-        Cell::Num(v) => Some(if v.fract() == 0.0 {
-            format!("{}", *v as i64)
-        } else {
-            v.to_string()
-        }),
-        Cell::Bool(b) => Some(b.to_string()),
-        Cell::Null => None,
-    }
-}
-
-fn numeric(c: &Cell<'_>) -> Option<f64> {
-    match c {
-        Cell::Num(v) if v.is_finite() => Some(*v),
-        Cell::Bool(b) => Some(f64::from(u8::from(*b))),
-        Cell::Text(s) => s.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
-        _ => None,
-    }
 }
 
 impl FeatureTransform {

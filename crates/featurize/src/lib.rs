@@ -3,15 +3,19 @@
 //! derived features) that serving applies unchanged, the feature statistics
 //! of the training rows (the drift reference), stratified splits, and feature
 //! sets as Parquet (cargo feature `parquet`, which the features service and
-//! the trainer enable; serving needs only the transform).
+//! the trainer enable; serving needs only the transform), and data drift:
+//! feature samples, the drift reference kept of the training rows, and the
+//! Evidently-compatible drift methods.
 //!
 //! It builds on `modelbus-dataset` and knows nothing of models. No I/O beyond
 //! the byte buffers it is handed; no async.
 #![forbid(unsafe_code)]
 
+pub mod drift;
 pub mod features;
 #[cfg(feature = "parquet")]
 pub mod featureset;
+pub mod sample;
 pub mod split;
 
 /// Why a feature set could not be written or read.

@@ -25,6 +25,8 @@ pub struct EnvState {
     pub(crate) window: std::sync::Mutex<HashMap<(String, u32, String), Window>>,
     /// Bounds on one request's size.
     pub limits: RequestLimits,
+    /// Where answered predictions are logged (unset: not logged).
+    pub(crate) log: std::sync::OnceLock<PredictionLog>,
 }
 
 /// Bounds on what one prediction request may ask for, checked before any work
@@ -84,7 +86,13 @@ impl EnvState {
             online: RwLock::new(None),
             window: std::sync::Mutex::new(HashMap::new()),
             limits,
+            log: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Logs this environment's predictions from now on (once).
+    pub fn set_log(&self, log: PredictionLog) {
+        let _ = self.log.set(log);
     }
 
     /// The version the desired state names under `name` (during a canary, the new one).

@@ -7,11 +7,14 @@
 //! APIs: `POST /v1/models/{name}:predict` with raw records, and the Open
 //! Inference Protocol v2 REST endpoints (`/v2/health/*`, `/v2/models/{name}`,
 //! `/v2/models/{name}/ready`, `/v2/models/{name}/infer`). A record that does not
-//! fit the model's input schema gets a 400 naming the field.
+//! fit the model's input schema gets a 400 naming the field. Every answered
+//! prediction gets an id (returned to the client) and is logged for the
+//! monitor ([`log`]).
 #![forbid(unsafe_code)]
 
 mod auth;
 mod env;
+pub mod log;
 mod oip;
 mod respond;
 mod slot;
@@ -24,7 +27,7 @@ pub use slot::{Served, Slot};
 
 // Every module sees the others' crate-visible items through `use crate::*`.
 #[allow(unused_imports)]
-use {auth::*, env::*, oip::*, respond::*, slot::*, v1::*, watch::*};
+use {auth::*, env::*, log::*, oip::*, respond::*, slot::*, v1::*, watch::*};
 
 use std::sync::Arc;
 
@@ -102,6 +105,14 @@ pub async fn run(ctx: Context, listeners: Listeners) -> Result<(), ServingError>
             RequestLimits::from_config(&ctx.config.serving),
         ));
         tasks.push(tokio::spawn(open_online(ctx.clone(), state.clone())));
+        if ctx.config.serving.log_predictions {
+            let (log, publisher) = log::open(&ctx, env, replica.clone());
+            state.set_log(log);
+            tasks.push(tokio::spawn(async move {
+                publisher.await;
+                Ok(())
+            }));
+        }
         let app = router(state.clone(), max_body, auth.clone())
             .merge(modelbus_core::ops::ops_router(ctx.readiness.clone()));
         let (shutdown, limits) = (ctx.shutdown.clone(), ctx.config.http.clone());

@@ -281,12 +281,18 @@ pub(crate) async fn v2_infer(
             { "name": "label", "shape": [n], "datatype": "BYTES", "data": labels },
         ],
     });
+    let ids: Vec<String> = answered.ids.iter().map(|i| i.to_string()).collect();
+    resp["parameters"] = serde_json::json!({ "prediction_ids": ids });
     if answered.split {
         let versions: Vec<u32> = answered.served_by.iter().map(|s| s.version).collect();
-        resp["parameters"] = serde_json::json!({ "model_versions": versions });
+        resp["parameters"]["model_versions"] = versions.into();
     }
-    if let Some(id) = id {
-        resp["id"] = id.into();
+    // The request's id is echoed; without one, a single row's response is
+    // identified by its prediction id.
+    match (id, ids.as_slice()) {
+        (Some(id), _) => resp["id"] = id.into(),
+        (None, [only]) => resp["id"] = only.clone().into(),
+        (None, _) => {}
     }
     Json(resp).into_response()
 }

@@ -112,6 +112,8 @@ pub(crate) fn observe(
 /// Predictions of one request, each with the version that answered it.
 pub(crate) struct Answered {
     pub(crate) predictions: Vec<modelbus_models::model::Prediction>,
+    /// Each prediction's id, in request order.
+    pub(crate) ids: Vec<uuid::Uuid>,
     pub(crate) served_by: Vec<Arc<Served>>,
     pub(crate) split: bool,
 }
@@ -153,6 +155,10 @@ pub(crate) async fn predict_split(
     let n: usize = groups.iter().map(|g| g.1.len()).sum();
     let mut predictions = vec![None; n];
     let mut served_by: Vec<Option<Arc<Served>>> = vec![None; n];
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| new_prediction_id()).collect();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
     for (served, idx, mut group) in groups {
         if let Err(resp) = env.resolve(&served, &mut group).await {
             observe(env, Some(&served), name, status_label(&resp), started, 0);
@@ -161,6 +167,34 @@ pub(crate) async fn predict_split(
         match served.predictor.predict_records(&group) {
             Ok(preds) => {
                 observe(env, Some(&served), name, "ok", started, preds.len());
+                let parsed = (
+                    modelbus_core::ids::ModelName::parse(&served.model),
+                    modelbus_core::ids::Sha256Digest::parse(&served.model_sha256),
+                );
+                if let (Some(log), (Ok(model), Ok(sha))) = (env.log.get(), parsed) {
+                    let entity_column = &served.predictor.artifact().input.entity_column;
+                    for ((j, p), rec) in idx.iter().zip(&preds).zip(group) {
+                        if !log.wants(&ids[*j]) {
+                            continue;
+                        }
+                        let entity = match rec.get(entity_column) {
+                            Some(Value::String(s)) => Some(s.clone()),
+                            Some(Value::Number(n)) => Some(n.to_string()),
+                            _ => None,
+                        };
+                        log.push(modelbus_core::events::PredictionRecord {
+                            prediction_id: ids[*j].to_string(),
+                            time: now.clone(),
+                            model: model.clone(),
+                            version: served.version,
+                            model_sha256: sha.clone(),
+                            entity,
+                            input: rec,
+                            probability: p.probability,
+                            label: p.label.clone(),
+                        });
+                    }
+                }
                 for (j, p) in idx.iter().zip(preds) {
                     predictions[*j] = Some(p);
                     served_by[*j] = Some(served.clone());
@@ -176,6 +210,7 @@ pub(crate) async fn predict_split(
     }
     Ok(Answered {
         predictions: predictions.into_iter().flatten().collect(),
+        ids,
         served_by: served_by.into_iter().flatten().collect(),
         split: slot.is_split(),
     })

@@ -97,7 +97,16 @@ pub(crate) async fn predict_v1(
         "model": slot.current.model,
         "model_version": version,
         "model_sha256": sha,
-        "predictions": answered.predictions,
+        "predictions": answered
+            .predictions
+            .iter()
+            .zip(&answered.ids)
+            .map(|(p, id)| serde_json::json!({
+                "probability": p.probability,
+                "label": p.label,
+                "prediction_id": id.to_string(),
+            }))
+            .collect::<Vec<_>>(),
     });
     if answered.split {
         out["model_versions"] = answered.served_by.iter().map(|s| s.version).collect();

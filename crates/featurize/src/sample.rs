@@ -1,0 +1,357 @@
+//! The raw value of every feature, as the model's inputs saw it before
+//! imputation or encoding: input columns as read, derived features evaluated.
+//! This is what the training reference summarises (`FeatureStatistics`, drift
+//! references) and what drift compares a live window with.
+
+use std::collections::BTreeMap;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use modelbus_dataset::expr::{Expr, Value};
+use modelbus_dataset::schema::ColumnType;
+use modelbus_dataset::spec::DatasetSpec;
+use modelbus_dataset::table::{Chunk, CsvChunks, TableError};
+use serde::{Deserialize, Serialize};
+
+use crate::features::{Cell, ColumnTransform, FeaturePlan, FeatureTransform, cell};
+
+/// Whether a feature is compared as numbers or as categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// Numbers (integers, floats, booleans as 0/1, derived features).
+    Numeric,
+    /// Categories (text).
+    Categorical,
+}
+
+/// The values one feature took over some rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureSample {
+    /// Numbers, in arrival order (not sorted), without nulls.
+    Numeric {
+        /// The non-null values.
+        values: Vec<f64>,
+        /// Rows whose value was null (or not a finite number).
+        nulls: u64,
+    },
+    /// Categories with their counts.
+    Categorical {
+        /// Rows per category.
+        counts: BTreeMap<String, u64>,
+        /// Rows whose value was null.
+        nulls: u64,
+    },
+}
+
+impl FeatureSample {
+    /// An empty sample of a kind.
+    pub fn empty(kind: FeatureKind) -> Self {
+        match kind {
+            FeatureKind::Numeric => FeatureSample::Numeric {
+                values: Vec::new(),
+                nulls: 0,
+            },
+            FeatureKind::Categorical => FeatureSample::Categorical {
+                counts: BTreeMap::new(),
+                nulls: 0,
+            },
+        }
+    }
+
+    /// Rows with a value.
+    pub fn non_null(&self) -> u64 {
+        match self {
+            FeatureSample::Numeric { values, .. } => values.len() as u64,
+            FeatureSample::Categorical { counts, .. } => counts.values().sum(),
+        }
+    }
+
+    /// Rows without one.
+    pub fn nulls(&self) -> u64 {
+        match self {
+            FeatureSample::Numeric { nulls, .. } | FeatureSample::Categorical { nulls, .. } => {
+                *nulls
+            }
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> FeatureKind {
+        match self {
+            FeatureSample::Numeric { .. } => FeatureKind::Numeric,
+            FeatureSample::Categorical { .. } => FeatureKind::Categorical,
+        }
+    }
+}
+
+/// Where a feature's value comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// An input cell, read as a number or a category.
+    Input(usize),
+    /// An expression over input cells.
+    Expr(Box<Expr>, Vec<usize>),
+}
+
+/// One feature a sampler collects.
+#[derive(Debug, Clone)]
+pub struct SampledFeature {
+    /// Its name.
+    pub name: String,
+    /// Compared as numbers or categories.
+    pub kind: FeatureKind,
+    source: Source,
+}
+
+/// Collects [`FeatureSample`]s of a set of features row by row: from Arrow
+/// chunks of a CSV, or from cells of any other source (a logged record).
+#[derive(Debug, Clone)]
+pub struct FeatureSampler {
+    /// The input columns read, in the order cells are given.
+    pub inputs: Vec<String>,
+    features: Vec<SampledFeature>,
+    samples: Vec<FeatureSample>,
+    rows: u64,
+}
+
+/// The kind a column of type `ty` is compared as.
+pub fn kind_of(ty: ColumnType) -> FeatureKind {
+    match ty {
+        ColumnType::String => FeatureKind::Categorical,
+        ColumnType::Int | ColumnType::Float | ColumnType::Bool => FeatureKind::Numeric,
+    }
+}
+
+impl FeatureSampler {
+    fn with(inputs: Vec<String>, features: Vec<SampledFeature>) -> Self {
+        let samples = features
+            .iter()
+            .map(|f| FeatureSample::empty(f.kind))
+            .collect();
+        Self {
+            inputs,
+            features,
+            samples,
+            rows: 0,
+        }
+    }
+
+    /// Every feature of a spec's plan: its feature columns and its derived
+    /// features (so no fitted transform is needed, as for two CSV files).
+    pub fn from_plan(plan: &FeaturePlan) -> Self {
+        let mut inputs: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
+        let mut features: Vec<SampledFeature> = plan
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| SampledFeature {
+                name: c.name.clone(),
+                kind: kind_of(c.ty),
+                source: Source::Input(i),
+            })
+            .collect();
+        for d in &plan.derived {
+            let mut idx = Vec::new();
+            for v in d.expr.columns() {
+                let i = match inputs.iter().position(|n| n == v) {
+                    Some(i) => i,
+                    None => {
+                        inputs.push(v.to_string());
+                        inputs.len() - 1
+                    }
+                };
+                idx.push(i);
+            }
+            features.push(SampledFeature {
+                name: d.name.clone(),
+                kind: FeatureKind::Numeric,
+                source: Source::Expr(Box::new(d.expr.clone()), idx),
+            });
+        }
+        Self::with(inputs, features)
+    }
+
+    /// Every feature of a fitted transform (what a served model reads).
+    pub fn from_transform(t: &FeatureTransform) -> Self {
+        let index = |n: &str| t.inputs.iter().position(|i| i == n);
+        let features = t
+            .columns
+            .iter()
+            .filter_map(|c| {
+                let (kind, source) = match c {
+                    ColumnTransform::OneHot { column, .. } => {
+                        (FeatureKind::Categorical, Source::Input(index(column)?))
+                    }
+                    ColumnTransform::Numeric { column, .. }
+                    | ColumnTransform::Bool { column, .. } => {
+                        (FeatureKind::Numeric, Source::Input(index(column)?))
+                    }
+                    ColumnTransform::Derived { expr, .. } => {
+                        let e = Expr::parse(expr).ok()?;
+                        let idx = e
+                            .columns()
+                            .iter()
+                            .map(|v| index(v))
+                            .collect::<Option<Vec<usize>>>()?;
+                        (FeatureKind::Numeric, Source::Expr(Box::new(e), idx))
+                    }
+                };
+                Some(SampledFeature {
+                    name: c.name().to_string(),
+                    kind,
+                    source,
+                })
+            })
+            .collect();
+        Self::with(t.inputs.clone(), features)
+    }
+
+    /// Adds one more input column sampled as itself (the target of two CSV
+    /// files, the prediction of logged records); only before any row is added.
+    pub fn add_column(&mut self, name: &str, kind: FeatureKind) {
+        debug_assert_eq!(self.rows, 0, "columns are added before rows");
+        let i = match self.inputs.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.inputs.push(name.to_string());
+                self.inputs.len() - 1
+            }
+        };
+        self.features.push(SampledFeature {
+            name: name.to_string(),
+            kind,
+            source: Source::Input(i),
+        });
+        self.samples.push(FeatureSample::empty(kind));
+    }
+
+    /// The features collected, in order.
+    pub fn features(&self) -> &[SampledFeature] {
+        &self.features
+    }
+
+    /// Rows seen.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Adds one row: `cells` holds one cell per input, in [`Self::inputs`] order.
+    pub fn add_cells(&mut self, cells: &[Cell<'_>]) {
+        self.rows += 1;
+        for (f, s) in self.features.iter().zip(self.samples.iter_mut()) {
+            match (&f.source, s) {
+                (Source::Input(j), FeatureSample::Categorical { counts, nulls }) => {
+                    match cells.get(*j) {
+                        // Text is looked up before it is copied: most rows repeat a category.
+                        Some(Cell::Text(t)) => match counts.get_mut(*t) {
+                            Some(n) => *n += 1,
+                            None => {
+                                counts.insert((*t).to_string(), 1);
+                            }
+                        },
+                        other => match other.and_then(category) {
+                            Some(c) => *counts.entry(c).or_default() += 1,
+                            None => *nulls += 1,
+                        },
+                    }
+                }
+                (Source::Input(j), FeatureSample::Numeric { values, nulls }) => {
+                    match cells.get(*j).and_then(numeric) {
+                        Some(v) => values.push(v),
+                        None => *nulls += 1,
+                    }
+                }
+                (Source::Expr(e, idx), FeatureSample::Numeric { values, nulls }) => {
+                    let v = e.eval(&|m| {
+                        idx.get(m)
+                            .and_then(|i| cells.get(*i))
+                            .map(Cell::value)
+                            .unwrap_or(Value::Null)
+                    });
+                    if v.is_finite() {
+                        values.push(v)
+                    } else {
+                        *nulls += 1
+                    }
+                }
+                (Source::Expr(..), FeatureSample::Categorical { nulls, .. }) => *nulls += 1,
+            }
+        }
+    }
+
+    /// Adds every row of a chunk; `column_index` maps an input name to its
+    /// column in the chunk (an input missing from the chunk reads as null).
+    pub fn add_chunk(&mut self, chunk: &Chunk, column_index: &dyn Fn(&str) -> Option<usize>) {
+        let idx: Vec<Option<usize>> = self.inputs.iter().map(|c| column_index(c)).collect();
+        let mut cells = Vec::with_capacity(idx.len());
+        for i in 0..chunk.batch.num_rows() {
+            cells.clear();
+            cells.extend(
+                idx.iter()
+                    .map(|ci| ci.map(|ci| cell(chunk, ci, i)).unwrap_or(Cell::Null)),
+            );
+            self.add_cells(&cells);
+        }
+    }
+
+    /// The samples, one per feature in [`Self::features`] order.
+    pub fn finish(self) -> (u64, Vec<(SampledFeature, FeatureSample)>) {
+        (
+            self.rows,
+            self.features.into_iter().zip(self.samples).collect(),
+        )
+    }
+}
+
+/// Text of a cell used as a category (numbers as written, integers without a
+/// fraction, booleans as `true`/`false`).
+pub fn category(c: &Cell<'_>) -> Option<String> {
+    match c {
+        Cell::Text(s) => Some((*s).to_string()),
+        Cell::Num(v) => Some(if v.fract() == 0.0 {
+            format!("{}", *v as i64)
+        } else {
+            v.to_string()
+        }),
+        Cell::Bool(b) => Some(b.to_string()),
+        Cell::Null => None,
+    }
+}
+
+/// A cell as a finite number (booleans as 0/1, numeric text parsed).
+pub fn numeric(c: &Cell<'_>) -> Option<f64> {
+    match c {
+        Cell::Num(v) if v.is_finite() => Some(*v),
+        Cell::Bool(b) => Some(f64::from(u8::from(*b))),
+        Cell::Text(s) => s.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
+        _ => None,
+    }
+}
+
+/// Reads a CSV file with a spec and samples every feature of the spec's plan
+/// (input columns and derived features) and the target (target drift, as
+/// Evidently's preset includes it): the rows read and one sample per column. Cells that do not parse as their column's type count as nulls;
+/// a file whose header does not fit the spec, or that is not CSV, is an error.
+pub fn sample_csv<R: Read>(
+    input: R,
+    spec: Arc<DatasetSpec>,
+) -> Result<(u64, Vec<(String, FeatureSample)>), TableError> {
+    let plan = FeaturePlan::from_spec(&spec);
+    let mut sampler = FeatureSampler::from_plan(&plan);
+    if let Some(t) = spec.column(&spec.target.column) {
+        sampler.add_column(&t.name, kind_of(t.ty));
+    }
+    let names: Vec<String> = spec.columns.iter().map(|c| c.name.clone()).collect();
+    let index = |n: &str| names.iter().position(|c| c == n);
+    let mut reader = CsvChunks::new(input, spec, 65_536)?;
+    while let Some(chunk) = reader.next_chunk()? {
+        sampler.add_chunk(&chunk, &index);
+    }
+    let (rows, samples) = sampler.finish();
+    Ok((
+        rows,
+        samples.into_iter().map(|(f, s)| (f.name, s)).collect(),
+    ))
+}

@@ -1,0 +1,264 @@
+//! The prediction log: every answered prediction becomes a
+//! [`PredictionRecord`], batched by count, size and time into
+//! `inference.logged` events on the `MODELBUS_INFERENCE` stream for the
+//! monitor.
+//!
+//! A request never waits for the log: records go into a bounded queue
+//! (`serving.log_buffer_records`) with `try_send`, and a record that finds it
+//! full is dropped and counted (`modelbus_serving_log_dropped_total`; the next
+//! batch says how many in `dropped_before`). Sampling (`serving.log_sample_rate`)
+//! is decided by the prediction id alone: its last 62 bits (random in a UUIDv7)
+//! as a fraction of 2^62, logged when below the rate, so anyone holding an id
+//! can tell whether it was logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use modelbus_core::Context;
+use modelbus_core::events::{Envelope, InferenceLogged, PredictionRecord};
+use modelbus_core::ids::Environment;
+use tokio::sync::mpsc;
+
+use crate::SOURCE;
+
+/// A new prediction id (UUIDv7: time-ordered, 62 random bits).
+pub fn new_prediction_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
+/// Whether the prediction with this id is logged at `rate`.
+pub fn sampled(id: &uuid::Uuid, rate: f64) -> bool {
+    if rate >= 1.0 {
+        return true;
+    }
+    let bits =
+        u64::from_be_bytes(id.as_bytes()[8..16].try_into().unwrap_or([0; 8])) & ((1u64 << 62) - 1);
+    (bits as f64) / ((1u64 << 62) as f64) < rate
+}
+
+/// One environment's handle on the log (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct PredictionLog {
+    tx: mpsc::Sender<PredictionRecord>,
+    sample_rate: f64,
+    dropped: Arc<AtomicU64>,
+    environment: Environment,
+}
+
+impl PredictionLog {
+    /// Whether the prediction with this id is logged.
+    pub fn wants(&self, id: &uuid::Uuid) -> bool {
+        sampled(id, self.sample_rate)
+    }
+
+    /// Queues a record without waiting; a full queue drops it, counted.
+    pub fn push(&self, record: PredictionRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("modelbus_serving_log_dropped_total", "environment" => self.environment.as_str())
+                .increment(1);
+        }
+    }
+}
+
+/// Counts the bytes serde would write, without keeping them.
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn size_of(record: &PredictionRecord) -> usize {
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, record);
+    c.0 + 1
+}
+
+/// Opens the log of one environment: the handle requests push to, and the
+/// task that publishes batches until shutdown (then flushes what it holds).
+pub fn open(
+    ctx: &Context,
+    environment: Environment,
+    replica: String,
+) -> (PredictionLog, impl std::future::Future<Output = ()> + use<>) {
+    let c = &ctx.config.serving;
+    let (tx, rx) = mpsc::channel(c.log_buffer_records);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let log = PredictionLog {
+        tx,
+        sample_rate: c.log_sample_rate,
+        dropped: dropped.clone(),
+        environment,
+    };
+    let task = publish(ctx.clone(), rx, environment, replica, dropped);
+    (log, task)
+}
+
+async fn publish(
+    ctx: Context,
+    mut rx: mpsc::Receiver<PredictionRecord>,
+    environment: Environment,
+    replica: String,
+    dropped: Arc<AtomicU64>,
+) {
+    let c = ctx.config.serving.clone();
+    if let Err(e) = ctx
+        .bus
+        .ensure_inference_stream(c.log_max_age, c.log_max_bytes)
+        .await
+    {
+        tracing::error!(error = %e, "cannot create the prediction-log stream; predictions are not logged");
+    }
+    let mut batch: Vec<PredictionRecord> = Vec::with_capacity(c.log_batch_records);
+    let mut bytes = 0usize;
+    let mut closed = false;
+    while !closed {
+        // Wait for the first record, then fill the batch until it is full or
+        // the flush interval has passed since that first record.
+        let first = tokio::select! {
+            _ = ctx.shutdown.cancelled() => None,
+            r = rx.recv() => r,
+        };
+        let Some(first) = first else {
+            rx.close();
+            while let Ok(r) = rx.try_recv() {
+                batch.push(r);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            flush(&ctx, environment, &replica, &dropped, &mut batch).await;
+            break;
+        };
+        bytes += size_of(&first);
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + c.log_flush_interval;
+        while batch.len() < c.log_batch_records && bytes < c.log_batch_bytes {
+            let next = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                r = rx.recv() => r,
+            };
+            match next {
+                Some(r) => {
+                    bytes += size_of(&r);
+                    batch.push(r);
+                }
+                None => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        flush(&ctx, environment, &replica, &dropped, &mut batch).await;
+        bytes = 0;
+    }
+}
+
+/// Publishes one batch, retrying a few times; a batch that still cannot be
+/// stored is counted as dropped (the queue keeps absorbing requests meanwhile).
+async fn flush(
+    ctx: &Context,
+    environment: Environment,
+    replica: &str,
+    dropped: &AtomicU64,
+    batch: &mut Vec<PredictionRecord>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let records = std::mem::take(batch);
+    let n = records.len() as u64;
+    let key = format!(
+        "log/{environment}/{replica}/{}",
+        records
+            .first()
+            .map(|r| r.prediction_id.as_str())
+            .unwrap_or("")
+    );
+    let e = Envelope::new(
+        SOURCE,
+        &key,
+        InferenceLogged {
+            environment,
+            replica: replica.to_string(),
+            records,
+            dropped_before: dropped.swap(0, Ordering::Relaxed),
+        },
+    );
+    for attempt in 0..3u32 {
+        match ctx.bus.publish(&e).await {
+            Ok(_) => {
+                metrics::counter!("modelbus_serving_logged_total", "environment" => environment.as_str())
+                    .increment(n);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, attempt, "cannot publish inference.logged; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+    tracing::error!(
+        records = n,
+        "gave up publishing a batch of logged predictions"
+    );
+    dropped.fetch_add(n, Ordering::Relaxed);
+    metrics::counter!("modelbus_serving_log_dropped_total", "environment" => environment.as_str())
+        .increment(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_without_blocking() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let log = PredictionLog {
+            tx,
+            sample_rate: 1.0,
+            dropped: Arc::new(AtomicU64::new(0)),
+            environment: Environment::Production,
+        };
+        let rec = |i: u32| PredictionRecord {
+            prediction_id: format!("p{i}"),
+            time: "2026-12-03T00:00:00Z".into(),
+            model: modelbus_core::ids::ModelName::parse("m").unwrap(),
+            version: 1,
+            model_sha256: modelbus_core::ids::Sha256Digest::of(b"m"),
+            entity: None,
+            input: serde_json::Map::new(),
+            probability: 0.5,
+            label: "Yes".into(),
+        };
+        for i in 0..5 {
+            log.push(rec(i));
+        }
+        assert_eq!(log.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(rx.try_recv().unwrap().prediction_id, "p0");
+        assert_eq!(rx.try_recv().unwrap().prediction_id, "p1");
+        assert!(rx.try_recv().is_err());
+        assert!(size_of(&rec(0)) > 100);
+    }
+
+    #[test]
+    fn sampling_is_decided_by_the_id_alone_and_matches_the_rate() {
+        let ids: Vec<uuid::Uuid> = (0..20_000).map(|_| new_prediction_id()).collect();
+        let kept = ids.iter().filter(|i| sampled(i, 0.25)).count();
+        assert!((4_500..5_500).contains(&kept), "{kept} of 20000 at 0.25");
+        for id in &ids[..100] {
+            assert_eq!(sampled(id, 0.25), sampled(id, 0.25));
+            assert!(sampled(id, 1.0));
+            assert!(!sampled(id, 0.0));
+        }
+        // A smaller rate keeps a subset of what a larger one keeps.
+        assert!(ids.iter().all(|i| !sampled(i, 0.1) || sampled(i, 0.5)));
+    }
+}
