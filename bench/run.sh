@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark `modelbus bench validate` / `modelbus bench train` against the
-# Python anchors (Great Expectations 1.x, pandera, LightGBM, scikit-learn).
+# Python anchors (Great Expectations 1.x, pandera, LightGBM, scikit-learn), or
+# with --drift, `modelbus bench monitor` against Evidently 0.7 (DataDriftPreset)
+# on two 500,000-row Telco-shaped files (the second one shifted).
 #
-#   bench/run.sh [--skip-anchors] [--skip-build] [--telco-only]
+#   bench/run.sh [--skip-anchors] [--skip-build] [--telco-only] [--drift]
 #
 # Environment: ANCHOR_RUNS (default 3; GE takes ~20 s per run on the 1M-row
 # file), MODELBUS_RUNS (default 5), ROWS (default 1000000), SEED (default 42).
@@ -15,11 +17,13 @@ cd "$ROOT"
 SKIP_ANCHORS=0
 SKIP_BUILD=0
 TELCO_ONLY=0
+DRIFT=0
 for arg in "$@"; do
   case "$arg" in
     --skip-anchors) SKIP_ANCHORS=1 ;;
     --skip-build) SKIP_BUILD=1 ;;
     --telco-only) TELCO_ONLY=1 ;;
+    --drift) DRIFT=1 ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
@@ -42,6 +46,45 @@ BENCH_SPEC="$OUT/telco-bench.toml"
 
 mkdir -p "$OUT"
 log() { printf '\n==> %s\n' "$*" >&2; }
+
+# --- drift: modelbus vs Evidently on the same two files ---------------------
+if [[ "$DRIFT" == 1 ]]; then
+  DVENV="bench/.venv-drift"
+  DPY="$DVENV/bin/python"
+  dreq="$(sha256sum bench/requirements-drift.txt | cut -d' ' -f1)"
+  if [[ ! -x "$DPY" || ! -f "$DVENV/.requirements.sha256" || "$(cat "$DVENV/.requirements.sha256")" != "$dreq" ]]; then
+    log "creating $DVENV from bench/requirements-drift.txt"
+    python3 -m venv "$DVENV"
+    "$DPY" -m pip install --quiet --upgrade pip
+    "$DPY" -m pip install --quiet -r bench/requirements-drift.txt
+    echo "$dreq" > "$DVENV/.requirements.sha256"
+  fi
+  if [[ "$SKIP_BUILD" == 0 ]]; then
+    log "cargo build --release -p modelbus-cli"
+    PATH="$ROOT/.tools/bin:$PATH" CARGO_BUILD_JOBS=2 cargo build --release -p modelbus-cli
+  fi
+  DROWS="${DRIFT_ROWS:-500000}"
+  REF="$OUT/drift-reference-$DROWS.csv"
+  CUR="$OUT/drift-current-$DROWS.csv"
+  log "modelbus bench monitor ($DROWS vs $DROWS rows, $MODELBUS_RUNS runs)"
+  "$MB" bench monitor --reference "$REF" --current "$CUR" --rows "$DROWS" --runs "$MODELBUS_RUNS" --json > "$OUT/modelbus-drift.json"
+  : > "$OUT/evidently-drift.jsonl"
+  if [[ "$SKIP_ANCHORS" == 0 ]]; then
+    for i in $(seq "$ANCHOR_RUNS"); do
+      log "Evidently DataDriftPreset, run $i of $ANCHOR_RUNS"
+      "$DPY" bench/drift_anchor.py "$BASE_SPEC" "$REF" "$CUR" >> "$OUT/evidently-drift.jsonl"
+    done
+  fi
+  # The median Evidently run (by total seconds) is the one compared.
+  "$DPY" - "$OUT/evidently-drift.jsonl" > "$OUT/evidently-drift.json" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs.sort(key=lambda r: r["seconds"])
+print(json.dumps(runs[len(runs) // 2] if runs else {"columns": {}}))
+PY
+  python3 bench/compare_drift.py "$OUT/modelbus-drift.json" "$OUT/evidently-drift.json" | tee "$OUT/compare-drift.txt"
+  exit "${PIPESTATUS[0]}"
+fi
 
 # --- Python venv with the pinned anchors (idempotent) -----------------------
 req_hash="$(sha256sum bench/requirements.txt | cut -d' ' -f1)"

@@ -184,6 +184,13 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
 /// total charges recomputed from tenure, everything else as sampled. The same
 /// seed gives the same bytes.
 pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64> {
+    generate_with(telco, rows, seed, out, false)
+}
+
+/// [`generate`], optionally shifted the way the drift benchmark and the demo
+/// shift live traffic: monthly charges × 1.10 + 5 (total charges follow) and
+/// one contract in five switched to "Two year".
+pub fn generate_with(telco: &Path, rows: usize, seed: u64, out: &Path, shift: bool) -> Result<u64> {
     use rand::{Rng, SeedableRng};
     use std::io::Write;
     let text = std::fs::read_to_string(telco)
@@ -196,11 +203,12 @@ pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64>
             .position(|c| *c == name)
             .with_context(|| format!("no column {name}"))
     };
-    let (id, tenure, monthly, total) = (
+    let (id, tenure, monthly, total, contract) = (
         idx("customerID")?,
         idx("tenure")?,
         idx("MonthlyCharges")?,
         idx("TotalCharges")?,
+        idx("Contract")?,
     );
     let source: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     if source.is_empty() {
@@ -213,8 +221,12 @@ pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64>
     for i in 0..rows {
         let r = &source[rng.random_range(0..source.len())];
         let t: f64 = r[tenure].parse().unwrap_or(0.0);
-        let m: f64 = (r[monthly].parse::<f64>().unwrap_or(50.0) + rng.random_range(-3.0..3.0))
+        let mut m: f64 = (r[monthly].parse::<f64>().unwrap_or(50.0) + rng.random_range(-3.0..3.0))
             .clamp(18.0, 120.0);
+        let two_year = shift && rng.random_range(0..5) == 0;
+        if shift {
+            m = m * 1.10 + 5.0;
+        }
         line.clear();
         for (j, field) in r.iter().enumerate() {
             if j > 0 {
@@ -225,6 +237,8 @@ pub fn generate(telco: &Path, rows: usize, seed: u64, out: &Path) -> Result<u64>
                 line.push_str(&format!("{i:07}-{suffix}"));
             } else if j == monthly {
                 line.push_str(&format!("{m:.2}"));
+            } else if j == contract && two_year {
+                line.push_str("Two year");
             } else if j == total {
                 if t == 0.0 {
                     line.push(' ');
@@ -326,12 +340,12 @@ pub fn monitor(
     json: bool,
 ) -> Result<()> {
     let telco = Path::new("data/telco-churn/telco_customer_churn.csv");
-    for (file, seed) in [(reference, 1), (current, 2)] {
+    for (file, seed, shift) in [(reference, 1, false), (current, 2, true)] {
         if !file.exists() {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let bytes = generate(telco, rows, seed, file)?;
+            let bytes = generate_with(telco, rows, seed, file, shift)?;
             eprintln!("wrote {rows} rows ({bytes} bytes) to {}", file.display());
         }
     }

@@ -306,6 +306,21 @@ impl Client {
             .await
     }
 
+    /// A model's latest monitoring windows (newest first), of one environment or all.
+    pub async fn windows(
+        &self,
+        model: &str,
+        environment: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<modelbus_core::events::MonitorWindowClosed>> {
+        let mut path = format!("/v1/models/{model}/windows?limit={limit}");
+        if let Some(e) = environment {
+            path.push_str(&format!("&environment={}", urlencode(e)));
+        }
+        let what = format!("GET {path}");
+        list(self.get_json(&path).await?, "windows", &what)
+    }
+
     /// A model's deployment timeline in every environment, oldest first.
     pub async fn deployments(&self, model: &str) -> Result<Vec<DeploymentEvent>> {
         let path = format!("/v1/models/{model}/deployments");

@@ -27,7 +27,12 @@ enum Invocation {
 /// does not parse.
 fn parse() -> Invocation {
     let matches = commands::command().get_matches();
-    let parsed = match matches.subcommand_name().and_then(platform::service_named) {
+    // A service's subcommand, unless it is a command group given one of its
+    // own subcommands (`modelbus monitor status`).
+    let service = matches.subcommand().and_then(|(name, sub)| {
+        platform::service_named(name).filter(|_| sub.subcommand_name().is_none())
+    });
+    let parsed = match service {
         Some(service) => {
             Globals::from_arg_matches(&matches).map(|g| Invocation::Service(service, g))
         }

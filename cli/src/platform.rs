@@ -167,6 +167,13 @@ services! {
             };
             Ok(modelbus_serving::run(ctx, listeners).await?)
         });
+    /// Drift of live traffic against the training reference.
+    Monitor = "monitor", "Runs the monitor alone",
+        ["monitor.ops_addr" => monitor.ops_addr],
+        |ctx, l| Box::pin(async move {
+            let l = next(&mut l.into_iter(), "monitor")?;
+            Ok(modelbus_monitor::run(ctx, l).await?)
+        });
 }
 
 /// The service named `name` (a `modelbus` subcommand), if there is one.

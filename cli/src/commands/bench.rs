@@ -75,7 +75,8 @@ pub enum BenchCmd {
     },
     /// Drift speed and memory: two Telco-shaped files compared column by column
     /// (CSV parsing included), as `modelbus drift` does; the files are generated
-    /// (seeds 1 and 2) when missing.
+    /// when missing (seed 1, and seed 2 shifted: monthly charges × 1.10 + 5, one
+    /// contract in five "Two year").
     Monitor {
         /// Reference CSV.
         #[arg(long, default_value = "bench/out/drift-reference.csv")]

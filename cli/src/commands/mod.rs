@@ -28,6 +28,7 @@ pub mod drift;
 pub mod evidence;
 pub mod keygen;
 pub mod models;
+pub mod monitor;
 pub mod policies;
 pub mod rollback;
 pub mod runs;
@@ -115,6 +116,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
+    /// Runs the monitor alone; `monitor status` shows what it saw of live traffic.
+    Monitor {
+        /// Its subcommand (none runs the monitor service).
+        #[command(subcommand)]
+        cmd: Option<monitor::MonitorCmd>,
+    },
     /// Writes the JSON Schema of every event payload.
     Schemas(schemas::SchemasArgs),
     /// Prints the effective configuration with secrets masked.
@@ -183,6 +190,11 @@ impl Cmd {
             Cmd::Datasets { cmd } => cmd.run(client).await,
             Cmd::Runs { cmd } => cmd.run(client).await,
             Cmd::Models { cmd } => cmd.run(client).await,
+            Cmd::Monitor { cmd: Some(cmd) } => cmd.run(client).await,
+            // Dispatched as the service before the command line is derived.
+            Cmd::Monitor { cmd: None } => {
+                anyhow::bail!("`modelbus monitor` without a subcommand runs the monitor service")
+            }
             Cmd::Schemas(a) => a.run(),
             Cmd::Config => Ok(config::run(&config)),
             Cmd::Bench { cmd } => cmd.run(config).await,
@@ -221,6 +233,12 @@ pub fn command() -> clap::Command {
         }
     });
     for (i, spec) in SERVICES.iter().enumerate() {
+        // A service whose name is also a command group (`monitor status`) is
+        // that group run without a subcommand.
+        if cmd.find_subcommand(spec.name).is_some() {
+            cmd = cmd.mut_subcommand(spec.name, |c| c.display_order(up + 1 + i));
+            continue;
+        }
         cmd = cmd.subcommand(
             clap::Command::new(spec.name)
                 .about(spec.about)
@@ -275,6 +293,26 @@ mod tests {
         expected.extend(SERVICES.iter().map(|s| s.name));
         expected.push("submit");
         assert_eq!(names[..expected.len()], expected[..], "{help}");
+    }
+
+    #[test]
+    fn monitor_alone_is_the_service_and_with_a_subcommand_a_command() {
+        let m = command()
+            .try_get_matches_from(["modelbus", "monitor"])
+            .unwrap();
+        let (name, sub) = m.subcommand().unwrap();
+        assert_eq!(name, "monitor");
+        assert!(sub.subcommand_name().is_none());
+        assert_eq!(
+            crate::platform::service_named(name),
+            Some(crate::platform::Service::Monitor)
+        );
+        let m = command()
+            .try_get_matches_from(["modelbus", "monitor", "status", "--model", "m"])
+            .unwrap();
+        assert_eq!(m.subcommand().unwrap().1.subcommand_name(), Some("status"));
+        use clap::FromArgMatches as _;
+        assert!(Cli::from_arg_matches(&m).is_ok());
     }
 
     #[test]

@@ -1210,6 +1210,7 @@ async fn configured_service_tokens_are_registered_each_with_its_own_role() {
                 ServiceIdentity::Features => c.auth.features_token = r,
                 ServiceIdentity::Trainer => c.auth.trainer_token = r,
                 ServiceIdentity::Serving => c.auth.serving_token = r,
+                ServiceIdentity::Monitor => c.auth.monitor_token = r,
             }
         }
     })

@@ -127,3 +127,176 @@ async fn sampling_at_zero_logs_nothing_but_still_answers_with_ids() {
     let batches = logged(&t, 1, Duration::from_secs(1)).await;
     assert!(batches.is_empty(), "{batches:#?}");
 }
+
+/// Predicts `records` on staging, in one request.
+async fn predict(t: &TestPlatform, records: &[Value]) {
+    let r = t
+        .http
+        .post(format!("{}/v1/models/telco-churn:predict", t.staging()))
+        .json(&serde_json::json!({ "instances": records }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+/// Waits until the registry holds `n` windows of the model.
+async fn windows(t: &TestPlatform, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = t
+            .client
+            .get_json("/v1/models/telco-churn/windows?environment=staging")
+            .await
+            .unwrap();
+        let list = w["windows"].as_array().cloned().unwrap_or_default();
+        if list.len() >= n || tokio::time::Instant::now() > deadline {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn live_traffic_is_compared_with_the_training_reference(db: Db) {
+    let t = TestPlatform::start_with(db, |c| {
+        c.serving.log_flush_interval = Duration::from_millis(50);
+        c.monitor.window_rows = 500;
+        c.monitor.window_duration = Duration::from_secs(600);
+    })
+    .await;
+    t.deploy_telco().await;
+    let records = telco_records(1000);
+    // A window as the training rows were: no drift, no decision.
+    predict(&t, &records[..500]).await;
+    let first = windows(&t, 1).await;
+    assert_eq!(first.len(), 1, "{first:#?}");
+    let w = &first[0];
+    assert_eq!(w["rows"], 500);
+    assert_eq!(w["closed_by"], "rows");
+    assert_eq!(w["version"], 1);
+    assert!(w["decisions"].as_array().unwrap().is_empty(), "{w:#}");
+    assert!(w["drifted_columns"].as_array().unwrap().is_empty(), "{w:#}");
+    assert!(
+        w["scores"]["MonthlyCharges"].as_f64().unwrap() < 0.1,
+        "{w:#}"
+    );
+    assert!(
+        w["scores"].get("@probability").is_some(),
+        "prediction drift is measured"
+    );
+
+    // The same customers with monthly charges × 1.10 + 5 and a third of the
+    // contracts switched to two years.
+    let shifted: Vec<Value> = records[500..]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            let m: f64 = r["MonthlyCharges"].as_str().unwrap().parse().unwrap();
+            r["MonthlyCharges"] = Value::String(format!("{:.2}", m * 1.10 + 5.0));
+            if i % 3 == 0 {
+                r["Contract"] = Value::String("Two year".into());
+            }
+            r
+        })
+        .collect();
+    predict(&t, &shifted).await;
+    let both = windows(&t, 2).await;
+    assert_eq!(both.len(), 2, "{both:#?}");
+    let w = &both[0];
+    let drifted: Vec<&str> = w["drifted_columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(drifted.contains(&"MonthlyCharges"), "{w:#}");
+    assert!(drifted.contains(&"Contract"), "{w:#}");
+    let reasons: Vec<&str> = w["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("feature drift") && r.contains("MonthlyCharges")),
+        "{reasons:?}"
+    );
+
+    // The report and its page are served; the decision is in the audit chain.
+    let report = t
+        .client
+        .get_json(&format!(
+            "/v1/reports/{}",
+            w["report_sha256"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    let col = report["drift"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == "MonthlyCharges")
+        .unwrap()
+        .clone();
+    assert_eq!(col["method"], "wasserstein");
+    assert_eq!(col["threshold"], 0.1);
+    assert!(col["drifted"].as_bool().unwrap());
+    let page = t
+        .http
+        .get(format!(
+            "{}/v1/windows/pages/{}",
+            t.config.registry_http_url(),
+            w["html_sha256"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert!(page.text().await.unwrap().contains("MonthlyCharges"));
+    // Any other digest is not served as a page.
+    let other = t
+        .http
+        .get(format!(
+            "{}/v1/windows/pages/{}",
+            t.config.registry_http_url(),
+            w["report_sha256"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    let audit = t.client.audit_all().await.unwrap();
+    let decision = audit
+        .iter()
+        .find(|e| e.action == "monitoring.drift_detected")
+        .expect("the drift decision is audited");
+    assert_eq!(decision.subject, "model/telco-churn/v1");
+    // And the CLI shows it.
+    let (code, out, err) =
+        crate::harness::cli(&t, &["monitor", "status", "--model", "telco-churn"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("drifted: ") && out.contains("MonthlyCharges"),
+        "{out}"
+    );
+    assert!(out.contains("drift.detected: feature drift"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_traffic_is_compared_with_the_training_reference_sqlite() {
+    live_traffic_is_compared_with_the_training_reference(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_traffic_is_compared_with_the_training_reference_postgres() {
+    live_traffic_is_compared_with_the_training_reference(Db::Postgres).await;
+}

@@ -73,8 +73,8 @@ async fn whole_pipeline(db: Db) {
     );
     assert_eq!(
         training["artifacts"].as_array().unwrap().len(),
-        4,
-        "model, feature set, transform, statistics"
+        5,
+        "model, feature set, transform, statistics, monitoring reference"
     );
 
     // The validation report is stored and shaped like GE's.

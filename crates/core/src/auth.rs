@@ -47,11 +47,14 @@ pub enum Role {
     /// Serving: checks its clients' tokens, nothing else.
     #[serde(rename = "serving-service")]
     ServingService,
+    /// The monitor: reads models and runs (the served version's reference).
+    #[serde(rename = "monitor-service")]
+    MonitorService,
 }
 
 impl Role {
     /// Every role, in display order.
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Viewer,
         Role::Producer,
         Role::Approver,
@@ -61,6 +64,7 @@ impl Role {
         Role::FeaturesService,
         Role::TrainerService,
         Role::ServingService,
+        Role::MonitorService,
     ];
 
     /// Lower-case name.
@@ -75,6 +79,7 @@ impl Role {
             Role::FeaturesService => "features-service",
             Role::TrainerService => "trainer-service",
             Role::ServingService => "serving-service",
+            Role::MonitorService => "monitor-service",
         }
     }
 
@@ -91,6 +96,7 @@ impl Role {
             Role::FeaturesService => matches!(p, ReadSpecs),
             Role::TrainerService => matches!(p, Read | ReadSpecs | RegisterModels),
             Role::ServingService => matches!(p, Introspect),
+            Role::MonitorService => matches!(p, Read | ReadSpecs),
         }
     }
 }
@@ -105,7 +111,7 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown role {0:?} (expected one of viewer, producer, approver, operator, admin, \
-     ingest-service, features-service, trainer-service, serving-service)"
+     ingest-service, features-service, trainer-service, serving-service, monitor-service)"
 )]
 pub struct UnknownRole(pub String);
 
@@ -194,15 +200,18 @@ pub enum ServiceIdentity {
     Trainer,
     /// `modelbus serving`.
     Serving,
+    /// `modelbus monitor`.
+    Monitor,
 }
 
 impl ServiceIdentity {
     /// Every service that holds a token.
-    pub const ALL: [ServiceIdentity; 4] = [
+    pub const ALL: [ServiceIdentity; 5] = [
         ServiceIdentity::Ingest,
         ServiceIdentity::Features,
         ServiceIdentity::Trainer,
         ServiceIdentity::Serving,
+        ServiceIdentity::Monitor,
     ];
 
     /// The service's name (`ingest`, ...).
@@ -212,6 +221,7 @@ impl ServiceIdentity {
             ServiceIdentity::Features => "features",
             ServiceIdentity::Trainer => "trainer",
             ServiceIdentity::Serving => "serving",
+            ServiceIdentity::Monitor => "monitor",
         }
     }
 
@@ -227,6 +237,7 @@ impl ServiceIdentity {
             ServiceIdentity::Features => Role::FeaturesService,
             ServiceIdentity::Trainer => Role::TrainerService,
             ServiceIdentity::Serving => Role::ServingService,
+            ServiceIdentity::Monitor => Role::MonitorService,
         }
     }
 }
@@ -402,6 +413,7 @@ mod tests {
             vec![Read, ReadSpecs, RegisterModels]
         );
         assert_eq!(granted(ServiceIdentity::Serving), vec![Introspect]);
+        assert_eq!(granted(ServiceIdentity::Monitor), vec![Read, ReadSpecs]);
         for s in ServiceIdentity::ALL {
             assert_eq!(s.role().as_str().parse::<Role>().unwrap(), s.role());
             let json = serde_json::to_string(&s.role()).unwrap();

@@ -272,6 +272,8 @@ pub struct Config {
     pub deployer: DeployerConfig,
     /// Serving service.
     pub serving: ServingConfig,
+    /// Monitor service.
+    pub monitor: MonitorConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
     /// Limits every HTTP server of the process applies to its clients.
@@ -300,6 +302,7 @@ impl Default for Config {
             },
             deployer: DeployerConfig::default(),
             serving: ServingConfig::default(),
+            monitor: MonitorConfig::default(),
             telemetry: TelemetryConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
@@ -326,6 +329,8 @@ pub struct AuthConfig {
     pub trainer_token: Option<SecretRef>,
     /// Serving's token (role `serving-service`: token introspection only).
     pub serving_token: Option<SecretRef>,
+    /// The monitor's token (role `monitor-service`: reads models and runs).
+    pub monitor_token: Option<SecretRef>,
 }
 
 impl AuthConfig {
@@ -337,6 +342,7 @@ impl AuthConfig {
             Features => self.features_token.as_ref(),
             Trainer => self.trainer_token.as_ref(),
             Serving => self.serving_token.as_ref(),
+            Monitor => self.monitor_token.as_ref(),
         }
     }
 }
@@ -702,6 +708,42 @@ impl Default for FeaturesConfig {
     }
 }
 
+/// Monitor service: windows of live traffic compared with the served
+/// version's training reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Operations endpoints.
+    pub ops_addr: SocketAddr,
+    /// Predictions after which a window closes.
+    pub window_rows: u64,
+    /// Time after its first prediction at which a window closes, whichever
+    /// of the two comes first.
+    #[serde(with = "duration")]
+    pub window_duration: Duration,
+    /// Fewest values a column needs in a window to be tested; a smaller window
+    /// is reported but decides nothing (the policy's `settings.min_rows`).
+    pub min_rows: u64,
+    /// Share of drifted columns at or above which the data set has drifted.
+    pub drift_share: f64,
+    /// Most windows open at once (environment × model × version); a record
+    /// for a further one is counted and skipped.
+    pub max_open_windows: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            ops_addr: addr("127.0.0.1:7076"),
+            window_rows: 1_000,
+            window_duration: Duration::from_secs(3600),
+            min_rows: 100,
+            drift_share: 0.5,
+            max_open_windows: 1_000,
+        }
+    }
+}
+
 /// A service whose only HTTP surface is operations (`/healthz`, `/readyz`, `/metrics`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1049,6 +1091,24 @@ impl Config {
                 "promotion.min_staging_requests",
                 "must be at least 1: a soak without staging traffic proves nothing",
             ));
+        }
+        if self.monitor.window_rows == 0 || self.monitor.window_rows > 10_000_000 {
+            return Err(invalid(
+                "monitor.window_rows",
+                "must be between 1 and 10000000",
+            ));
+        }
+        if self.monitor.window_duration < Duration::from_secs(1) {
+            return Err(invalid("monitor.window_duration", "must be at least 1s"));
+        }
+        if self.monitor.min_rows == 0 {
+            return Err(invalid("monitor.min_rows", "must be at least 1"));
+        }
+        if !(self.monitor.drift_share > 0.0 && self.monitor.drift_share <= 1.0) {
+            return Err(invalid("monitor.drift_share", "must be in (0, 1]"));
+        }
+        if self.monitor.max_open_windows == 0 {
+            return Err(invalid("monitor.max_open_windows", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.serving.log_sample_rate) {
             return Err(invalid(

@@ -705,6 +705,90 @@ impl EventPayload for InferenceLogged {
     }
 }
 
+/// One decision the monitoring policy took on a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDecision {
+    /// `drift.detected` or `performance.degraded`.
+    pub kind: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A window of live traffic the monitor closed and evaluated against the
+/// served version's training reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorWindowClosed {
+    /// Window id: environment, model, version and the window's first prediction id.
+    pub window_id: String,
+    /// Environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version that answered the window's predictions.
+    pub version: u32,
+    /// Its artifact.
+    pub model_sha256: Sha256Digest,
+    /// Time of the window's first prediction (RFC 3339).
+    pub opened: String,
+    /// Time the window closed (RFC 3339).
+    pub closed: String,
+    /// What closed it: `rows` (monitor.window_rows), `time`
+    /// (monitor.window_duration) or `shutdown`.
+    pub closed_by: String,
+    /// Predictions in the window.
+    pub rows: u64,
+    /// Predictions serving dropped while this window was open (full log buffer).
+    pub dropped: u64,
+    /// Share of drifted columns.
+    pub drift_share: f64,
+    /// Whether the data set drifted by the share rule.
+    pub dataset_drift: bool,
+    /// Columns that drifted (`@probability` is the prediction).
+    pub drifted_columns: Vec<String>,
+    /// Each tested column's score (p-value or distance).
+    pub scores: BTreeMap<String, f64>,
+    /// The full drift report (JSON).
+    pub report_sha256: Sha256Digest,
+    /// The same as a self-contained HTML page.
+    pub html_sha256: Sha256Digest,
+    /// What the monitoring policy decided.
+    pub decisions: Vec<WindowDecision>,
+    /// Digest of the policy that decided.
+    pub policy_digest: String,
+}
+impl EventPayload for MonitorWindowClosed {
+    const NAME: &'static str = "monitor.window.closed";
+}
+
+/// The monitoring policy found drift in a window of live traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriftDetected {
+    /// The window.
+    pub window_id: String,
+    /// Environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version.
+    pub version: u32,
+    /// Its artifact.
+    pub model_sha256: Sha256Digest,
+    /// Why (one line per decision).
+    pub reasons: Vec<String>,
+    /// Columns that drifted.
+    pub drifted_columns: Vec<String>,
+    /// The window's drift report (JSON).
+    pub report_sha256: Sha256Digest,
+    /// Digest of the policy that decided.
+    pub policy_digest: String,
+}
+impl EventPayload for DriftDetected {
+    const NAME: &'static str = "drift.detected";
+}
+
 /// What the dead-letter stream holds: an event that exhausted its deliveries or
 /// could not be handled at all, with the last error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -765,6 +849,8 @@ every_event!(
     DeploymentRolledBack,
     ServingStats,
     InferenceLogged,
+    MonitorWindowClosed,
+    DriftDetected,
 );
 
 #[cfg(test)]

@@ -208,6 +208,33 @@ where
     H: Fn(crate::bus::Delivery) -> Fut,
     Fut: std::future::Future<Output = Result<(), crate::bus::HandlerError>>,
 {
+    run_stream_consumer_service(
+        ctx,
+        listener,
+        api,
+        name,
+        crate::bus::EVENTS_STREAM,
+        subjects,
+        handler,
+    )
+    .await
+}
+
+/// [`run_consumer_service`] on another stream than the events (the monitor
+/// reads the prediction log).
+pub async fn run_stream_consumer_service<H, Fut>(
+    ctx: &crate::Context,
+    listener: TcpListener,
+    api: Option<Router>,
+    name: &'static str,
+    stream: &str,
+    subjects: &[&str],
+    handler: H,
+) -> Result<(), crate::bus::BusError>
+where
+    H: Fn(crate::bus::Delivery) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::bus::HandlerError>>,
+{
     ctx.readiness.register(name);
     let ops = ops_router(ctx.readiness.clone());
     let router = match api {
@@ -222,7 +249,8 @@ where
     let readiness = ctx.readiness.clone();
     let result = ctx
         .bus
-        .consume(
+        .consume_stream(
+            stream,
             name,
             subjects,
             ctx.shutdown.clone(),

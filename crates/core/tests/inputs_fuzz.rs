@@ -84,6 +84,8 @@ fn decode_all(subject: &str, bytes: &[u8]) -> Vec<DecodeError> {
         decode_as::<DeploymentRolledBack>(subject, bytes),
         decode_as::<ServingStats>(subject, bytes),
         decode_as::<InferenceLogged>(subject, bytes),
+        decode_as::<MonitorWindowClosed>(subject, bytes),
+        decode_as::<DriftDetected>(subject, bytes),
     ]
     .into_iter()
     .filter_map(Result::err)

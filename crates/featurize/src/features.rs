@@ -653,6 +653,12 @@ pub struct FeatureStatistics {
     pub rows: u64,
     /// One entry per input column and derived feature, in transform order.
     pub features: Vec<FeatureStats>,
+    /// The same features summarised for drift (exact values or 1,001
+    /// quantiles, category counts): what the monitor compares live windows
+    /// with, without the training rows. Absent from statistics written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_reference: Option<crate::drift::DriftReference>,
 }
 
 /// Quantile of sorted values by linear interpolation (NumPy's default).
@@ -688,6 +694,7 @@ impl FeatureStatistics {
         let mut rows = 0u64;
         let mut row = 0usize;
         let mut cells = Vec::with_capacity(idx.len());
+        let mut sampler = crate::sample::FeatureSampler::from_transform(transform);
         for chunk in chunks {
             for i in 0..chunk.batch.num_rows() {
                 if train.contains(&row) {
@@ -697,6 +704,7 @@ impl FeatureStatistics {
                         idx.iter()
                             .map(|ci| ci.map(|ci| cell(chunk, ci, i)).unwrap_or(Cell::Null)),
                     );
+                    sampler.add_cells(&cells);
                     for (k, (t, how)) in transform
                         .columns
                         .iter()
@@ -800,7 +808,16 @@ impl FeatureStatistics {
                 }
             })
             .collect();
-        Self { rows, features }
+        let (sampled_rows, samples) = sampler.finish();
+        let drift_reference = Some(crate::drift::DriftReference::from_samples(
+            sampled_rows,
+            samples.into_iter().map(|(f, s)| (f.name, s)).collect(),
+        ));
+        Self {
+            rows,
+            features,
+            drift_reference,
+        }
     }
 }
 
@@ -966,6 +983,24 @@ type = "int"
             }
             other => panic!("{other:?}"),
         }
+        // The drift reference holds the same training rows, exactly.
+        let r = st.drift_reference.as_ref().unwrap();
+        assert_eq!(r.rows, 3);
+        match r.column("x").unwrap() {
+            crate::drift::ColumnReference::Numeric(n) => {
+                assert_eq!((n.rows, n.nulls), (2, 1));
+                assert_eq!(n.values, vec![(1.0, 1), (3.0, 1)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match r.column("c").unwrap() {
+            crate::drift::ColumnReference::Categorical(c) => {
+                assert_eq!(c.counts.get("red"), Some(&2));
+                assert!(!c.counts.contains_key("green"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.check().is_ok());
     }
 
     #[test]

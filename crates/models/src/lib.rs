@@ -15,6 +15,7 @@ pub mod gbdt;
 pub mod logistic;
 pub mod metrics;
 pub mod model;
+pub mod monitoring;
 #[cfg(feature = "training")]
 pub mod train;
 

@@ -36,6 +36,22 @@ pub const DEFAULT_POLICY_TESTS: &str = include_str!("../../../policies/promotion
 pub const PRODUCTION_POLICY: &str = include_str!("../../../policies/production.rego");
 /// Its tests.
 pub const PRODUCTION_POLICY_TESTS: &str = include_str!("../../../policies/production_test.rego");
+/// One monitoring decision: an event to raise and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringDecision {
+    /// `drift.detected` or `performance.degraded`.
+    pub kind: String,
+    /// Why, for people.
+    pub reason: String,
+}
+
+/// The shipped monitoring policy (what a closed window of live traffic means).
+pub const MONITORING_POLICY: &str = include_str!("../../../policies/monitoring.rego");
+/// Its tests.
+pub const MONITORING_POLICY_TESTS: &str = include_str!("../../../policies/monitoring_test.rego");
+/// Rule queried for monitoring decisions.
+pub const MONITORING_DECISIONS: &str = "data.modelbus.monitoring.decisions";
 /// Package of the production promotion rule.
 pub const PRODUCTION_PACKAGE: &str = "data.modelbus.production";
 /// Rule queried for the decision.
@@ -188,10 +204,15 @@ impl PolicySet {
     pub fn default_set() -> Self {
         Self {
             sources: vec![
+                ("policies/monitoring.rego".into(), MONITORING_POLICY.into()),
                 ("policies/production.rego".into(), PRODUCTION_POLICY.into()),
                 ("policies/promotion.rego".into(), DEFAULT_POLICY.into()),
             ],
             tests: vec![
+                (
+                    "policies/monitoring_test.rego".into(),
+                    MONITORING_POLICY_TESTS.into(),
+                ),
                 (
                     "policies/production_test.rego".into(),
                     PRODUCTION_POLICY_TESTS.into(),
@@ -319,6 +340,33 @@ impl PolicySet {
         })
     }
 
+    /// The monitoring decisions (`modelbus.monitoring.decisions`) for one
+    /// closed window; none when the rule is undefined (no monitoring policy
+    /// loaded means no alert, which `modelbus policies test` makes visible).
+    pub fn evaluate_monitoring(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<Vec<MonitoringDecision>, PolicyError> {
+        let mut e = engine_with_input(&self.sources, input)?;
+        let mut out: Vec<MonitoringDecision> = match rule(&mut e, MONITORING_DECISIONS)? {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a
+                .into_iter()
+                .map(|d| {
+                    serde_json::from_value(d)
+                        .map_err(|err| PolicyError::Eval(format!("{MONITORING_DECISIONS}: {err}")))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(PolicyError::Eval(format!(
+                    "{MONITORING_DECISIONS} must be a set of {{kind, reason}}, got {other}"
+                )));
+            }
+        };
+        out.sort_by(|a, b| (&a.kind, &a.reason).cmp(&(&b.kind, &b.reason)));
+        Ok(out)
+    }
+
     /// Runs every `test_*` rule of the test files; a rule that is not true fails.
     pub fn run_tests(&self) -> Result<Vec<TestOutcome>, PolicyError> {
         let all = [self.sources.clone(), self.tests.clone()].concat();
@@ -384,6 +432,29 @@ mod tests {
             "comparison": delta.map(|d| serde_json::json!({"champion_version": 1, "delta_roc_auc": d})),
             "validation": {"success": true, "rows": 100, "warnings": []},
         })
+    }
+
+    #[test]
+    fn monitoring_decisions_come_from_the_policy() {
+        let p = PolicySet::default_set();
+        let input = |drifted: bool| {
+            serde_json::json!({
+                "environment": "production", "model": "m", "version": 1,
+                "window": {"rows": 1000, "dropped": 0},
+                "drift": {"share": 0.1, "drift_share": 0.5, "drifted": false, "columns": [
+                    {"column": "MonthlyCharges", "method": "wasserstein", "score": 0.37, "threshold": 0.1, "drifted": drifted},
+                    {"column": "@probability", "method": "wasserstein", "score": 0.01, "threshold": 0.1, "drifted": false},
+                ]},
+            })
+        };
+        assert!(p.evaluate_monitoring(&input(false)).unwrap().is_empty());
+        let d = p.evaluate_monitoring(&input(true)).unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].kind, "drift.detected");
+        assert!(
+            d[0].reason.contains("MonthlyCharges (wasserstein 0.3700"),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub fn router(registry: Registry) -> Router {
             get(evaluation_html),
         )
         .route("/v1/models/{name}/deployments", get(deployments))
+        .route("/v1/models/{name}/windows", get(windows))
+        .route("/v1/windows/pages/{sha256}", get(window_page))
         .route("/v1/reports/{sha256}", get(report))
         .route("/v1/batches/{sha256}/report.json", get(batch_report_json))
         .route("/v1/batches/{sha256}/report.html", get(batch_report_html))
@@ -501,6 +503,65 @@ async fn deployments(
     r.model(&name).await?;
     Ok(Json(
         serde_json::json!({ "model": name, "timeline": r.store.deployment_events(&name).await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct WindowsQuery {
+    environment: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/models/{name}/windows?environment=E&limit=N`: the monitor's
+/// latest windows of a model, newest first.
+async fn windows(
+    State(r): State<Registry>,
+    Path(name): Path<String>,
+    Query(q): Query<WindowsQuery>,
+) -> ApiResult<serde_json::Value> {
+    let limit = r.list_limit(q.limit, 20)?;
+    if let Some(e) = &q.environment {
+        e.parse::<modelbus_core::ids::Environment>()
+            .map_err(|err| RegistryError::InvalidArgument(format!("environment: {err}")))?;
+    }
+    r.model(&name).await?;
+    let windows = r
+        .store
+        .windows(&name, q.environment.as_deref(), limit)
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "model": name, "windows": windows }),
+    ))
+}
+
+/// `GET /v1/windows/pages/{sha256}`: a window's drift report as its
+/// self-contained HTML page (only pages the monitor published for a window).
+async fn window_page(
+    State(r): State<Registry>,
+    Path(sha): Path<String>,
+) -> Result<impl IntoResponse, RegistryError> {
+    let d = modelbus_core::ids::Sha256Digest::parse(&sha)
+        .map_err(|e| RegistryError::InvalidArgument(e.to_string()))?;
+    if !r.store.is_window_page(&d.to_hex()).await? {
+        return Err(RegistryError::NotFound(format!(
+            "{d} is not the page of a monitoring window"
+        )));
+    }
+    let bytes = r.artifacts.get(&d).await.map_err(|e| match e {
+        modelbus_core::artifact::ArtifactError::NotFound(_) => {
+            RegistryError::NotFound(e.to_string())
+        }
+        other => RegistryError::Internal(other.to_string()),
+    })?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        bytes,
     ))
 }
 

@@ -42,6 +42,9 @@ pub const UNVERIFIED_PREFIX: &str = "unverified:";
 /// Name of the automation approver.
 pub const AUTOMATION_APPROVER: &str = "registry-automation";
 
+/// Actor of the audit entries recording monitoring decisions.
+pub const MONITOR_PRINCIPAL: &str = "modelbus-monitor";
+
 /// The registry's operations, shared by both APIs and the event handlers.
 #[derive(Clone, Debug)]
 pub struct Registry {

@@ -438,8 +438,73 @@ impl Registry {
                     .await
                     .map_err(retry)?;
             }
+            MonitorWindowClosed::NAME => {
+                let e = d.decode::<MonitorWindowClosed>()?;
+                self.on_window_closed(&e.data).await?;
+            }
             // Published by the registry itself or of no concern to it.
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Keeps a closed window and audits each decision the monitoring policy
+    /// took on it (under the version's subject, so it is in its evidence).
+    async fn on_window_closed(&self, w: &MonitorWindowClosed) -> Result<(), HandlerError> {
+        let bad = |why: String| HandlerError::Reject(format!("monitor.window.closed: {why}"));
+        if w.window_id.is_empty() || w.window_id.len() > 512 {
+            return Err(bad(format!(
+                "window_id of {} bytes (expected 1 to 512)",
+                w.window_id.len()
+            )));
+        }
+        if !(w.drift_share.is_finite() && (0.0..=1.0).contains(&w.drift_share)) {
+            return Err(bad(format!(
+                "drift_share {} is not in [0, 1]",
+                w.drift_share
+            )));
+        }
+        if w.scores.len() > 10_000 || w.drifted_columns.len() > 10_000 || w.decisions.len() > 100 {
+            return Err(bad(format!(
+                "{} scores, {} drifted columns, {} decisions: more than a window has",
+                w.scores.len(),
+                w.drifted_columns.len(),
+                w.decisions.len()
+            )));
+        }
+        if let Some((c, v)) = w.scores.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(bad(format!("score of {c:?} is {v}, not a number")));
+        }
+        for dec in &w.decisions {
+            if !matches!(dec.kind.as_str(), "drift.detected" | "performance.degraded")
+                || dec.reason.len() > 4096
+            {
+                return Err(bad(format!(
+                    "decision {:?} is not drift.detected or performance.degraded with a reason of at most 4096 bytes",
+                    dec.kind.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        self.store.record_window(w).await.map_err(retry)?;
+        for (i, dec) in w.decisions.iter().enumerate() {
+            self.store
+                .append_audit(
+                    crate::MONITOR_PRINCIPAL,
+                    &format!("monitoring.{}", dec.kind.replace('.', "_")),
+                    &format!("model/{}/v{}", w.model, w.version),
+                    &serde_json::json!({
+                        "window_id": w.window_id,
+                        "environment": w.environment,
+                        "reason": dec.reason,
+                        "rows": w.rows,
+                        "drifted_columns": w.drifted_columns,
+                        "report_sha256": w.report_sha256,
+                        "policy_digest": w.policy_digest,
+                    }),
+                    Some(&format!("window/{}/{i}", w.window_id)),
+                )
+                .await
+                .map_err(retry)?;
         }
         Ok(())
     }

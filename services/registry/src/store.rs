@@ -12,6 +12,7 @@ use crate::error::RegistryError;
 
 mod audit;
 mod decisions;
+mod monitor;
 mod roster;
 mod stats;
 mod tokens;

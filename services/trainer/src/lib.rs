@@ -57,6 +57,61 @@ struct Outcome {
 }
 
 impl Trainer {
+    /// Stores what the monitor needs of this version (see
+    /// `modelbus_models::monitoring`): the features' drift reference from the
+    /// feature statistics, the holdout scores and figures. Statistics written
+    /// before drift references existed give none.
+    async fn monitoring_reference(
+        &self,
+        statistics: &Sha256Digest,
+        spec: &modelbus_dataset::spec::DatasetSpec,
+        outcome: &Outcome,
+        negative_label: &str,
+    ) -> Result<Option<Sha256Digest>, HandlerError> {
+        let bytes = self
+            .ctx
+            .store
+            .get(statistics)
+            .await
+            .map_err(|e| modelbus_stage::artifact_error(CONSUMER, e))?;
+        let stats: modelbus_featurize::features::FeatureStatistics = serde_json::from_slice(&bytes)
+            .map_err(|err| {
+                HandlerError::Reject(format!("feature statistics {statistics}: {err}"))
+            })?;
+        let Some(features) = stats.drift_reference else {
+            return Ok(None);
+        };
+        let t = &outcome.trained;
+        let ev = &outcome.evaluation;
+        let reference = modelbus_models::monitoring::MonitoringReference {
+            features,
+            prediction: modelbus_featurize::drift::reference::NumericReference::from_values(
+                t.holdout_predictions.clone(),
+                0,
+            ),
+            holdout: modelbus_models::monitoring::HoldoutFigures {
+                rows: t.metrics.n as u64,
+                positives: t.metrics.positives as u64,
+                roc_auc: t.metrics.roc_auc,
+                pr_auc: t.metrics.pr_auc,
+                log_loss: t.metrics.log_loss,
+                brier: t.metrics.brier,
+                ece: ev.ece,
+                threshold: ev.confusion.threshold,
+            },
+            null_values: spec.null_values.clone(),
+            positive_label: spec.target.positive.clone(),
+            negative_label: negative_label.to_string(),
+        };
+        let stored = self
+            .ctx
+            .store
+            .put(reference.to_bytes().into())
+            .await
+            .map_err(HandlerError::retry)?;
+        Ok(Some(stored.sha256))
+    }
+
     /// Loads the champion of `model`, if there is one.
     async fn champion(&self, model: &str) -> Result<Option<Champion>, HandlerError> {
         let m = match self
@@ -136,6 +191,7 @@ impl Trainer {
             None
         };
         let spec_for_task = spec.clone();
+        let negative_label = fitted.negative_label.clone();
         let outcome = tokio::task::spawn_blocking(move || -> Result<Outcome, String> {
             let spec = spec_for_task;
             let fs = FeatureSet::from_parquet(fs_bytes).map_err(|e| e.to_string())?;
@@ -295,6 +351,15 @@ impl Trainer {
                 name: "feature_statistics".into(),
                 sha256: st.to_hex(),
             });
+            if let Some(sha) = self
+                .monitoring_reference(st, &spec, &outcome, &negative_label)
+                .await?
+            {
+                artifacts.push(pb::Artifact {
+                    name: "monitoring_reference".into(),
+                    sha256: sha.to_hex(),
+                });
+            }
         }
         let registered = registry
             .register_model_version(pb::RegisterModelVersionRequest {
