@@ -274,6 +274,19 @@ impl TestPlatform {
     }
 }
 
+/// A v1 prediction response without its prediction ids (new on every
+/// request), for comparing answers.
+pub fn answers(mut v: Value) -> Value {
+    if let Some(preds) = v["predictions"].as_array_mut() {
+        for p in preds {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("prediction_id");
+            }
+        }
+    }
+    v
+}
+
 /// The first `n` Telco rows as JSON records, without the target.
 pub fn telco_records(n: usize) -> Vec<Value> {
     let text = std::fs::read_to_string(telco_csv()).unwrap();

@@ -61,13 +61,12 @@ const PUBLISHES: [(&str, &[&str]); 7] = [
     ),
     (
         "serving",
-        &[
-            "modelbus.serving.model.loaded",
-            "modelbus.serving.stats",
-            "modelbus.inference.logged",
-        ],
+        &["modelbus.serving.model.loaded", "modelbus.serving.stats"],
     ),
-    ("monitor", &[]),
+    (
+        "monitor",
+        &["modelbus.monitor.window.closed", "modelbus.drift.detected"],
+    ),
 ];
 
 /// A nats-server running the repository's `deploy/nats/permissions.conf` on a free
@@ -423,6 +422,52 @@ async fn each_service_publishes_its_own_events_and_consumes_through_its_own_cons
     assert_eq!(letter.consumer, "trainer");
     assert!(letter.error.contains("poisoned on purpose"), "{letter:?}");
     stop.cancel();
+}
+
+#[tokio::test]
+async fn serving_writes_the_prediction_log_and_only_the_monitor_reads_it() {
+    let nats = SecuredNats::start().await;
+    let _registry = nats.bus("registry").await;
+    let serving = nats.bus("serving").await;
+    let monitor = nats.bus("monitor").await;
+    let day = Duration::from_secs(86_400);
+    // Either may create the stream and set its retention.
+    serving.ensure_inference_stream(day, 1 << 30).await.unwrap();
+    monitor
+        .ensure_inference_stream(2 * day, 1 << 30)
+        .await
+        .unwrap();
+    let subject = "modelbus_inference.inference.logged";
+    publish(&serving, subject, "{}").await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let (m, s) = (monitor.clone(), stop.clone());
+    tokio::spawn(async move {
+        m.consume_stream(
+            modelbus_core::bus::INFERENCE_STREAM,
+            "monitor",
+            &[subject],
+            s,
+            || {},
+            move |d| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(d.subject.clone());
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    });
+    assert_eq!(next(&mut rx, "the monitor's log consumer").await, subject);
+    stop.cancel();
+    // Nobody else writes the log, and the monitor does not write it either.
+    for user in ["ingest", "features", "trainer", "deployer", "monitor"] {
+        let bus = nats.bus(user).await;
+        let err = publish(&bus, subject, "{}").await.unwrap_err();
+        assert_denied(&err, user, subject);
+    }
 }
 
 #[tokio::test]

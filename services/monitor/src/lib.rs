@@ -364,8 +364,19 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), MonitorError> {
         Ok(mut w) => w.drain().map(|(_, w)| w).collect(),
         Err(_) => Vec::new(),
     };
-    for w in open {
-        let _ = tokio::time::timeout(Duration::from_secs(5), monitor.close(w, "shutdown")).await;
-    }
+    // All at once, and for at most a few seconds: stopping must stay quick.
+    let closing: Vec<_> = open
+        .into_iter()
+        .map(|w| {
+            let m = monitor.clone();
+            tokio::spawn(async move { m.close(w, "shutdown").await })
+        })
+        .collect();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        for c in closing {
+            let _ = c.await;
+        }
+    })
+    .await;
     result
 }

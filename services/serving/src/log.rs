@@ -7,9 +7,10 @@
 //! (`serving.log_buffer_records`) with `try_send`, and a record that finds it
 //! full is dropped and counted (`modelbus_serving_log_dropped_total`; the next
 //! batch says how many in `dropped_before`). Sampling (`serving.log_sample_rate`)
-//! is decided by the prediction id alone: its last 62 bits (random in a UUIDv7)
-//! as a fraction of 2^62, logged when below the rate, so anyone holding an id
-//! can tell whether it was logged.
+//! is decided by the prediction id alone: the first 8 bytes of the SHA-256 of
+//! its text (the hyphenated UUID) as a fraction of 2^64, logged when below the
+//! rate, so anyone holding an id can tell whether it was logged (a UUIDv7's
+//! own low bits are partly a counter, not random enough to sample by).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,9 +33,9 @@ pub fn sampled(id: &uuid::Uuid, rate: f64) -> bool {
     if rate >= 1.0 {
         return true;
     }
-    let bits =
-        u64::from_be_bytes(id.as_bytes()[8..16].try_into().unwrap_or([0; 8])) & ((1u64 << 62) - 1);
-    (bits as f64) / ((1u64 << 62) as f64) < rate
+    let digest = modelbus_core::ids::Sha256Digest::of(id.to_string().as_bytes());
+    let bits = u64::from_be_bytes(digest.as_bytes()[..8].try_into().unwrap_or([0; 8]));
+    (bits as f64) / 18_446_744_073_709_551_616.0 < rate
 }
 
 /// One environment's handle on the log (cheap to clone).
@@ -192,16 +193,32 @@ async fn flush(
             dropped_before: dropped.swap(0, Ordering::Relaxed),
         },
     );
-    for attempt in 0..3u32 {
-        match ctx.bus.publish(&e).await {
+    // Stopping: one short attempt (the server may be going away with the process).
+    let (attempts, limit) = if ctx.shutdown.is_cancelled() {
+        (1, Duration::from_secs(2))
+    } else {
+        (3, Duration::from_secs(10))
+    };
+    for attempt in 0..attempts {
+        let outcome = tokio::time::timeout(limit, ctx.bus.publish(&e))
+            .await
+            .unwrap_or_else(|_| {
+                Err(modelbus_core::bus::BusError::JetStream {
+                    op: "publish inference.logged".into(),
+                    reason: format!("no acknowledgement within {limit:?}"),
+                })
+            });
+        match outcome {
             Ok(_) => {
                 metrics::counter!("modelbus_serving_logged_total", "environment" => environment.as_str())
                     .increment(n);
                 return;
             }
             Err(err) => {
-                tracing::warn!(error = %err, attempt, "cannot publish inference.logged; retrying");
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                tracing::warn!(error = %err, attempt, "cannot publish inference.logged");
+                if attempt + 1 < attempts {
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
             }
         }
     }
