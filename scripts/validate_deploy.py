@@ -36,13 +36,14 @@ SERVICES = {
     "trainer": (7074, "MODELBUS_TRAINER__OPS_ADDR"),
     "deployer": (7075, "MODELBUS_DEPLOYER__OPS_ADDR"),
     "serving": (7080, "MODELBUS_SERVING__STAGING_ADDR"),
+    "monitor": (7076, "MODELBUS_MONITOR__OPS_ADDR"),
 }
 # Secrets the cluster operator creates (k8s/README.md), with the keys they hold.
 EXTERNAL_SECRETS = {
     "modelbus-automation-key": {"automation.pem", "automation.pem.pub"},
     "modelbus-database": {"url"},
     # Each service's API token (auth.<service>_token), registered by the registry.
-    "modelbus-service-tokens": {"ingest", "features", "trainer", "serving"},
+    "modelbus-service-tokens": {"ingest", "features", "trainer", "serving", "monitor"},
     # One NATS password per user of deploy/nats/permissions.conf.
     "modelbus-nats": {"registry", "ingest", "features", "trainer", "deployer", "serving", "monitor"},
 }
@@ -413,8 +414,8 @@ def check_rendered(where: str, docs: list) -> None:
                     fail(f"{cw}: MODELBUS_REGISTRY__AUTOMATION_KEY must be a file:// reference to the mounted Secret")
                 if "DATABASE_URL" not in env:
                     fail(f"{cw}: no DATABASE_URL")
-            # Each service reads its own token only; the registry reads all four.
-            holders = {"ingest", "features", "trainer", "serving"}
+            # Each service reads its own token only; the registry reads all five.
+            holders = {"ingest", "features", "trainer", "serving", "monitor"}
             wanted = holders if name == "registry" else ({name} & holders)
             for t in sorted(holders):
                 var = f"MODELBUS_{t.upper()}_TOKEN"

@@ -357,13 +357,17 @@ pub fn monitor(
     let spec = std::sync::Arc::new(spec);
     let options = modelbus_featurize::drift::DriftOptions::default();
     let mut seconds = Vec::new();
+    let mut read_seconds = Vec::new();
     let mut rss = Vec::new();
     let mut last = None;
     for _ in 0..runs.max(1) {
         reset_peak_rss();
         let started = Instant::now();
-        let report =
-            crate::commands::drift::drift_files(spec.clone(), reference, current, &options)?;
+        let (r, rows, samples) =
+            crate::commands::drift::read_pair(spec.clone(), reference, current)?;
+        read_seconds.push(started.elapsed().as_secs_f64());
+        let report = modelbus_featurize::drift::compare(&r, rows, samples, &options)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         seconds.push(started.elapsed().as_secs_f64());
         rss.push(peak_rss_mib().unwrap_or(f64::NAN));
         last = Some(report);
@@ -392,6 +396,7 @@ pub fn monitor(
         "current_rows": report.current_rows,
         "runs": seconds.len(),
         "median_seconds": median(seconds.clone()),
+        "median_read_seconds": median(read_seconds),
         "seconds": seconds,
         "peak_rss_mib": peak_rss,
         "share": report.share,

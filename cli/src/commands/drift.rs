@@ -65,13 +65,12 @@ fn sample_file(path: &Path, spec: Arc<DatasetSpec>) -> Result<(u64, Vec<(String,
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Reads both files (side by side) and compares them.
-pub fn drift_files(
-    spec: Arc<DatasetSpec>,
-    reference: &Path,
-    current: &Path,
-    options: &DriftOptions,
-) -> Result<DatasetDrift> {
+/// The reference and the current samples of two files, read side by side.
+pub type ReadPair = (DriftReference, u64, Vec<(String, FeatureSample)>);
+
+/// Reads both files (side by side, one thread each) into the reference and
+/// the current samples.
+pub fn read_pair(spec: Arc<DatasetSpec>, reference: &Path, current: &Path) -> Result<ReadPair> {
     let (r, c) = std::thread::scope(|s| {
         let spec_r = spec.clone();
         let r = s.spawn(move || {
@@ -83,6 +82,17 @@ pub fn drift_files(
     });
     let r = r.map_err(|_| anyhow::anyhow!("reading the reference panicked"))??;
     let (rows, samples) = c?;
+    Ok((r, rows, samples))
+}
+
+/// Reads both files (side by side) and compares them.
+pub fn drift_files(
+    spec: Arc<DatasetSpec>,
+    reference: &Path,
+    current: &Path,
+    options: &DriftOptions,
+) -> Result<DatasetDrift> {
+    let (r, rows, samples) = read_pair(spec, reference, current)?;
     drift::compare(&r, rows, samples, options).map_err(|e| anyhow::anyhow!("{e}"))
 }
 

@@ -1218,6 +1218,7 @@ impl Config {
             ("deployer.ops_addr", self.deployer.ops_addr),
             ("serving.staging_addr", self.serving.staging_addr),
             ("serving.production_addr", self.serving.production_addr),
+            ("monitor.ops_addr", self.monitor.ops_addr),
         ];
         for (i, (ka, a)) in addrs.iter().enumerate() {
             for (kb, b) in &addrs[i + 1..] {

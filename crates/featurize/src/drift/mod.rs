@@ -333,18 +333,70 @@ pub fn compare(
     let mut columns = Vec::new();
     let mut skipped = Vec::new();
     let mut current: HashMap<String, FeatureSample> = current.into_iter().collect();
+    let mut work: Vec<(&String, &ColumnReference, FeatureSample)> = Vec::new();
     for (name, r) in &reference.columns {
-        let Some(sample) = current.remove(name) else {
-            skipped.push(SkippedColumn {
+        match current.remove(name) {
+            Some(sample) => work.push((name, r, sample)),
+            None => skipped.push(SkippedColumn {
                 column: name.clone(),
                 reason: "not in the current data".into(),
+            }),
+        }
+    }
+    // Large samples (a benchmark, a file) are compared on every core, a column
+    // per task; a monitoring window is small enough for one.
+    let values: u64 = work.iter().map(|w| w.2.non_null()).sum();
+    let threads = if values > 200_000 {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    } else {
+        1
+    };
+    let names: Vec<String> = work.iter().map(|w| w.0.clone()).collect();
+    let results: Vec<(String, Result<ColumnDrift, String>)> = if threads > 1 {
+        let queue = std::sync::Mutex::new(work.into_iter().enumerate().collect::<Vec<_>>());
+        let mut done: Vec<(usize, String, Result<ColumnDrift, String>)> =
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        sc.spawn(|| {
+                            let mut out = Vec::new();
+                            loop {
+                                let next = queue.lock().ok().and_then(|mut q| q.pop());
+                                let Some((i, (name, r, sample))) = next else {
+                                    break;
+                                };
+                                out.push((i, name.clone(), column_drift(name, r, sample, options)));
+                            }
+                            out
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
             });
-            continue;
-        };
-        match column_drift(name, r, sample, options) {
+        done.sort_by_key(|d| d.0);
+        // A task that died takes its columns with it: name them, never drop them.
+        let mut out = Vec::with_capacity(names.len());
+        let mut it = done.into_iter().peekable();
+        for (i, name) in names.iter().enumerate() {
+            match it.next_if(|d| d.0 == i) {
+                Some((_, n, r)) => out.push((n, r)),
+                None => out.push((name.clone(), Err("its computation failed".to_string()))),
+            }
+        }
+        out
+    } else {
+        work.into_iter()
+            .map(|(name, r, sample)| (name.clone(), column_drift(name, r, sample, options)))
+            .collect()
+    };
+    for (name, result) in results {
+        match result {
             Ok(c) => columns.push(c),
             Err(reason) => skipped.push(SkippedColumn {
-                column: name.clone(),
+                column: name,
                 reason,
             }),
         }

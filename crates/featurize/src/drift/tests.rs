@@ -276,3 +276,26 @@ fn a_corrupt_stored_reference_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn large_samples_are_compared_in_parallel_with_the_same_results_in_order() {
+    let cols = ["a", "b", "c", "d"];
+    let r = reference(
+        cols.iter()
+            .map(|c| (*c, num(&spread(5000, 10.0, 0.0), 0)))
+            .collect(),
+    );
+    let current: Vec<(String, FeatureSample)> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), num(&spread(80_000, 10.0, i as f64), 0)))
+        .collect();
+    let all = compare(&r, 80_000, current.clone(), &DriftOptions::default()).unwrap();
+    let names: Vec<&str> = all.columns.iter().map(|c| c.column.as_str()).collect();
+    assert_eq!(names, cols);
+    for (i, c) in current.into_iter().enumerate() {
+        let one = compare(&r, 80_000, vec![c], &DriftOptions::default()).unwrap();
+        assert_eq!(one.columns[0], all.columns[i]);
+    }
+    assert!(all.columns[3].drifted && !all.columns[0].drifted);
+}
