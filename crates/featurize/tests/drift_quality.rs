@@ -40,7 +40,7 @@ fn telco() -> Telco {
         .iter()
         .flat_map(|c| {
             (0..c.batch.num_rows()).map(move |i| match cell(c, target, i) {
-                Cell::Text(t) if t == "Yes" => 1.0,
+                Cell::Text("Yes") => 1.0,
                 _ => 0.0,
             })
         })

@@ -10,7 +10,7 @@
 //! handling, summation order and sigmoid) so that its probabilities agree with
 //! LightGBM's to floating-point precision.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::str::FromStr;
 
@@ -131,6 +131,7 @@ fn lightgbm_config(params: &GbdtParams, seed: u64, early_stopping: bool) -> serd
 
 /// Derives one of LightGBM's (non-negative, 31-bit) seeds from the caller's seed with a
 /// splitmix64 step, so that distinct streams get unrelated values.
+#[cfg(feature = "training")]
 fn derive_seed(seed: u64, stream: u64) -> i32 {
     let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -151,6 +152,7 @@ fn lgbm_err(e: lightgbm3::Error) -> MlError {
 }
 
 /// Checks the shape of one (x, y) pair and converts the 0/1 labels to LightGBM's `f32`.
+#[cfg(feature = "training")]
 fn check_matrix(what: &str, x: &[f64], n_features: usize, y: &[f64]) -> Result<Vec<f32>, MlError> {
     let bad = |msg: String| Err(MlError::InvalidData(format!("{what} set: {msg}")));
     if n_features == 0 {
@@ -195,6 +197,7 @@ fn check_matrix(what: &str, x: &[f64], n_features: usize, y: &[f64]) -> Result<V
 }
 
 /// Rejects label vectors holding a single class: AUC (and the model) would be meaningless.
+#[cfg(feature = "training")]
 fn check_both_classes(what: &str, y: &[f64]) -> Result<(), MlError> {
     let positives = y.iter().filter(|&&v| v == 1.0).count();
     if positives == 0 || positives == y.len() {
@@ -208,6 +211,7 @@ fn check_both_classes(what: &str, y: &[f64]) -> Result<(), MlError> {
 
 /// Checks feature names up front, so they round-trip unchanged through the text model
 /// (which separates names by spaces) instead of being rewritten or refused by LightGBM.
+#[cfg(feature = "training")]
 fn check_feature_names(names: &[String], n_features: usize) -> Result<(), MlError> {
     if names.is_empty() {
         return Ok(());
@@ -218,7 +222,7 @@ fn check_feature_names(names: &[String], n_features: usize) -> Result<(), MlErro
             names.len()
         )));
     }
-    let mut seen = HashSet::with_capacity(names.len());
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         if name.is_empty() {
             return Err(MlError::InvalidData(format!("feature name #{i} is empty")));

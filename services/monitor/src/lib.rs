@@ -170,9 +170,9 @@ impl Monitor {
         let mut refs: HashMap<(String, u32), Cached> = HashMap::new();
         for r in &batch.records {
             let k = (r.model.as_str().to_string(), r.version);
-            if !refs.contains_key(&k) {
-                let c = self.reference(&k.0, k.1).await?;
-                refs.insert(k, c);
+            if let std::collections::hash_map::Entry::Vacant(slot) = refs.entry(k) {
+                let (model, version) = slot.key().clone();
+                slot.insert(self.reference(&model, version).await?);
             }
         }
         let to_close = self.add(

@@ -187,7 +187,7 @@ pub(crate) async fn predict_split(
                             time: now.clone(),
                             model: model.clone(),
                             version: served.version,
-                            model_sha256: sha.clone(),
+                            model_sha256: sha,
                             entity,
                             input: rec,
                             probability: p.probability,

@@ -189,13 +189,13 @@ impl DriftOptions {
                 ));
             };
             check_threshold(format!("columns.{name}.threshold"), o.threshold)?;
-            if let Some(m) = o.method {
-                if !m.applies_to(r.kind()) {
-                    return Err(bad(
-                        format!("columns.{name}.method"),
-                        format!("{m} does not apply to a {:?} column", r.kind()),
-                    ));
-                }
+            if let Some(m) = o.method
+                && !m.applies_to(r.kind())
+            {
+                return Err(bad(
+                    format!("columns.{name}.method"),
+                    format!("{m} does not apply to a {:?} column", r.kind()),
+                ));
             }
         }
         Ok(())

@@ -33,7 +33,7 @@ pub fn ln_gamma(x: f64) -> f64 {
 /// The regularised upper incomplete gamma Q(a, x) = Γ(a, x) / Γ(a): the tail
 /// of a chi-square with 2a degrees of freedom at 2x.
 pub fn gamma_q(a: f64, x: f64) -> f64 {
-    if !(a > 0.0) || x.is_nan() {
+    if a.is_nan() || a <= 0.0 || x.is_nan() {
         return f64::NAN;
     }
     if x <= 0.0 {
