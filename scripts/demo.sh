@@ -6,8 +6,10 @@
 # staging endpoint for predictions, shows a bad batch being rejected, has two
 # approvers sign version 1 for production, sends a second version to production
 # as a canary (half the customers, then all), has an operator sign a rollback to
-# version 1, verifies the audit log, writes version 1's evidence bundle and
-# verifies it offline, and stops.
+# version 1, replays Telco customers against production as live traffic (as
+# they are, then shifted) and shows the drift the monitor found, verifies the
+# audit log, writes version 1's evidence bundle (the drift decision is in it)
+# and verifies it offline, and stops.
 # Pass --keep-running to leave the platform up afterwards.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -205,6 +207,55 @@ end=$(date +%s%N)
 echo "    production serves version 1 again, $(( (end - start) / 1000000 )) ms after the signature"
 echo "==> modelbus deployments --model telco-churn --env production"
 "$mb" deployments --model telco-churn --env production
+
+echo
+echo "==> live traffic: 1,000 Telco customers as they are, then 1,000 with monthly charges"
+echo "    × 1.10 + 5 and a third of the contracts switched to two years (production, v1)"
+python3 - <<'PY'
+import csv, json, urllib.request
+rows = list(csv.DictReader(open("data/telco-churn/telco_customer_churn.csv")))
+for r in rows:
+    r.pop("Churn")
+def predict(batch):
+    req = urllib.request.Request("http://127.0.0.1:7081/v1/models/telco-churn:predict",
+        data=json.dumps({"instances": batch}).encode(), headers={"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+predict(rows[1000:2000])
+shifted = []
+for i, r in enumerate(rows[2000:3000]):
+    r = dict(r)
+    r["MonthlyCharges"] = f"{float(r['MonthlyCharges']) * 1.10 + 5:.2f}"
+    if i % 3 == 0:
+        r["Contract"] = "Two year"
+    shifted.append(r)
+answer = predict(shifted)
+print(f"      e.g. {answer['predictions'][0]['prediction_id']}: probability {answer['predictions'][0]['probability']:.3f}")
+PY
+# The monitor closes a window every 1,000 predictions (monitor.window_rows).
+for _ in $(seq 1 150); do
+  n=$("$mb" monitor status --model telco-churn --env production --json 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["windows"]))' 2>/dev/null || echo 0)
+  [ "$n" -ge 2 ] && break
+  sleep 0.2
+done
+echo "==> modelbus monitor status --model telco-churn --env production"
+"$mb" monitor status --model telco-churn --env production --limit 2
+echo "==> the same drift offline, on two files (modelbus drift, like an Evidently report)"
+python3 - "$state" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open("data/telco-churn/telco_customer_churn.csv")))
+with open(f"{sys.argv[1]}/shifted.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=rows[0].keys())
+    w.writeheader()
+    for i, r in enumerate(rows[2000:3000]):
+        r["MonthlyCharges"] = f"{float(r['MonthlyCharges']) * 1.10 + 5:.2f}"
+        if i % 3 == 0:
+            r["Contract"] = "Two year"
+        w.writerow(r)
+PY
+"$mb" drift --dataset telco-churn --reference data/telco-churn/telco_customer_churn.csv \
+  --current "$state/shifted.csv" --html "$state/drift.html" | grep -E "DRIFT" || true
+echo "    report: $state/drift.html"
 
 echo
 echo "==> modelbus audit verify"
