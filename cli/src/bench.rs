@@ -50,6 +50,7 @@ fn embedded(config: &mut Config, dir: &Path) {
         &mut config.deployer.ops_addr,
         &mut config.serving.staging_addr,
         &mut config.serving.production_addr,
+        &mut config.monitor.ops_addr,
     ] {
         a.set_port(0);
     }
@@ -176,6 +177,110 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
         println!("peak RSS of the platform process: {rss:.0} MiB");
     }
     p.stop().await?;
+    Ok(())
+}
+
+/// `modelbus bench serving`: prediction throughput of staging with the
+/// prediction log off and on, alternating, each round on a fresh embedded
+/// platform that deployed the Telco model: `requests` single-record v1
+/// requests, `concurrency` at a time. Prints requests per second per round,
+/// the medians and the log's overhead.
+pub async fn serving(
+    config: Config,
+    rounds: usize,
+    requests: usize,
+    concurrency: usize,
+    data: &Path,
+    spec: &Path,
+) -> Result<()> {
+    use futures::StreamExt as _;
+    if rounds == 0 || requests == 0 || concurrency == 0 {
+        bail!("--rounds, --requests and --concurrency must be at least 1");
+    }
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .context("empty data file")?
+        .split(',')
+        .collect();
+    let records: Vec<serde_json::Value> = lines
+        .take(2_000)
+        .map(|l| {
+            let m: serde_json::Map<String, serde_json::Value> = header
+                .iter()
+                .zip(l.split(','))
+                .filter(|(h, _)| **h != "Churn")
+                .map(|(h, v)| (h.to_string(), serde_json::Value::from(v)))
+                .collect();
+            serde_json::json!({ "instances": [m] })
+        })
+        .collect();
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for round in 0..rounds * 2 {
+        let logging = round % 2 == 1;
+        let dir = tempfile::tempdir()?;
+        let mut c = config.clone();
+        embedded(&mut c, dir.path());
+        c.serving.log_predictions = logging;
+        let (p, client) = start(c).await?;
+        client.apply_spec(spec).await?;
+        let name = modelbus_dataset::spec::DatasetSpec::parse(
+            &std::fs::read_to_string(spec)?,
+            &spec.display().to_string(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .spec
+        .name;
+        let run = deployed_run(&client, &name, data).await?;
+        let url = format!(
+            "http://{}/v1/models/{}:predict",
+            p.config.serving.staging_addr, run.model
+        );
+        let http = reqwest::Client::new();
+        let send = |i: usize| {
+            let (http, url, body) = (http.clone(), url.clone(), &records[i % records.len()]);
+            async move {
+                http.post(url)
+                    .json(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
+        };
+        // Warm up (connections, the model's first calls), then measure.
+        futures::stream::iter(0..concurrency * 10)
+            .map(send)
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let started = Instant::now();
+        let ok = futures::stream::iter(0..requests)
+            .map(send)
+            .buffer_unordered(concurrency)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
+        let rate = requests as f64 / started.elapsed().as_secs_f64();
+        if ok != requests {
+            bail!("{} of {requests} requests failed", requests - ok);
+        }
+        println!(
+            "round {}: logging {:<3} {rate:>8.0} requests/s",
+            round / 2 + 1,
+            if logging { "on" } else { "off" }
+        );
+        if logging { &mut on } else { &mut off }.push(rate);
+        p.stop().await?;
+    }
+    let (m_on, m_off) = (median(on), median(off));
+    println!(
+        "median: logging off {m_off:.0} requests/s, on {m_on:.0} requests/s; the log costs {:.1} % of throughput",
+        (1.0 - m_on / m_off) * 100.0
+    );
     Ok(())
 }
 
@@ -817,16 +922,30 @@ pub async fn governance(
                 digest,
             )?)
             .await?;
-        let second = sign(
-            &keys[1],
-            "bob",
-            StatementKind::Approve,
-            &model,
-            version,
-            digest,
-        )?;
-        let started = Instant::now();
-        let out = clients[1].submit_approval(&second).await?;
+        // The soak's request reaches the registry with the next
+        // `serving.stats`; on a loaded machine that may be after the sleep
+        // above, so a refusal for want of staging traffic is signed again.
+        let mut attempts = 0;
+        let (started, out) = loop {
+            let second = sign(
+                &keys[1],
+                "bob",
+                StatementKind::Approve,
+                &model,
+                version,
+                digest,
+            )?;
+            let started = Instant::now();
+            let out = clients[1].submit_approval(&second).await?;
+            let waiting_for_traffic = out.promotion.as_ref().is_some_and(|p| {
+                !p.allow && p.reasons.iter().all(|r| r.contains("staging served"))
+            });
+            attempts += 1;
+            if !waiting_for_traffic || attempts >= 20 {
+                break (started, out);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         if !out.promotion.as_ref().is_some_and(|p| p.allow) {
             bail!(
                 "production refused v{version}: {}",

@@ -97,6 +97,25 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prediction throughput with the prediction log off and on (alternating
+    /// rounds, each on a fresh embedded platform): the log's overhead.
+    Serving {
+        /// Rounds of each mode.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Single-record requests per round.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// CSV file (default: the shipped Telco file).
+        #[arg(long, default_value = "data/telco-churn/telco_customer_churn.csv")]
+        data: PathBuf,
+        /// Spec file.
+        #[arg(long, default_value = "config/datasets/telco-churn.toml")]
+        spec: PathBuf,
+    },
     /// Writes a seeded Telco-shaped CSV of any size (for the benchmarks).
     Generate {
         /// Rows to write.
@@ -141,6 +160,13 @@ impl BenchCmd {
                 folds,
                 json,
             } => bench::train(&data, &spec, folds, json)?,
+            BenchCmd::Serving {
+                rounds,
+                requests,
+                concurrency,
+                data,
+                spec,
+            } => bench::serving(config, rounds, requests, concurrency, &data, &spec).await?,
             BenchCmd::Monitor {
                 reference,
                 current,
