@@ -59,7 +59,12 @@ fn embedded(config: &mut Config, dir: &Path) {
 /// Starts every service in this process and waits until they are ready;
 /// returns the platform and a client holding the first admin token.
 async fn start(config: Config) -> Result<(platform::Platform, Client)> {
-    let p = platform::start(config, &Service::ALL).await?;
+    start_only(config, &Service::ALL).await
+}
+
+/// [`start`] with only `services`.
+async fn start_only(config: Config, services: &[Service]) -> Result<(platform::Platform, Client)> {
+    let p = platform::start(config, services).await?;
     p.wait_ready(Duration::from_secs(60)).await?;
     let c = p.config.clone();
     let token = std::fs::read_to_string(c.admin_token_path()).ok();
@@ -182,7 +187,8 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
 
 /// `modelbus bench serving`: prediction throughput of staging with the
 /// prediction log off and on, alternating, each round on a fresh embedded
-/// platform that deployed the Telco model: `requests` single-record v1
+/// platform (every service but the monitor, which would compete for the same
+/// cores) that deployed the Telco model: `requests` single-record v1
 /// requests, `concurrency` at a time. Prints requests per second per round,
 /// the medians and the log's overhead.
 pub async fn serving(
@@ -225,7 +231,13 @@ pub async fn serving(
         let mut c = config.clone();
         embedded(&mut c, dir.path());
         c.serving.log_predictions = logging;
-        let (p, client) = start(c).await?;
+        // Without the monitor: it runs elsewhere in production, and here it
+        // would take the same two cores from serving; this measures the log.
+        let services: Vec<Service> = Service::ALL
+            .into_iter()
+            .filter(|s| *s != Service::Monitor)
+            .collect();
+        let (p, client) = start_only(c, &services).await?;
         client.apply_spec(spec).await?;
         let name = modelbus_dataset::spec::DatasetSpec::parse(
             &std::fs::read_to_string(spec)?,
