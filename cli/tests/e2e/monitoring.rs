@@ -300,3 +300,75 @@ async fn live_traffic_is_compared_with_the_training_reference_sqlite() {
 async fn live_traffic_is_compared_with_the_training_reference_postgres() {
     live_traffic_is_compared_with_the_training_reference(Db::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_log_batches_are_dead_lettered_and_the_monitor_keeps_working() {
+    let t = TestPlatform::start_with(Db::Sqlite, |c| {
+        c.serving.log_flush_interval = Duration::from_millis(50);
+        c.monitor.window_rows = 200;
+        c.monitor.min_rows = 50;
+    })
+    .await;
+    t.deploy_telco().await;
+    let js = async_nats::jetstream::new(t.nats().await);
+    let subject = "modelbus_inference.inference.logged";
+    // Not JSON; a CloudEvent whose records are not records; a record with a
+    // probability that is not a number.
+    let envelope = |data: Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "specversion": "1.0", "id": format!("bad-{data}"), "source": "/test",
+            "type": "io.modelbus.inference.logged.v1", "time": "2026-01-01T00:00:00Z",
+            "datacontenttype": "application/json", "data": data,
+        }))
+        .unwrap()
+    };
+    let bad = [
+        b"not json at all".to_vec(),
+        envelope(serde_json::json!({ "environment": "staging", "replica": "x", "records": [42] })),
+        envelope(
+            serde_json::json!({ "environment": "staging", "replica": "x", "records": [{
+            "prediction_id": "p", "time": "t", "model": "telco-churn", "version": 1,
+            "model_sha256": "00", "input": {}, "probability": "high", "label": "Yes"
+        }] }),
+        ),
+    ];
+    for payload in bad {
+        js.publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dlq = js.get_stream("MODELBUS_DLQ").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let letters = loop {
+        let info = dlq.get_info().await.unwrap();
+        let mut letters = Vec::new();
+        for seq in 1..=info.state.last_sequence {
+            if let Ok(m) = dlq.get_raw_message(seq).await
+                && m.subject.as_str() == "modelbus_dlq.monitor"
+            {
+                letters.push(serde_json::from_slice::<Value>(&m.payload).unwrap());
+            }
+        }
+        if letters.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(letters.len(), 3, "{letters:#?}");
+    for l in &letters {
+        assert_eq!(l["consumer"], "monitor");
+        assert!(!l["error"].as_str().unwrap().is_empty(), "{l:#}");
+    }
+    assert!(
+        t.metric_appears("modelbus_events_dead_lettered_total{consumer=\"monitor\"}")
+            .await,
+        "dead letters are counted"
+    );
+    // The monitor still windows real traffic.
+    predict(&t, &telco_records(200)).await;
+    let w = windows(&t, 1).await;
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w[0]["rows"], 200);
+}
