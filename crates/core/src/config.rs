@@ -1092,10 +1092,23 @@ impl Config {
                 "must be at least 1: a soak without staging traffic proves nothing",
             ));
         }
-        if self.monitor.window_rows == 0 || self.monitor.window_rows > 10_000_000 {
+        if self.monitor.window_rows == 0 || self.monitor.window_rows > 1_000_000 {
             return Err(invalid(
                 "monitor.window_rows",
-                "must be between 1 and 10000000",
+                "must be between 1 and 1000000",
+            ));
+        }
+        // Open windows keep their numbers until they close: bound what all of
+        // them may hold together (about 8 bytes per value and feature).
+        if self
+            .monitor
+            .window_rows
+            .saturating_mul(self.monitor.max_open_windows as u64)
+            > 50_000_000
+        {
+            return Err(invalid(
+                "monitor.max_open_windows",
+                "times monitor.window_rows must be at most 50000000 (the rows open windows may hold together)",
             ));
         }
         if self.monitor.window_duration < Duration::from_secs(1) {
@@ -1469,6 +1482,33 @@ mod tests {
         assert_eq!(c.serving.staging_addr.port(), 7080);
         assert_eq!(c.serving.production_addr.port(), 7081);
         assert!(c.database_url().expose().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn monitoring_and_prediction_log_settings_are_bounded_naming_the_key() {
+        let refused =
+            |vars: &[(&str, &str)]| Config::load_from(None, &env(vars)).unwrap_err().to_string();
+        assert!(
+            refused(&[("MODELBUS_SERVING__LOG_SAMPLE_RATE", "1.5")])
+                .contains("serving.log_sample_rate")
+        );
+        assert!(
+            refused(&[("MODELBUS_SERVING__LOG_BUFFER_RECORDS", "0")])
+                .contains("serving.log_buffer_records")
+        );
+        assert!(
+            refused(&[("MODELBUS_MONITOR__WINDOW_ROWS", "2000000")])
+                .contains("monitor.window_rows")
+        );
+        assert!(refused(&[("MODELBUS_MONITOR__DRIFT_SHARE", "0")]).contains("monitor.drift_share"));
+        let e = refused(&[
+            ("MODELBUS_MONITOR__WINDOW_ROWS", "1000000"),
+            ("MODELBUS_MONITOR__MAX_OPEN_WINDOWS", "100"),
+        ]);
+        assert!(e.contains("monitor.max_open_windows"), "{e}");
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.monitor.ops_addr.port(), 7076);
+        assert_eq!((c.monitor.window_rows, c.monitor.min_rows), (1_000, 100));
     }
 
     #[test]
