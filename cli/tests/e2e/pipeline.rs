@@ -138,7 +138,15 @@ async fn whole_pipeline(db: Db) {
         .json()
         .await
         .unwrap();
-    assert_eq!(infer["id"], "req-1");
+    assert_eq!(infer["id"], "req-1", "the request's id is echoed");
+    assert_eq!(
+        infer["parameters"]["prediction_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "every row has its prediction id: {infer}"
+    );
     let probs = infer["outputs"][0]["data"].as_array().unwrap();
     assert_eq!(probs.len(), 3);
     assert_eq!(
