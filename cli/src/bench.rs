@@ -38,6 +38,17 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The spec in `file`, parsed (errors name the file).
+fn read_spec(file: &Path) -> Result<modelbus_dataset::spec::DatasetSpec> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(
+        modelbus_dataset::spec::DatasetSpec::parse(&text, &file.display().to_string())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .spec,
+    )
+}
+
 /// Points `config` at a fresh state dir, `dir`, with every port chosen by the OS.
 fn embedded(config: &mut Config, dir: &Path) {
     config.general.state_dir = dir.to_path_buf();
@@ -115,12 +126,7 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     let (p, client) = start(config).await?;
     let c = p.config.clone();
     client.apply_spec(spec).await?;
-    let spec_name = modelbus_dataset::spec::DatasetSpec::parse(
-        &std::fs::read_to_string(spec)?,
-        &spec.display().to_string(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?
-    .spec;
+    let spec_name = read_spec(spec)?;
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let lines: Vec<&str> = text.lines().collect();
@@ -223,6 +229,7 @@ pub async fn serving(
             serde_json::json!({ "instances": [m] })
         })
         .collect();
+    let dataset = read_spec(spec)?.name;
     let mut on = Vec::new();
     let mut off = Vec::new();
     for round in 0..rounds * 2 {
@@ -239,14 +246,7 @@ pub async fn serving(
             .collect();
         let (p, client) = start_only(c, &services).await?;
         client.apply_spec(spec).await?;
-        let name = modelbus_dataset::spec::DatasetSpec::parse(
-            &std::fs::read_to_string(spec)?,
-            &spec.display().to_string(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .spec
-        .name;
-        let run = deployed_run(&client, &name, data).await?;
+        let run = deployed_run(&client, &dataset, data).await?;
         let url = format!(
             "http://{}/v1/models/{}:predict",
             p.config.serving.staging_addr, run.model
@@ -389,11 +389,7 @@ pub fn validate(
     chunk_rows: usize,
     json: bool,
 ) -> Result<()> {
-    let text = std::fs::read_to_string(spec_file)
-        .with_context(|| format!("cannot read {}", spec_file.display()))?;
-    let spec = modelbus_dataset::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .spec;
+    let spec = read_spec(spec_file)?;
     let spec = std::sync::Arc::new(spec);
     let mut seconds = Vec::new();
     let mut rss = Vec::new();
@@ -466,11 +462,7 @@ pub fn monitor(
             eprintln!("wrote {rows} rows ({bytes} bytes) to {}", file.display());
         }
     }
-    let text = std::fs::read_to_string(spec_file)
-        .with_context(|| format!("cannot read {}", spec_file.display()))?;
-    let spec = modelbus_dataset::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .spec;
+    let spec = read_spec(spec_file)?;
     let spec = std::sync::Arc::new(spec);
     let options = modelbus_featurize::drift::DriftOptions::default();
     let mut seconds = Vec::new();
@@ -542,11 +534,7 @@ pub fn monitor(
 pub fn train(data: &Path, spec_file: &Path, folds: usize, json: bool) -> Result<()> {
     use modelbus_dataset::spec::{Algorithm, CandidateSpec};
     use modelbus_featurize::features::{Cell, FeaturePlan, FeatureTransform, cell};
-    let text = std::fs::read_to_string(spec_file)
-        .with_context(|| format!("cannot read {}", spec_file.display()))?;
-    let spec = modelbus_dataset::spec::DatasetSpec::parse(&text, &spec_file.display().to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .spec;
+    let spec = read_spec(spec_file)?;
     let f = std::fs::File::open(data).with_context(|| format!("cannot open {}", data.display()))?;
     let chunks = modelbus_dataset::table::read_all(f, std::sync::Arc::new(spec.clone()), 65_536)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -234,10 +234,15 @@ impl TestPlatform {
 
     /// Predictions for the first rows of the Telco file (without the target).
     pub async fn predict_sample(&self) -> Value {
+        self.predict(&telco_records(5)).await
+    }
+
+    /// Staging's v1 answer for `records`, which must succeed.
+    pub async fn predict(&self, records: &[Value]) -> Value {
         let r = self
             .http
             .post(format!("{}/v1/models/telco-churn:predict", self.staging()))
-            .json(&serde_json::json!({ "instances": telco_records(5) }))
+            .json(&serde_json::json!({ "instances": records }))
             .send()
             .await
             .unwrap();
@@ -285,6 +290,18 @@ pub fn answers(mut v: Value) -> Value {
         }
     }
     v
+}
+
+/// Records as Open Inference Protocol v2 input tensors, one per column.
+pub fn oip_inputs(records: &[Value]) -> Vec<Value> {
+    let columns: Vec<String> = records[0].as_object().unwrap().keys().cloned().collect();
+    columns
+        .iter()
+        .map(|c| {
+            let data: Vec<Value> = records.iter().map(|r| r[c].clone()).collect();
+            serde_json::json!({ "name": c, "shape": [records.len()], "datatype": "BYTES", "data": data })
+        })
+        .collect()
 }
 
 /// The first `n` Telco rows as JSON records, without the target.

@@ -43,11 +43,7 @@ async fn predictions_are_logged_with_the_ids_clients_get(db: Db) {
     t.deploy_telco().await;
     let v1 = t.predict_sample().await;
     let recs = telco_records(3);
-    let columns: Vec<String> = recs[0].as_object().unwrap().keys().cloned().collect();
-    let inputs: Vec<Value> = columns
-        .iter()
-        .map(|c| serde_json::json!({ "name": c, "shape": [3], "datatype": "BYTES", "data": recs.iter().map(|r| r[c].clone()).collect::<Vec<_>>() }))
-        .collect();
+    let inputs = crate::harness::oip_inputs(&recs);
     let v2: Value = t
         .http
         .post(format!("{}/v2/models/telco-churn/infer", t.staging()))
@@ -128,18 +124,6 @@ async fn sampling_at_zero_logs_nothing_but_still_answers_with_ids() {
     assert!(batches.is_empty(), "{batches:#?}");
 }
 
-/// Predicts `records` on staging, in one request.
-async fn predict(t: &TestPlatform, records: &[Value]) {
-    let r = t
-        .http
-        .post(format!("{}/v1/models/telco-churn:predict", t.staging()))
-        .json(&serde_json::json!({ "instances": records }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-}
-
 /// Waits until the registry holds `n` windows of the model.
 async fn windows(t: &TestPlatform, n: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -167,7 +151,7 @@ async fn live_traffic_is_compared_with_the_training_reference(db: Db) {
     t.deploy_telco().await;
     let records = telco_records(1000);
     // A window as the training rows were: no drift, no decision.
-    predict(&t, &records[..500]).await;
+    t.predict(&records[..500]).await;
     let first = windows(&t, 1).await;
     assert_eq!(first.len(), 1, "{first:#?}");
     let w = &first[0];
@@ -200,7 +184,7 @@ async fn live_traffic_is_compared_with_the_training_reference(db: Db) {
             r
         })
         .collect();
-    predict(&t, &shifted).await;
+    t.predict(&shifted).await;
     let both = windows(&t, 2).await;
     assert_eq!(both.len(), 2, "{both:#?}");
     let w = &both[0];
@@ -367,7 +351,7 @@ async fn malformed_log_batches_are_dead_lettered_and_the_monitor_keeps_working()
         "dead letters are counted"
     );
     // The monitor still windows real traffic.
-    predict(&t, &telco_records(200)).await;
+    t.predict(&telco_records(200)).await;
     let w = windows(&t, 1).await;
     assert_eq!(w.len(), 1, "{w:#?}");
     assert_eq!(w[0]["rows"], 200);

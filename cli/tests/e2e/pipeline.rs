@@ -123,11 +123,7 @@ async fn whole_pipeline(db: Db) {
         .unwrap();
     assert_eq!(meta["versions"][0], "1");
     let recs = telco_records(3);
-    let columns: Vec<String> = recs[0].as_object().unwrap().keys().cloned().collect();
-    let inputs: Vec<Value> = columns
-        .iter()
-        .map(|c| serde_json::json!({ "name": c, "shape": [3], "datatype": "BYTES", "data": recs.iter().map(|r| r[c].clone()).collect::<Vec<_>>() }))
-        .collect();
+    let inputs = crate::harness::oip_inputs(&recs);
     let infer: Value = t
         .http
         .post(format!("{}/v2/models/telco-churn/infer", t.staging()))

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
 
-use crate::sample::{category, numeric};
+use crate::sample::{FeatureSample, FeatureSampler, category, numeric};
 use modelbus_dataset::expr::{Expr, Value};
 use modelbus_dataset::spec::{ColumnType, DatasetSpec};
 pub use modelbus_dataset::spec::{FillValue, Impute};
@@ -303,7 +303,11 @@ fn fill(values: Vec<f64>, impute: Option<Impute>, constant: Option<f64>) -> f64 
 
 /// Reads cell `i` of column `ci` of a chunk as a [`Cell`].
 pub fn cell(chunk: &Chunk, ci: usize, i: usize) -> Cell<'_> {
-    let col = chunk.batch.column(ci);
+    array_cell(chunk.batch.column(ci).as_ref(), i)
+}
+
+/// Row `i` of an Arrow column as a [`Cell`].
+pub fn array_cell(col: &dyn Array, i: usize) -> Cell<'_> {
     if col.is_null(i) {
         return Cell::Null;
     }
@@ -677,8 +681,73 @@ pub fn bucket(edges: &[f64], v: f64) -> usize {
     edges.partition_point(|e| *e <= v)
 }
 
+impl FeatureStats {
+    /// The statistics of one feature's training sample (its numbers sorted in place).
+    fn of(name: &str, rows: u64, sample: &mut FeatureSample) -> Self {
+        let null_ratio = if rows == 0 {
+            0.0
+        } else {
+            sample.nulls() as f64 / rows as f64
+        };
+        match sample {
+            FeatureSample::Categorical { counts, .. } => {
+                let total: u64 = counts.values().sum();
+                FeatureStats::Categorical {
+                    name: name.to_string(),
+                    rows,
+                    null_ratio,
+                    frequencies: counts
+                        .iter()
+                        .map(|(c, n)| {
+                            let share = if total == 0 {
+                                0.0
+                            } else {
+                                *n as f64 / total as f64
+                            };
+                            (c.clone(), share)
+                        })
+                        .collect(),
+                }
+            }
+            FeatureSample::Numeric { values: v, .. } => {
+                v.sort_by(|a, b| a.total_cmp(b));
+                let m = mean(v);
+                let stdev = if v.len() > 1 {
+                    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+                } else {
+                    0.0
+                };
+                let quantiles = [0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0]
+                    .iter()
+                    .map(|q| (*q, quantile(v, *q)))
+                    .collect();
+                let mut edges: Vec<f64> = (1..10)
+                    .map(|d| quantile(v, d as f64 / 10.0))
+                    .filter(|e| e.is_finite())
+                    .collect();
+                edges.dedup();
+                let mut counts = vec![0u64; edges.len() + 1];
+                for x in v.iter() {
+                    counts[bucket(&edges, *x)] += 1;
+                }
+                FeatureStats::Numeric {
+                    name: name.to_string(),
+                    rows,
+                    null_ratio,
+                    mean: m,
+                    stdev,
+                    quantiles,
+                    edges,
+                    counts,
+                }
+            }
+        }
+    }
+}
+
 impl FeatureStatistics {
-    /// Computes the statistics of a fitted transform's features on the training rows.
+    /// Computes the statistics of a fitted transform's features on the
+    /// training rows, and the same rows' drift reference, from one pass.
     pub fn compute(
         transform: &FeatureTransform,
         chunks: &[Chunk],
@@ -687,130 +756,29 @@ impl FeatureStatistics {
     ) -> Self {
         let train: BTreeSet<usize> = train_rows.iter().copied().collect();
         let idx: Vec<Option<usize>> = transform.inputs.iter().map(|c| column_index(c)).collect();
-        let n = transform.columns.len();
-        let mut nums: Vec<Vec<f64>> = vec![Vec::new(); n];
-        let mut cats: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); n];
-        let mut nulls = vec![0u64; n];
-        let mut rows = 0u64;
-        let mut row = 0usize;
         let mut cells = Vec::with_capacity(idx.len());
-        let mut sampler = crate::sample::FeatureSampler::from_transform(transform);
+        let mut sampler = FeatureSampler::from_transform(transform);
+        let mut row = 0usize;
         for chunk in chunks {
             for i in 0..chunk.batch.num_rows() {
                 if train.contains(&row) {
-                    rows += 1;
                     cells.clear();
                     cells.extend(
                         idx.iter()
                             .map(|ci| ci.map(|ci| cell(chunk, ci, i)).unwrap_or(Cell::Null)),
                     );
                     sampler.add_cells(&cells);
-                    for (k, (t, how)) in transform
-                        .columns
-                        .iter()
-                        .zip(&transform.compiled)
-                        .enumerate()
-                    {
-                        match (t, how) {
-                            (ColumnTransform::OneHot { .. }, Compiled::Input(j)) => {
-                                match category(&cells[*j]) {
-                                    Some(c) => *cats[k].entry(c).or_default() += 1,
-                                    None => nulls[k] += 1,
-                                }
-                            }
-                            (ColumnTransform::Derived { .. }, Compiled::Expr(e, ix)) => {
-                                let v = e.eval(&|m| {
-                                    cells.get(ix[m]).map(Cell::value).unwrap_or(Value::Null)
-                                });
-                                if v.is_finite() {
-                                    nums[k].push(v)
-                                } else {
-                                    nulls[k] += 1
-                                }
-                            }
-                            (_, Compiled::Input(j)) => match numeric(&cells[*j]) {
-                                Some(v) => nums[k].push(v),
-                                None => nulls[k] += 1,
-                            },
-                            _ => nulls[k] += 1,
-                        }
-                    }
                 }
                 row += 1;
             }
         }
-        let ratio = |k: usize| {
-            if rows == 0 {
-                0.0
-            } else {
-                nulls[k] as f64 / rows as f64
-            }
-        };
-        let features = transform
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(k, t)| match t {
-                ColumnTransform::OneHot { column, .. } => {
-                    let total: u64 = cats[k].values().sum();
-                    FeatureStats::Categorical {
-                        name: column.clone(),
-                        rows,
-                        null_ratio: ratio(k),
-                        frequencies: cats[k]
-                            .iter()
-                            .map(|(c, n)| {
-                                (
-                                    c.clone(),
-                                    if total == 0 {
-                                        0.0
-                                    } else {
-                                        *n as f64 / total as f64
-                                    },
-                                )
-                            })
-                            .collect(),
-                    }
-                }
-                other => {
-                    let mut v = std::mem::take(&mut nums[k]);
-                    v.sort_by(|a, b| a.total_cmp(b));
-                    let m = mean(&v);
-                    let stdev = if v.len() > 1 {
-                        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64)
-                            .sqrt()
-                    } else {
-                        0.0
-                    };
-                    let quantiles = [0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0]
-                        .iter()
-                        .map(|q| (*q, quantile(&v, *q)))
-                        .collect();
-                    let mut edges: Vec<f64> = (1..10)
-                        .map(|d| quantile(&v, d as f64 / 10.0))
-                        .filter(|e| e.is_finite())
-                        .collect();
-                    edges.dedup();
-                    let mut counts = vec![0u64; edges.len() + 1];
-                    for x in &v {
-                        counts[bucket(&edges, *x)] += 1;
-                    }
-                    FeatureStats::Numeric {
-                        name: other.name().to_string(),
-                        rows,
-                        null_ratio: ratio(k),
-                        mean: m,
-                        stdev,
-                        quantiles,
-                        edges,
-                        counts,
-                    }
-                }
-            })
+        let (rows, mut samples) = sampler.finish();
+        let features = samples
+            .iter_mut()
+            .map(|(f, s)| FeatureStats::of(&f.name, rows, s))
             .collect();
-        let (sampled_rows, samples) = sampler.finish();
         let drift_reference = Some(crate::drift::DriftReference::from_samples(
-            sampled_rows,
+            rows,
             samples.into_iter().map(|(f, s)| (f.name, s)).collect(),
         ));
         Self {

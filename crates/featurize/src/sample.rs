@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, StringArray};
+use arrow_array::{Array, Float64Array, Int64Array, StringArray};
 
 use modelbus_dataset::expr::{Expr, Value};
 use modelbus_dataset::schema::ColumnType;
@@ -16,7 +16,7 @@ use modelbus_dataset::spec::DatasetSpec;
 use modelbus_dataset::table::{Chunk, CsvChunks, TableError};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Cell, ColumnTransform, FeaturePlan, FeatureTransform, cell};
+use crate::features::{Cell, ColumnTransform, FeaturePlan, FeatureTransform, array_cell, cell};
 
 /// Whether a feature is compared as numbers or as categories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +95,9 @@ enum Source {
     Input(usize),
     /// An expression over input cells.
     Expr(Box<Expr>, Vec<usize>),
+    /// Nothing to read (a transform column whose input or expression is not
+    /// there): every row is a null, so features keep their places.
+    Missing,
 }
 
 /// One feature a sampler collects.
@@ -175,36 +178,41 @@ impl FeatureSampler {
         Self::with(inputs, features)
     }
 
-    /// Every feature of a fitted transform (what a served model reads).
+    /// Every feature of a fitted transform (what a served model reads), one per
+    /// transform column and in its order.
     pub fn from_transform(t: &FeatureTransform) -> Self {
         let index = |n: &str| t.inputs.iter().position(|i| i == n);
+        let input = |column: &str| index(column).map_or(Source::Missing, Source::Input);
         let features = t
             .columns
             .iter()
-            .filter_map(|c| {
+            .map(|c| {
                 let (kind, source) = match c {
                     ColumnTransform::OneHot { column, .. } => {
-                        (FeatureKind::Categorical, Source::Input(index(column)?))
+                        (FeatureKind::Categorical, input(column))
                     }
                     ColumnTransform::Numeric { column, .. }
-                    | ColumnTransform::Bool { column, .. } => {
-                        (FeatureKind::Numeric, Source::Input(index(column)?))
-                    }
+                    | ColumnTransform::Bool { column, .. } => (FeatureKind::Numeric, input(column)),
                     ColumnTransform::Derived { expr, .. } => {
-                        let e = Expr::parse(expr).ok()?;
-                        let idx = e
-                            .columns()
-                            .iter()
-                            .map(|v| index(v))
-                            .collect::<Option<Vec<usize>>>()?;
-                        (FeatureKind::Numeric, Source::Expr(Box::new(e), idx))
+                        let source = Expr::parse(expr)
+                            .ok()
+                            .and_then(|e| {
+                                let idx = e
+                                    .columns()
+                                    .iter()
+                                    .map(|v| index(v))
+                                    .collect::<Option<Vec<usize>>>()?;
+                                Some(Source::Expr(Box::new(e), idx))
+                            })
+                            .unwrap_or(Source::Missing);
+                        (FeatureKind::Numeric, source)
                     }
                 };
-                Some(SampledFeature {
+                SampledFeature {
                     name: c.name().to_string(),
                     kind,
                     source,
-                })
+                }
             })
             .collect();
         Self::with(t.inputs.clone(), features)
@@ -262,6 +270,7 @@ impl FeatureSampler {
                     None => add_nulls(&mut self.samples[k], n as u64),
                 },
                 Source::Expr(..) => derived.push(k),
+                Source::Missing => add_nulls(&mut self.samples[k], n as u64),
             }
         }
         if !derived.is_empty() {
@@ -341,6 +350,7 @@ fn add_one(f: &SampledFeature, s: &mut FeatureSample, cells: &[Cell<'_>]) {
             }
         }
         (Source::Expr(..), FeatureSample::Categorical { nulls, .. }) => *nulls += 1,
+        (Source::Missing, s) => add_nulls(s, 1),
     }
 }
 
@@ -422,25 +432,6 @@ fn add_column(s: &mut FeatureSample, col: &dyn Array) {
                 }
             }
         }
-    }
-}
-
-/// One cell of an Arrow column.
-fn array_cell(col: &dyn Array, i: usize) -> Cell<'_> {
-    if col.is_null(i) {
-        return Cell::Null;
-    }
-    let any = col.as_any();
-    if let Some(a) = any.downcast_ref::<Float64Array>() {
-        Cell::Num(a.value(i))
-    } else if let Some(a) = any.downcast_ref::<Int64Array>() {
-        Cell::Num(a.value(i) as f64)
-    } else if let Some(a) = any.downcast_ref::<StringArray>() {
-        Cell::Text(a.value(i))
-    } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
-        Cell::Bool(a.value(i))
-    } else {
-        Cell::Null
     }
 }
 

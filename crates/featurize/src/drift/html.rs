@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use modelbus_dataset::html::escape;
 
-use super::{ColumnDrift, DatasetDrift};
+use super::{ColumnDrift, DatasetDrift, short_number as n};
 
 const STYLE: &str = "
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1f2328;background:#fff}
@@ -31,16 +31,6 @@ td.num{text-align:right;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 .cur{background:#0969da}
 section{border:1px solid #d0d7de;border-radius:.5rem;padding:.6rem 1rem;margin:.8rem 0}
 ";
-
-/// A number with at most 4 decimals.
-fn n(v: f64) -> String {
-    if v.is_finite() {
-        let s = format!("{v:.4}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        "∞".into()
-    }
-}
 
 fn column_section(out: &mut String, c: &ColumnDrift) {
     let badge = if c.drifted {

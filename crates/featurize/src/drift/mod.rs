@@ -446,6 +446,16 @@ fn default_method(kind: FeatureKind, reference_rows: u64, n_values: usize) -> Me
     }
 }
 
+/// A number with at most 4 decimals, trailing zeros dropped (`∞` when not finite).
+pub(crate) fn short_number(v: f64) -> String {
+    if v.is_finite() {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        "∞".into()
+    }
+}
+
 /// A number as a category label (integers without a fraction).
 fn number_label(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -585,6 +595,11 @@ fn numeric_drift(
     let n_values = distinct_union(r, current, 5);
     let method = method.unwrap_or_else(|| default_method(FeatureKind::Numeric, r.rows, n_values));
     let per_value = r.is_exact() && r.values.len() <= 20;
+    // Counts per distinct value of both samples (exact references only), for
+    // the discrete methods and the distribution: computed at most once.
+    let by_value = (r.is_exact() && (per_value || matches!(method, Method::Chisquare | Method::Z)))
+        .then(|| numeric_pairs(r, current));
+    let (nr, nc) = (r.rows as f64, current.len() as f64);
     let mut error_bound = 0.0;
     let mut out = match method {
         Method::Ks => {
@@ -607,19 +622,20 @@ fn numeric_drift(
                     reference::EXACT_VALUES
                 ));
             }
-            let (pairs, _) = numeric_pairs(r, current);
+            let pairs = by_value
+                .as_ref()
+                .map(|b| b.0.as_slice())
+                .unwrap_or_default();
             let (s, p) = if method == Method::Z {
-                methods::z(&pairs)
+                methods::z(pairs)
             } else {
-                methods::chisquare(&pairs)
+                methods::chisquare(pairs)
             };
             result(FeatureKind::Numeric, method, s, Some(p))
         }
         Method::Jensenshannon | Method::Psi => {
-            let pairs = if per_value {
-                let (pairs, _) = numeric_pairs(r, current);
-                let (nr, nc) = (r.rows as f64, current.len() as f64);
-                pairs.into_iter().map(|(a, b)| (a / nr, b / nc)).collect()
+            let pairs = if let (true, Some((pairs, _))) = (per_value, &by_value) {
+                pairs.iter().map(|(a, b)| (a / nr, b / nc)).collect()
             } else {
                 if !r.is_exact() {
                     error_bound = 2.0 / reference::QUANTILES as f64;
@@ -637,9 +653,7 @@ fn numeric_drift(
     out.reference_rows = r.rows;
     out.current_rows = current.len() as u64;
     out.error_bound = error_bound;
-    out.distribution = if per_value {
-        let (pairs, keys) = numeric_pairs(r, current);
-        let (nr, nc) = (r.rows as f64, current.len() as f64);
+    out.distribution = if let (true, Some((pairs, keys))) = (per_value, &by_value) {
         Distribution {
             labels: keys.iter().map(|k| number_label(*k)).collect(),
             reference: pairs.iter().map(|p| p.0 / nr).collect(),
@@ -658,15 +672,7 @@ fn numeric_drift(
         let edges: Vec<f64> = (0..=20).map(|i| lo + (hi - lo) * i as f64 / 20.0).collect();
         let pairs = methods::binned(r, current, &edges);
         Distribution {
-            labels: edges[..20]
-                .iter()
-                .map(|e| {
-                    format!("{:.4}", e)
-                        .trim_end_matches('0')
-                        .trim_end_matches('.')
-                        .to_string()
-                })
-                .collect(),
+            labels: edges[..20].iter().map(|e| short_number(*e)).collect(),
             reference: pairs.iter().map(|p| p.0).collect(),
             current: pairs.iter().map(|p| p.1).collect(),
         }
