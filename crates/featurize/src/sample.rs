@@ -13,7 +13,7 @@ use arrow_array::{Array, Float64Array, Int64Array, StringArray};
 use modelbus_dataset::expr::{Expr, Value};
 use modelbus_dataset::schema::ColumnType;
 use modelbus_dataset::spec::DatasetSpec;
-use modelbus_dataset::table::{Chunk, CsvChunks, TableError};
+use modelbus_dataset::table::{Chunk, CsvChunks, TableError, parse_bool};
 use serde::{Deserialize, Serialize};
 
 use crate::features::{Cell, ColumnTransform, FeaturePlan, FeatureTransform, array_cell, cell};
@@ -95,6 +95,10 @@ enum Source {
     Input(usize),
     /// An expression over input cells.
     Expr(Box<Expr>, Vec<usize>),
+    /// A boolean input cell as 0/1: typed booleans, or text as the spec's
+    /// booleans are written (`true`, `yes`, `1`, ...), since a logged record
+    /// keeps what the client sent.
+    Flag(usize),
     /// Nothing to read (a transform column whose input or expression is not
     /// there): every row is a null, so features keep their places.
     Missing,
@@ -154,7 +158,11 @@ impl FeatureSampler {
             .map(|(i, c)| SampledFeature {
                 name: c.name.clone(),
                 kind: kind_of(c.ty),
-                source: Source::Input(i),
+                source: if c.ty == ColumnType::Bool {
+                    Source::Flag(i)
+                } else {
+                    Source::Input(i)
+                },
             })
             .collect();
         for d in &plan.derived {
@@ -191,8 +199,13 @@ impl FeatureSampler {
                     ColumnTransform::OneHot { column, .. } => {
                         (FeatureKind::Categorical, input(column))
                     }
-                    ColumnTransform::Numeric { column, .. }
-                    | ColumnTransform::Bool { column, .. } => (FeatureKind::Numeric, input(column)),
+                    ColumnTransform::Numeric { column, .. } => {
+                        (FeatureKind::Numeric, input(column))
+                    }
+                    ColumnTransform::Bool { column, .. } => (
+                        FeatureKind::Numeric,
+                        index(column).map_or(Source::Missing, Source::Flag),
+                    ),
                     ColumnTransform::Derived { expr, .. } => {
                         let source = Expr::parse(expr)
                             .ok()
@@ -265,7 +278,7 @@ impl FeatureSampler {
         let mut derived = Vec::new();
         for (k, f) in self.features.iter().enumerate() {
             match &f.source {
-                Source::Input(j) => match idx.get(*j).copied().flatten() {
+                Source::Input(j) | Source::Flag(j) => match idx.get(*j).copied().flatten() {
                     Some(ci) => add_column(&mut self.samples[k], chunk.batch.column(ci).as_ref()),
                     None => add_nulls(&mut self.samples[k], n as u64),
                 },
@@ -349,7 +362,19 @@ fn add_one(f: &SampledFeature, s: &mut FeatureSample, cells: &[Cell<'_>]) {
                 *nulls += 1
             }
         }
-        (Source::Expr(..), FeatureSample::Categorical { nulls, .. }) => *nulls += 1,
+        (Source::Flag(j), FeatureSample::Numeric { values, nulls }) => {
+            let v = match cells.get(*j) {
+                Some(Cell::Text(t)) => parse_bool(t.trim()).map(|b| f64::from(u8::from(b))),
+                other => other.and_then(numeric),
+            };
+            match v {
+                Some(v) => values.push(v),
+                None => *nulls += 1,
+            }
+        }
+        (Source::Expr(..) | Source::Flag(_), FeatureSample::Categorical { nulls, .. }) => {
+            *nulls += 1
+        }
         (Source::Missing, s) => add_nulls(s, 1),
     }
 }
@@ -569,6 +594,23 @@ expr = "x * 2"
             }
         );
         assert_eq!(get("c").nulls(), 1);
+        // A logged record keeps what the client sent: booleans as text count.
+        let mut logged = FeatureSampler::from_plan(&plan);
+        let b = logged.inputs.iter().position(|c| c == "b").unwrap();
+        for text in ["true", "Yes", "0", "maybe"] {
+            let mut cells = vec![Cell::Null; logged.inputs.len()];
+            cells[b] = Cell::Text(text);
+            logged.add_cells(&cells);
+        }
+        let (_, samples) = logged.finish();
+        let flag = samples.into_iter().find(|(f, _)| f.name == "b").unwrap().1;
+        assert_eq!(
+            flag,
+            FeatureSample::Numeric {
+                values: vec![1.0, 1.0, 0.0],
+                nulls: 1
+            }
+        );
         assert_eq!(get("b").non_null(), 4);
         assert_eq!(
             get("x2"),
