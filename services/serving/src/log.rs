@@ -199,7 +199,7 @@ async fn flush(
     );
     // Stopping: one short attempt (the server may be going away with the process).
     let (attempts, limit) = if ctx.shutdown.is_cancelled() {
-        (1, Duration::from_secs(2))
+        (1, Duration::from_millis(500))
     } else {
         (3, Duration::from_secs(10))
     };
