@@ -55,9 +55,12 @@ fi
 
 # mold links the test binaries several times faster (.cargo/config.toml uses it),
 # and Debian's nats-server 2.9 is the "too old" server the bus tests must refuse.
+# prometheus-alertmanager is the real Alertmanager the notification tests
+# deliver to (crates/notify; the harness starts its own, never the system one).
 apt_missing=()
 command -v mold >/dev/null 2>&1 || apt_missing+=(mold)
 [ -x /usr/sbin/nats-server ] || apt_missing+=(nats-server)
+[ -x /usr/bin/prometheus-alertmanager ] || apt_missing+=(prometheus-alertmanager)
 command -v pg_isready >/dev/null 2>&1 || apt_missing+=(postgresql-client)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${apt_missing[*]} (apt-get)" >&2
@@ -65,7 +68,8 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
-  # The Debian package may start a system nats-server; modelbus never uses it.
+  # The Debian packages may start a system nats-server or Alertmanager; modelbus
+  # never uses them.
 fi
 
 "$tools/bin/nats-server" --version >/dev/null

@@ -211,16 +211,25 @@ echo "==> modelbus deployments --model telco-churn --env production"
 echo
 echo "==> live traffic: 1,000 Telco customers as they are, then 1,000 with monthly charges"
 echo "    × 1.10 + 5 and a third of the contracts switched to two years (production, v1)"
-python3 - <<'PY'
-import csv, json, urllib.request
+python3 - "$state" <<'PY'
+import csv, json, sys, urllib.request
 rows = list(csv.DictReader(open("data/telco-churn/telco_customer_churn.csv")))
-for r in rows:
-    r.pop("Churn")
+truth = [r.pop("Churn") for r in rows]
 def predict(batch):
     req = urllib.request.Request("http://127.0.0.1:7081/v1/models/telco-churn:predict",
         data=json.dumps({"instances": batch}).encode(), headers={"content-type": "application/json"})
     return json.load(urllib.request.urlopen(req))
-predict(rows[1000:2000])
+normal = predict(rows[1000:2000])
+# The outcomes, known weeks later: by prediction id for the first window, by
+# customer id for the second (each goes to the customer's latest prediction).
+with open(f"{sys.argv[1]}/labels-by-id.csv", "w") as f:
+    f.write("prediction_id,Churn\n")
+    for p, t in zip(normal["predictions"], truth[1000:2000]):
+        f.write(f"{p['prediction_id']},{t}\n")
+with open(f"{sys.argv[1]}/labels-by-customer.csv", "w") as f:
+    f.write("customerID,Churn\n")
+    for r, t in zip(rows[2000:3000], truth[2000:3000]):
+        f.write(f"{r['customerID']},{t}\n")
 shifted = []
 for i, r in enumerate(rows[2000:3000]):
     r = dict(r)
@@ -240,6 +249,18 @@ for _ in $(seq 1 150); do
 done
 echo "==> modelbus monitor status --model telco-churn --env production"
 "$mb" monitor status --model telco-churn --env production --limit 2
+echo
+echo "==> ground truth arrives: modelbus labels submit (by prediction id, then by customer id)"
+"$mb" labels submit --dataset telco-churn "$state/labels-by-id.csv"
+"$mb" labels submit --dataset telco-churn "$state/labels-by-customer.csv"
+for _ in $(seq 1 150); do
+  n=$("$mb" monitor status --model telco-churn --env production --json 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["performance"]))' 2>/dev/null || echo 0)
+  [ "$n" -ge 2 ] && break
+  sleep 0.2
+done
+echo "==> realised beside estimated performance (modelbus monitor status)"
+"$mb" monitor status --model telco-churn --env production --limit 2 | grep -E "closed by|estimated|realised|performance" || true
 echo "==> the same drift offline, on two files (modelbus drift, like an Evidently report)"
 python3 - "$state" <<'PY'
 import csv, sys

@@ -5,6 +5,9 @@
 #                       and scripts/validate_deploy.py compose
 #   deploy/prometheus/  promtool check config, check rules, test rules
 #   deploy/otel/        scripts/validate_deploy.py otel
+#   deploy/grafana/     scripts/validate_deploy.py grafana (dashboards, provisioning,
+#                       mounts in compose and k8s), then `promtool check rules` on
+#                       every dashboard expression written as a recording rule
 #   k8s/                scripts/validate_deploy.py k8s (renders base + overlays,
 #                       kubernetes-validate against Kubernetes 1.30, consistency)
 #   .github/workflows/  actionlint
@@ -81,6 +84,8 @@ check "promtool check config" promtool check config "$root/deploy/prometheus/pro
 check "promtool check rules" promtool check rules "$root/deploy/prometheus/rules.yml"
 check "promtool test rules" promtool test rules "$root/deploy/prometheus/rules_test.yml"
 check "otel collector config" py otel
+check "grafana dashboards and provisioning" py grafana "$rendered/grafana-rules.yml"
+check "promtool check rules (dashboard expressions)" promtool check rules "$rendered/grafana-rules.yml"
 check "k8s render + kubernetes-validate" py k8s "$rendered"
 check "actionlint" "$tools/actionlint/bin/actionlint" -no-color "$root"/.github/workflows/*.yml
 

@@ -6,6 +6,13 @@ PYTHONPATH) next to hadolint, docker-compose config, promtool and actionlint:
 
   validate_deploy.py compose   docker-compose.yml (+ deploy/prometheus targets)
   validate_deploy.py otel      deploy/otel/collector.yaml
+  validate_deploy.py grafana RULES
+                               deploy/grafana: the dashboards (JSON, uids,
+                               datasource, variables, layout, annotations), the
+                               provisioning files and where compose and k8s mount
+                               them; writes every PromQL expression of the
+                               dashboards to RULES as recording rules (variables
+                               replaced) for `promtool check rules`.
   validate_deploy.py k8s [OUT] k8s/ base and overlays: renders them (the kustomize
                                subset they use, cross-checked against
                                `kubectl kustomize` where kubectl exists), writes the
@@ -16,6 +23,7 @@ PYTHONPATH) next to hadolint, docker-compose config, promtool and actionlint:
 Each check prints every problem it finds and exits 1 if there was any.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -46,6 +54,8 @@ EXTERNAL_SECRETS = {
     "modelbus-service-tokens": {"ingest", "features", "trainer", "serving", "monitor"},
     # One NATS password per user of deploy/nats/permissions.conf.
     "modelbus-nats": {"registry", "ingest", "features", "trainer", "deployer", "serving", "monitor"},
+    # Grafana's admin password.
+    "modelbus-grafana": {"admin-password"},
 }
 
 problems: list[str] = []
@@ -223,8 +233,171 @@ def check_otel() -> None:
         fail("collector.yaml: the OTLP gRPC receiver must listen on 4317 (services export there)")
 
 
+# ---------------------------------------------------------------- grafana
+GRAFANA = ROOT / "deploy/grafana"
+# Grafana's own variables, as replaced before promtool parses an expression.
+GRAFANA_BUILTINS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1d",
+                    "__range_s": "86400", "__interval_ms": "60000"}
+VARIABLE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)\]\]")
+
+
+def promql_for_promtool(expr: str) -> str:
+    """A dashboard expression as Prometheus would get it: Grafana's interval
+    variables as durations, the dashboard's own variables (used in label
+    matchers) as `.*`."""
+    def sub(m):
+        name = m.group(1) or m.group(2) or m.group(3)
+        return GRAFANA_BUILTINS.get(name, ".*")
+    return VARIABLE.sub(sub, expr)
+
+
+def panels_of(dash: dict) -> list:
+    out = []
+    for p in dash.get("panels", []):
+        out.append(p)
+        out += p.get("panels", [])  # a collapsed row keeps its panels inside
+    return out
+
+
+def check_grafana(rules_out: Path) -> None:
+    providers = load(GRAFANA / "provisioning/dashboards/modelbus.yml").get("providers") or []
+    if len(providers) != 1 or providers[0].get("type") != "file":
+        fail("grafana: provisioning/dashboards/modelbus.yml must have one file provider")
+        return
+    dash_path = providers[0]["options"]["path"]
+    sources = load(GRAFANA / "provisioning/datasources/prometheus.yml").get("datasources") or []
+    uids = {d.get("uid") for d in sources if d.get("type") == "prometheus"}
+    if "prometheus" not in uids:
+        fail("grafana: provisioning/datasources/prometheus.yml has no prometheus datasource with uid `prometheus`")
+    url_vars = {m.group(1) or m.group(2) for d in sources
+                for m in [re.search(r"\$\{(\w+)\}|\$(\w+)", str(d.get("url", "")))] if m}
+
+    files = sorted((GRAFANA / "dashboards").glob("*.json"))
+    if not files:
+        fail("grafana: no dashboards in deploy/grafana/dashboards")
+    rules, seen_uids = [], set()
+    for f in files:
+        where = f"grafana: {f.name}"
+        try:
+            dash = json.loads(f.read_text())
+        except ValueError as e:
+            fail(f"{where}: not JSON: {e}")
+            continue
+        uid = dash.get("uid", "")
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", uid) or uid in seen_uids:
+            fail(f"{where}: uid {uid!r} must be unique, at most 40 of [a-zA-Z0-9_-]")
+        seen_uids.add(uid)
+        if not dash.get("title") or not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 36:
+            fail(f"{where}: needs a title and schemaVersion >= 36 (Grafana 9+)")
+        if dash.get("id") is not None:
+            fail(f"{where}: id must be null (Grafana assigns it)")
+        variables = {v["name"]: v for v in (dash.get("templating") or {}).get("list", [])}
+        ds_var = variables.get("datasource") or {}
+        if ds_var.get("type") != "datasource" or ds_var.get("query") != "prometheus":
+            fail(f"{where}: needs a `datasource` variable of type datasource, query prometheus")
+
+        def check_vars(w: str, text: str) -> None:
+            for m in VARIABLE.finditer(text):
+                name = m.group(1) or m.group(2) or m.group(3)
+                if name not in variables and name not in GRAFANA_BUILTINS:
+                    fail(f"{w}: uses ${name}, which the dashboard does not define")
+
+        def check_ds(w: str, ds) -> None:
+            if ds != {"type": "prometheus", "uid": "${datasource}"}:
+                fail(f"{w}: datasource must be {{type: prometheus, uid: ${{datasource}}}} (got {ds!r})")
+
+        def add_rule(w: str, name: str, expr: str) -> None:
+            if not str(expr).strip():
+                fail(f"{w}: empty expression")
+                return
+            check_vars(w, expr)
+            rules.append({"record": name, "expr": promql_for_promtool(expr),
+                          "labels": {"source": w.replace(":", "")}})
+
+        rid = re.sub(r"\W", "_", uid)
+        for name, v in variables.items():
+            if v.get("type") == "query":
+                check_ds(f"{where}: variable {name}", v.get("datasource"))
+                q = v.get("query")
+                q = q.get("query", "") if isinstance(q, dict) else q
+                m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", q or "")
+                if not m:
+                    fail(f"{where}: variable {name}: query must be label_values(SELECTOR, LABEL) (got {q!r})")
+                else:
+                    add_rule(f"{where}: variable {name}", f"dashboard:{rid}:var_{name}", m.group(1))
+        for i, a in enumerate((dash.get("annotations") or {}).get("list", [])):
+            if a.get("builtIn"):
+                continue
+            w = f"{where}: annotation {a.get('name')!r}"
+            check_ds(w, a.get("datasource"))
+            add_rule(w, f"dashboard:{rid}:annotation_{i}", a.get("expr", ""))
+        ids = set()
+        for p in panels_of(dash):
+            w = f"{where}: panel {p.get('id')} {p.get('title')!r}"
+            if p.get("id") in ids or not isinstance(p.get("id"), int):
+                fail(f"{w}: ids must be unique integers")
+            ids.add(p.get("id"))
+            g = p.get("gridPos") or {}
+            if not all(isinstance(g.get(k), int) for k in "hwxy") or g["x"] + g["w"] > 24:
+                fail(f"{w}: gridPos must be integers within 24 columns (got {g})")
+            check_vars(w, p.get("title", ""))
+            if p.get("type") == "row":
+                continue
+            if not p.get("description"):
+                fail(f"{w}: no description (say what the panel shows)")
+            check_ds(w, p.get("datasource"))
+            targets = p.get("targets") or []
+            if not targets:
+                fail(f"{w}: no targets")
+            if len({t.get("refId") for t in targets}) != len(targets):
+                fail(f"{w}: refIds must be unique")
+            for t in targets:
+                check_ds(f"{w} {t.get('refId')}", t.get("datasource"))
+                add_rule(f"{w} {t.get('refId')}", f"dashboard:{rid}:panel_{p.get('id')}_{t.get('refId')}",
+                         t.get("expr", ""))
+
+    # Every dashboard reaches both deployments, where the provider looks.
+    gen = load(GRAFANA / "kustomization.yaml").get("configMapGenerator") or []
+    listed = {Path(f).name for g in gen if g.get("name") == "grafana-dashboards" for f in g.get("files", [])}
+    for f in files:
+        if f.name not in listed:
+            fail(f"grafana: kustomization.yaml: {f.name} is not in the grafana-dashboards ConfigMap")
+    compose = (load(ROOT / "docker-compose.yml").get("services") or {}).get("grafana") or {}
+    mounts = [v for v in compose.get("volumes") or [] if isinstance(v, str)]
+    for src, dst in (("./deploy/grafana/provisioning", "/etc/grafana/provisioning"),
+                     ("./deploy/grafana/dashboards", dash_path)):
+        if not any(m.split(":")[:2] == [src, dst] for m in mounts):
+            fail(f"compose: grafana must mount {src} at {dst}")
+    env = compose.get("environment") or {}
+    for var in url_vars:
+        if var not in env:
+            fail(f"compose: grafana must set {var} (the datasource URL)")
+    base = render(ROOT / "k8s/base")
+    dep = next((x for x in base if x["kind"] == "Deployment" and x["metadata"]["name"] == "grafana"), None)
+    if dep is None:
+        fail("k8s/base: no grafana Deployment")
+    else:
+        spec = dep["spec"]["template"]["spec"]
+        vols = {v["name"]: (v.get("configMap") or {}).get("name") for v in spec.get("volumes", [])}
+        c = spec["containers"][0]
+        got = {m["mountPath"]: vols.get(m["name"]) for m in c.get("volumeMounts", [])}
+        for path, cm in (("/etc/grafana/provisioning/datasources", "grafana-datasources"),
+                         ("/etc/grafana/provisioning/dashboards", "grafana-dashboard-providers"),
+                         (dash_path, "grafana-dashboards")):
+            if got.get(path) != cm:
+                fail(f"k8s/base: grafana must mount ConfigMap {cm} at {path}")
+        for var in url_vars:
+            if var not in {e["name"] for e in c.get("env", [])}:
+                fail(f"k8s/base: grafana must set {var} (the datasource URL)")
+
+    rules_out.write_text(yaml.safe_dump({"groups": [{"name": "grafana-dashboards", "rules": rules}]},
+                                        sort_keys=False, width=1000))
+    print(f"grafana: {len(files)} dashboards, {len(rules)} expressions written to {rules_out}")
+
+
 # ---------------------------------------------------------------- k8s
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "images", "replicas", "patches"}
+KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "images", "replicas", "patches",
+                      "configMapGenerator", "generatorOptions"}
 
 
 def smp(base, patch):
@@ -265,6 +438,7 @@ def render(d: Path) -> list:
     for r in k.get("resources", []):
         p = d / r
         docs += render(p) if p.is_dir() else load_all(p)
+    docs += generate_configmaps(d, k)
     for patch in k.get("patches", []):
         if set(patch) != {"path"}:
             raise SystemExit(f"{d}: only `patches: - path: FILE` is implemented")
@@ -292,6 +466,38 @@ def render(d: Path) -> list:
             if doc["kind"] != "Namespace":
                 doc["metadata"]["namespace"] = k["namespace"]
     return docs
+
+
+def generate_configmaps(d: Path, k: dict) -> list:
+    """configMapGenerator with `files` (key = the file's name), as kustomize
+    renders it with generatorOptions.disableNameSuffixHash (the hash suffix is
+    not implemented: refused rather than rendered differently)."""
+    gens = k.get("configMapGenerator", [])
+    opts = k.get("generatorOptions", {})
+    if not gens:
+        return []
+    if set(opts) - {"disableNameSuffixHash", "labels", "annotations"} or opts.get("disableNameSuffixHash") is not True:
+        raise SystemExit(f"{d}/kustomization.yaml: only generatorOptions "
+                         "{disableNameSuffixHash: true, labels, annotations} is implemented")
+    out = []
+    for g in gens:
+        if set(g) - {"name", "files"}:
+            raise SystemExit(f"{d}/kustomization.yaml: configMapGenerator {g.get('name')}: only `name` and `files` are implemented")
+        data = {}
+        for f in g.get("files", []):
+            name, _, path = f.rpartition("=") if "=" in f else (Path(f).name, "", f)
+            src = (d / path).resolve()
+            if d.resolve() not in src.parents:
+                fail(f"{d}: configMapGenerator {g['name']}: {path} is outside the kustomization directory (kustomize refuses it)")
+                continue
+            data[name] = src.read_text()
+        meta = {"name": g["name"]}
+        if opts.get("labels"):
+            meta["labels"] = dict(opts["labels"])
+        if opts.get("annotations"):
+            meta["annotations"] = dict(opts["annotations"])
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+    return out
 
 
 def key(doc: dict) -> tuple:
@@ -477,6 +683,8 @@ def main() -> int:
         check_compose()
     elif what == "otel":
         check_otel()
+    elif what == "grafana" and len(sys.argv) > 2:
+        check_grafana(Path(sys.argv[2]))
     elif what == "k8s":
         check_k8s(Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "target/k8s-rendered")
     else:

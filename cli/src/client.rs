@@ -321,6 +321,31 @@ impl Client {
         list(self.get_json(&path).await?, "windows", &what)
     }
 
+    /// A model's latest windows with the realised performance of those that
+    /// labels joined (keyed by window id).
+    pub async fn windows_with_performance(
+        &self,
+        model: &str,
+        environment: Option<&str>,
+        limit: u32,
+    ) -> Result<(
+        Vec<modelbus_core::events::MonitorWindowClosed>,
+        std::collections::BTreeMap<String, modelbus_core::events::WindowPerformance>,
+    )> {
+        let mut path = format!("/v1/models/{model}/windows?limit={limit}");
+        if let Some(e) = environment {
+            path.push_str(&format!("&environment={}", urlencode(e)));
+        }
+        let what = format!("GET {path}");
+        let v = self.get_json(&path).await?;
+        let performance = match v.get("performance") {
+            Some(p) => serde_json::from_value(p.clone())
+                .with_context(|| format!("{what}: unexpected performance"))?,
+            None => Default::default(),
+        };
+        Ok((list(v, "windows", &what)?, performance))
+    }
+
     /// A model's deployment timeline in every environment, oldest first.
     pub async fn deployments(&self, model: &str) -> Result<Vec<DeploymentEvent>> {
         let path = format!("/v1/models/{model}/deployments");
@@ -434,6 +459,27 @@ impl Client {
                 )
             })?;
         decode(json_or_error(resp, "submit").await?, "submit")
+    }
+
+    /// Sends a label file to ingest (it is checked whole there).
+    pub async fn submit_labels(&self, dataset: &str, file: &Path) -> Result<Value> {
+        let bytes = tokio::fs::read(file)
+            .await
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/datasets/{dataset}/labels", self.ingest))
+            .header("content-type", "text/csv")
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach ingest at {} (is `modelbus up` running?)",
+                    self.ingest
+                )
+            })?;
+        json_or_error(resp, "labels submit").await
     }
 
     /// Polls a pipeline run until it ends or `timeout` passes.

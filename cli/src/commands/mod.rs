@@ -27,6 +27,7 @@ pub mod deployments;
 pub mod drift;
 pub mod evidence;
 pub mod keygen;
+pub mod labels;
 pub mod models;
 pub mod monitor;
 pub mod policies;
@@ -116,6 +117,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
+    /// Ground truth for earlier predictions.
+    Labels {
+        /// Its subcommand.
+        #[command(subcommand)]
+        cmd: labels::LabelsCmd,
+    },
     /// Runs the monitor alone; `monitor status` shows what it saw of live traffic.
     Monitor {
         /// Its subcommand (none runs the monitor service).
@@ -200,6 +207,7 @@ impl Cmd {
             Cmd::Bench { cmd } => cmd.run(config).await,
             Cmd::Validate(a) => a.run(client).await,
             Cmd::Drift(a) => a.run(client).await,
+            Cmd::Labels { cmd } => cmd.run(client).await,
             Cmd::Policies { cmd } => cmd.run(),
             Cmd::Keygen(a) => a.run(),
             Cmd::Tokens { cmd } => cmd.run(client).await,

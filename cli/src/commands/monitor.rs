@@ -38,11 +38,13 @@ impl MonitorCmd {
                 limit,
                 json,
             } => {
-                let windows = client
-                    .windows(&model, environment.as_deref(), limit)
+                let (windows, performance) = client
+                    .windows_with_performance(&model, environment.as_deref(), limit)
                     .await?;
                 if json {
-                    print_json(&serde_json::json!({ "model": model, "windows": windows }))?;
+                    print_json(&serde_json::json!({
+                        "model": model, "windows": windows, "performance": performance,
+                    }))?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 if windows.is_empty() {
@@ -71,6 +73,37 @@ impl MonitorCmd {
                     );
                     for d in &w.decisions {
                         println!("    {}: {}", d.kind, d.reason);
+                    }
+                    let fig = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+                    if let Some(e) = &w.estimated {
+                        println!(
+                            "    estimated (CBPE)  ROC AUC {}  accuracy {}  F1 {}",
+                            fig(e.roc_auc),
+                            fig(e.accuracy),
+                            fig(e.f1)
+                        );
+                    }
+                    if let Some(p) = performance.get(&w.window_id) {
+                        let r = &p.realised;
+                        println!(
+                            "    realised          ROC AUC {}  accuracy {}  F1 {}  PR AUC {}  log loss {}  Brier {}  ECE {}  ({} labels, coverage {:.0}%)",
+                            fig(r.roc_auc),
+                            fig(r.accuracy),
+                            fig(r.f1),
+                            fig(r.pr_auc),
+                            fig(r.log_loss),
+                            fig(r.brier),
+                            fig(r.ece),
+                            r.rows,
+                            p.label_coverage * 100.0
+                        );
+                        println!(
+                            "    confusion at {:.2}: tp {} fp {} tn {} fn {}",
+                            r.threshold, r.tp, r.fp, r.tn, r.fn_
+                        );
+                        for d in &p.decisions {
+                            println!("    {}: {}", d.kind, d.reason);
+                        }
                     }
                     println!(
                         "    report /v1/reports/{}  page /v1/windows/pages/{}",

@@ -353,3 +353,170 @@ fn cli_blocking(platform: &TestPlatform, args: &[&str]) -> (i32, String, String)
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `modelbus up` as a real process (its own embedded nats-server, or `nats`),
+/// with its listeners on fixed ports (from [`ports`]) and its log in a file.
+pub struct Up {
+    child: std::process::Child,
+    state: PathBuf,
+    ports: Vec<u16>,
+}
+
+/// The environment variable of every listener `modelbus up` binds, from the
+/// services table.
+fn keys() -> Vec<String> {
+    platform::SERVICES
+        .iter()
+        .flat_map(|s| s.listeners)
+        .map(|l| l.env_var())
+        .collect()
+}
+
+/// A free port for every listener of `modelbus up`, in the services table's order.
+pub fn ports() -> Vec<u16> {
+    (0..keys().len())
+        .map(|_| modelbus_core::nats_server::free_port().unwrap())
+        .collect()
+}
+
+impl Up {
+    /// Starts `modelbus up` on `state` with the specs of `datasets`.
+    pub fn start(
+        state: &Path,
+        ports: &[u16],
+        nats: Option<&str>,
+        datasets: &Path,
+        log: &Path,
+    ) -> Up {
+        Self::start_with_env(state, ports, nats, datasets, log, &[])
+    }
+
+    /// Same, with more environment variables (configuration keys).
+    pub fn start_with_env(
+        state: &Path,
+        ports: &[u16],
+        nats: Option<&str>,
+        datasets: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Up {
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(modelbus_bin());
+        cmd.args([
+            "up",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--datasets-dir",
+            datasets.to_str().unwrap(),
+        ])
+        .current_dir(repo_root())
+        .env("MODELBUS_BUS__ACK_WAIT", "2s")
+        .env("MODELBUS_TELEMETRY__LOG_LEVEL", "info")
+        .env_remove("NATS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
+        if let Some(url) = nats {
+            cmd.env("NATS_URL", url);
+        }
+        for (k, p) in keys().iter().zip(ports) {
+            cmd.env(k, format!("127.0.0.1:{p}"));
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Up {
+            child: cmd.spawn().unwrap(),
+            state: state.to_path_buf(),
+            ports: ports.to_vec(),
+        }
+    }
+
+    pub fn registry(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    pub fn ingest(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[2])
+    }
+
+    pub fn staging(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[6])
+    }
+
+    /// Waits until the registry is ready and has the Telco spec.
+    pub async fn ready(&mut self, log: &Path) {
+        for _ in 0..600 {
+            let http = match std::fs::read_to_string(self.state.join("admin.token")) {
+                Ok(t) => authed_http(&t),
+                Err(_) => reqwest::Client::new(),
+            };
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "modelbus up exited with {status}:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            if let Ok(r) = http.get(format!("{}/readyz", self.registry())).send().await
+                && r.status() == 200
+                && http
+                    .get(format!("{}/v1/datasets/telco-churn", self.registry()))
+                    .send()
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "modelbus up not ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// A client with the admin token the registry wrote.
+    pub fn client(&self) -> JsonClient {
+        let token = std::fs::read_to_string(self.state.join("admin.token")).ok();
+        JsonClient::new(&self.registry(), &self.ingest(), token.as_deref())
+    }
+
+    /// SIGTERM, and waits (at most 10 s) for the process to stop.
+    pub fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("modelbus up did not stop on SIGTERM within 10s");
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    /// A failing test must not leave a `modelbus up` behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -356,3 +356,205 @@ async fn malformed_log_batches_are_dead_lettered_and_the_monitor_keeps_working()
     assert_eq!(w.len(), 1, "{w:#?}");
     assert_eq!(w[0]["rows"], 200);
 }
+
+/// The target of the first `n` Telco rows, with their customer ids.
+fn telco_truth(n: usize) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(modelbus_testkit::telco_csv()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let id = header.iter().position(|h| *h == "customerID").unwrap();
+    let churn = header.iter().position(|h| *h == "Churn").unwrap();
+    lines
+        .take(n)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[id].to_string(), f[churn].to_string())
+        })
+        .collect()
+}
+
+/// ROC AUC by counting pairs (ties one half): the test's own reference.
+fn auc(p: &[f64], y: &[bool]) -> f64 {
+    let (mut won, mut pairs) = (0.0, 0.0);
+    for i in 0..p.len() {
+        for j in 0..p.len() {
+            if y[i] && !y[j] {
+                pairs += 1.0;
+                won += if p[i] > p[j] {
+                    1.0
+                } else if p[i] == p[j] {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    won / pairs
+}
+
+async fn post_labels(t: &TestPlatform, csv: impl Into<Vec<u8>>) -> (u16, Value) {
+    let r = t
+        .http
+        .post(format!("{}/v1/datasets/telco-churn/labels", t.config.ingest_url()))
+        .header("content-type", "text/csv")
+        .body(csv.into())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The realised performance of `window` once it covers `rows` labels.
+async fn realised(t: &TestPlatform, window: &str, rows: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = t
+            .client
+            .get_json("/v1/models/telco-churn/windows?environment=staging")
+            .await
+            .unwrap();
+        let p = &w["performance"][window];
+        if p["realised"]["rows"].as_u64() == Some(rows) {
+            return p.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "window {window} never had {rows} labels: {:#}",
+            w["performance"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn labels_join_predictions_and_revise_their_windows(db: Db) {
+    let t = TestPlatform::start_with(db, |c| {
+        c.serving.log_flush_interval = Duration::from_millis(50);
+        c.monitor.window_rows = 400;
+        c.monitor.window_duration = Duration::from_secs(600);
+    })
+    .await;
+    t.deploy_telco().await;
+    let truth = telco_truth(450);
+    let records = telco_records(450);
+    let answer = t.predict(&records[..400]).await;
+    let preds = answer["predictions"].as_array().unwrap();
+    let ids: Vec<String> = preds
+        .iter()
+        .map(|p| p["prediction_id"].as_str().unwrap().to_string())
+        .collect();
+    let probs: Vec<f64> = preds
+        .iter()
+        .map(|p| p["probability"].as_f64().unwrap())
+        .collect();
+    let first = windows(&t, 1).await;
+    assert_eq!(first.len(), 1, "{first:#?}");
+    let window = first[0]["window_id"].as_str().unwrap().to_string();
+    // Estimated performance (CBPE) is there before any label.
+    let est = first[0]["estimated"]["roc_auc"].as_f64().unwrap();
+    assert!((0.6..1.0).contains(&est), "{:#}", first[0]);
+    assert!(first[0]["index_sha256"].as_str().is_some());
+
+    // Bad files are refused whole, naming what is wrong; nothing is joined.
+    let bad: [(&[u8], &str); 4] = [
+        (b"Churn\nYes\n", "no id column"),
+        (b"customerID,Churn\nx,Yes\ny,Maybe\n", "row 2: Churn \"Maybe\""),
+        (b"customerID,Churn\nx,Yes\n\xff,No\n", "UTF-8"),
+        (b"customerID,Churn\nx,Yes\ny,No,1\n", "row 2: 3 fields"),
+    ];
+    for (csv, want) in bad {
+        let (status, body) = post_labels(&t, csv.to_vec()).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap_or(&body.to_string()).contains(want) || body.to_string().contains(want), "{want}: {body}");
+    }
+
+    // Three quarters by prediction id (over HTTP)...
+    let mut csv = String::from("prediction_id,Churn\n");
+    for (id, (_, churn)) in ids.iter().zip(&truth).take(300) {
+        csv.push_str(&format!("{id},{churn}\n"));
+    }
+    let (status, body) = post_labels(&t, csv).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["rows"], 300);
+    let p = realised(&t, &window, 300).await;
+    let y: Vec<bool> = truth.iter().map(|(_, c)| c == "Yes").collect();
+    let want = auc(&probs[..300], &y[..300]);
+    let got = p["realised"]["roc_auc"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "realised {got}, computed {want}");
+    assert!((p["label_coverage"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+
+    // ...the rest late, by entity, through the CLI: the window is revised.
+    // A label for a prediction labelled already is a duplicate (first wins).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("labels.csv");
+    let mut csv = String::from("customerID,Churn\n");
+    for (entity, churn) in &truth[300..400] {
+        csv.push_str(&format!("{entity},{churn}\n"));
+    }
+    let flipped = if truth[0].1 == "Yes" { "No" } else { "Yes" };
+    csv.push_str(&format!("{},{flipped}\n", truth[0].0));
+    std::fs::write(&file, csv).unwrap();
+    let (code, out, err) = crate::harness::cli(
+        &t,
+        &["labels", "submit", "--dataset", "telco-churn", file.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let resp: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(resp["by_entity"], 101, "{resp}");
+    let p = realised(&t, &window, 400).await;
+    let want = auc(&probs, &y[..400]);
+    let got = p["realised"]["roc_auc"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "realised {got}, computed {want}");
+    assert_eq!(p["label_coverage"], 1.0);
+    let r = &p["realised"];
+    let confusion = ["tp", "fp", "tn", "fn"]
+        .iter()
+        .map(|k| r[k].as_f64().unwrap())
+        .sum::<f64>();
+    assert_eq!(confusion, 400.0, "{r:#}");
+
+    // Labels for predictions whose window is still open wait for it.
+    let more = t.predict(&records[400..450]).await;
+    let mut csv = String::from("prediction_id,Churn\n");
+    for (p, (_, churn)) in more["predictions"].as_array().unwrap().iter().zip(&truth[400..]) {
+        csv.push_str(&format!("{},{churn}\n", p["prediction_id"].as_str().unwrap()));
+    }
+    let (status, _) = post_labels(&t, csv).await;
+    assert_eq!(status, 202);
+    // Close that window: 350 more predictions.
+    t.predict(&telco_records(350)).await;
+    let both = windows(&t, 2).await;
+    let second = both[0]["window_id"].as_str().unwrap().to_string();
+    assert_ne!(second, window);
+    realised(&t, &second, 50).await;
+
+    // Each join is audited under the dataset, and the CLI shows both figures.
+    let audit = t.client.audit_all().await.unwrap();
+    let joins: Vec<_> = audit.iter().filter(|e| e.action == "labels.joined").collect();
+    assert!(joins.len() >= 3, "{joins:#?}");
+    assert!(joins.iter().all(|e| e.subject == "dataset/telco-churn"));
+    let dup = joins
+        .iter()
+        .find(|e| e.detail["duplicate"] == 1)
+        .expect("the flipped label is a duplicate");
+    assert_eq!(dup.detail["joined"], 100, "{:#}", dup.detail);
+    let (code, out, err) =
+        crate::harness::cli(&t, &["monitor", "status", "--model", "telco-churn"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("estimated (CBPE)") && out.contains("realised"), "{out}");
+    assert!(
+        t.metric_appears("modelbus_monitor_performance{").await,
+        "performance is exported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_join_predictions_and_revise_their_windows_sqlite() {
+    labels_join_predictions_and_revise_their_windows(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_join_predictions_and_revise_their_windows_postgres() {
+    labels_join_predictions_and_revise_their_windows(Db::Postgres).await;
+}

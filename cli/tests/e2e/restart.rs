@@ -1,145 +1,13 @@
 //! `modelbus up` as a real process: restarting on the same state dir keeps
 //! everything, and a kill during training ends in exactly one version.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use modelbus_testkit::{TestNats, repo_root, telco_csv};
 use serde_json::Value;
 
-use crate::harness::{JsonClient, modelbus_bin};
-
-struct Up {
-    child: Child,
-    state: PathBuf,
-    ports: Vec<u16>,
-}
-
-/// The environment variable of every listener `modelbus up` binds, from the
-/// services table.
-fn keys() -> Vec<String> {
-    modelbus_cli::platform::SERVICES
-        .iter()
-        .flat_map(|s| s.listeners)
-        .map(|l| l.env_var())
-        .collect()
-}
-
-impl Up {
-    fn start(state: &Path, ports: &[u16], nats: Option<&str>, datasets: &Path, log: &Path) -> Up {
-        let mut cmd = Command::new(modelbus_bin());
-        cmd.args([
-            "up",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--datasets-dir",
-            datasets.to_str().unwrap(),
-        ])
-        .current_dir(repo_root())
-        .env("MODELBUS_BUS__ACK_WAIT", "2s")
-        .env("MODELBUS_TELEMETRY__LOG_LEVEL", "info")
-        .env_remove("NATS_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        );
-        if let Some(url) = nats {
-            cmd.env("NATS_URL", url);
-        }
-        for (k, p) in keys().iter().zip(ports) {
-            cmd.env(k, format!("127.0.0.1:{p}"));
-        }
-        Up {
-            child: cmd.spawn().unwrap(),
-            state: state.to_path_buf(),
-            ports: ports.to_vec(),
-        }
-    }
-
-    fn registry(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports[0])
-    }
-
-    fn ingest(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports[2])
-    }
-
-    fn staging(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports[6])
-    }
-
-    async fn ready(&mut self, log: &Path) {
-        for _ in 0..600 {
-            let http = match std::fs::read_to_string(self.state.join("admin.token")) {
-                Ok(t) => crate::harness::authed_http(&t),
-                Err(_) => reqwest::Client::new(),
-            };
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "modelbus up exited with {status}:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            if let Ok(r) = http.get(format!("{}/readyz", self.registry())).send().await
-                && r.status() == 200
-                && http
-                    .get(format!("{}/v1/datasets/telco-churn", self.registry()))
-                    .send()
-                    .await
-                    .map(|r| r.status() == 200)
-                    .unwrap_or(false)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "modelbus up not ready:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-
-    fn client(&self) -> JsonClient {
-        let token = std::fs::read_to_string(self.state.join("admin.token")).ok();
-        JsonClient::new(&self.registry(), &self.ingest(), token.as_deref())
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!("modelbus up did not stop on SIGTERM within 10s");
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Up {
-    /// A failing test must not leave a `modelbus up` behind.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use crate::harness::{Up, ports};
 
 /// URL of the embedded nats-server `modelbus up` started for a state dir.
 fn nats_url(state: &Path) -> String {
@@ -176,12 +44,6 @@ async fn nats_admin(state: &Path) -> async_nats::Client {
     .connect(&url)
     .await
     .unwrap()
-}
-
-fn ports() -> Vec<u16> {
-    (0..keys().len())
-        .map(|_| modelbus_core::nats_server::free_port().unwrap())
-        .collect()
 }
 
 async fn predict(up: &Up) -> Value {

@@ -796,6 +796,13 @@ impl Bus {
         Fut: Future<Output = Result<(), HandlerError>>,
     {
         let consumer = self.consumer(stream_name, name, subjects).await?;
+        // Exported from the start (at 0), so dashboards and alerts see the
+        // first dead letter or redelivery as an increase.
+        metrics::counter!("modelbus_events_dead_lettered_total", "consumer" => name.to_string())
+            .increment(0);
+        metrics::counter!("modelbus_events_redelivered_total", "consumer" => name.to_string())
+            .increment(0);
+        metrics::gauge!("modelbus_consumer_pending", "consumer" => name.to_string()).increment(0.0);
         on_ready();
         tracing::info!(consumer = name, ?subjects, "consuming");
         loop {
@@ -830,9 +837,18 @@ impl Bus {
                     None => break,
                 };
                 let (delivered, stream_sequence) = match msg.info() {
-                    Ok(i) => (i.delivered, i.stream_sequence),
+                    Ok(i) => {
+                        // What waits behind this event: the consumer's lag.
+                        metrics::gauge!("modelbus_consumer_pending", "consumer" => name.to_string())
+                            .set(i.pending as f64);
+                        (i.delivered, i.stream_sequence)
+                    }
                     Err(_) => (1, 0),
                 };
+                if delivered > 1 {
+                    metrics::counter!("modelbus_events_redelivered_total", "consumer" => name.to_string())
+                        .increment(1);
+                }
                 let delivery = Delivery {
                     subject: msg.subject.to_string(),
                     payload: msg.payload.clone(),

@@ -284,6 +284,9 @@ pub struct Config {
     pub promotion: PromotionConfig,
     /// How a new version replaces the old one, per environment.
     pub rollout: RolloutConfig,
+    /// Where notifications (drift, performance, validation, rollbacks,
+    /// refused signatures) are delivered.
+    pub notifications: NotificationsConfig,
 }
 
 impl Default for Config {
@@ -308,6 +311,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             promotion: PromotionConfig::default(),
             rollout: RolloutConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -443,6 +447,257 @@ impl RolloutConfig {
             crate::ids::Environment::Staging => &self.staging,
             crate::ids::Environment::Production => &self.production,
         }
+    }
+}
+
+/// Where modelbus tells people what needs them (`[[notifications.receivers]]`):
+/// delivered by the notifier (`crates/notify`, hosted by the monitor process)
+/// from the events on the bus. Empty (the default): no notifier runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// The receivers, each with its format, URL and the events it wants
+    /// (also `MODELBUS_NOTIFICATIONS__RECEIVERS` as a TOML array of inline
+    /// tables, like `deployer.trusted_keys`).
+    pub receivers: Vec<ReceiverConfig>,
+}
+
+/// The wire format a receiver speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverFormat {
+    /// Prometheus Alertmanager's v2 API (`POST {url}/api/v2/alerts`), with
+    /// labels so its routing, grouping and silences apply.
+    Alertmanager,
+    /// A Slack-compatible incoming webhook (`{"text", "blocks"}`, mrkdwn).
+    Slack,
+    /// A CloudEvents 1.0 JSON event (structured mode) signed with
+    /// HMAC-SHA256 as Standard Webhooks specifies; needs `secret`.
+    Cloudevents,
+}
+
+impl ReceiverFormat {
+    /// The name used in configuration and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alertmanager => "alertmanager",
+            Self::Slack => "slack",
+            Self::Cloudevents => "cloudevents",
+        }
+    }
+}
+
+/// What a notification is about: the events a receiver can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// `drift.detected`: the monitoring policy found drift in live traffic.
+    Drift,
+    /// `performance.degraded`: a version performs worse than its evaluation.
+    Performance,
+    /// `notification.raised` of kind `validation_warning`: a batch passed
+    /// with warnings.
+    ValidationWarning,
+    /// `data.batch.rejected`: a batch failed validation.
+    Rejection,
+    /// `deployment.rolled_back`: an environment returned to an earlier version.
+    Rollback,
+    /// `approval.refused`: a signed statement was refused.
+    SignatureRefused,
+}
+
+impl NotificationKind {
+    /// Every kind, in configuration order.
+    pub const ALL: [NotificationKind; 6] = [
+        Self::Drift,
+        Self::Performance,
+        Self::ValidationWarning,
+        Self::Rejection,
+        Self::Rollback,
+        Self::SignatureRefused,
+    ];
+
+    /// The name used in configuration, metrics and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drift => "drift",
+            Self::Performance => "performance",
+            Self::ValidationWarning => "validation_warning",
+            Self::Rejection => "rejection",
+            Self::Rollback => "rollback",
+            Self::SignatureRefused => "signature_refused",
+        }
+    }
+}
+
+fn all_notification_kinds() -> Vec<NotificationKind> {
+    NotificationKind::ALL.to_vec()
+}
+fn default_repeat_interval() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_receiver_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_attempts() -> u32 {
+    6
+}
+fn default_receiver_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One receiver of notifications.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Its name: letters, digits, `-` and `_` (a metric label and part of
+    /// the de-duplication key).
+    pub name: String,
+    /// `alertmanager`, `slack` or `cloudevents`.
+    pub format: ReceiverFormat,
+    /// An `http://` or `https://` URL: Alertmanager's base URL, the webhook's
+    /// URL otherwise. Printed only as scheme and host (a webhook URL's path
+    /// is often its credential).
+    pub url: String,
+    /// The kinds it wants; default all of them.
+    #[serde(default = "all_notification_kinds")]
+    pub events: Vec<NotificationKind>,
+    /// HMAC key of `cloudevents` receivers (required there, refused
+    /// elsewhere), a secret reference; `whsec_<base64>` is decoded as
+    /// Standard Webhooks libraries do, any other value used as bytes.
+    #[serde(default)]
+    pub secret: Option<SecretRef>,
+    /// The same notification (receiver, kind, model or dataset, environment,
+    /// reasons with their numbers left out) is sent at most once per
+    /// interval; Alertmanager alerts end after it unless sent again.
+    #[serde(default = "default_repeat_interval", with = "duration")]
+    pub repeat_interval: Duration,
+    /// Longest one delivery attempt may take.
+    #[serde(default = "default_receiver_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Attempts per notification, the first included, with exponential
+    /// backoff in between (`Retry-After` honoured).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; each further one doubles it (at most
+    /// 5 minutes), with jitter.
+    #[serde(default = "default_receiver_backoff", with = "duration")]
+    pub backoff: Duration,
+}
+
+impl ReceiverConfig {
+    /// The URL safe to print: scheme, host and port only.
+    pub fn display_url(&self) -> String {
+        match self.url.parse::<axum::http::Uri>() {
+            Ok(u) => {
+                let host = u.host().unwrap_or("");
+                let port = u.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+                let more = u.path_and_query().is_some_and(|p| p.as_str() != "/");
+                format!(
+                    "{}://{host}{port}{}",
+                    u.scheme_str().unwrap_or(""),
+                    if more { "/…" } else { "" }
+                )
+            }
+            Err(_) => "(unparsable URL)".into(),
+        }
+    }
+}
+
+/// Why `url` is not an `http://` or `https://` URL with a host (the reason
+/// never repeats the URL, whose path may be a credential).
+pub fn check_receiver_url(url: &str) -> Result<(), String> {
+    let u = url
+        .parse::<axum::http::Uri>()
+        .map_err(|e| format!("does not parse as a URL ({e})"))?;
+    match u.scheme_str() {
+        Some("http") | Some("https") => {}
+        Some(other) => {
+            return Err(format!(
+                "scheme `{}` is not http or https",
+                other.chars().take(16).collect::<String>()
+            ));
+        }
+        None => return Err("is not an absolute http:// or https:// URL".into()),
+    }
+    match u.host() {
+        Some(h) if !h.is_empty() => Ok(()),
+        _ => Err("has no host".into()),
+    }
+}
+
+impl NotificationsConfig {
+    /// Checks every receiver, naming the key (`notifications.receivers[i].url`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        };
+        if self.receivers.len() > 64 {
+            return Err(invalid(
+                "notifications.receivers".into(),
+                "at most 64 receivers",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in self.receivers.iter().enumerate() {
+            let key = |k: &str| format!("notifications.receivers[{i}].{k}");
+            if !is_valid_nats_user(&r.name) {
+                return Err(invalid(
+                    key("name"),
+                    "must be 1 to 64 letters, digits, `-` or `_`",
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    &format!("`{}` names two receivers", r.name),
+                ));
+            }
+            check_receiver_url(&r.url).map_err(|reason| invalid(key("url"), &reason))?;
+            if r.events.is_empty() {
+                return Err(invalid(
+                    key("events"),
+                    "must list at least one of drift, performance, validation_warning, rejection, rollback, signature_refused (leave it out for all)",
+                ));
+            }
+            match (r.format, &r.secret) {
+                (ReceiverFormat::Cloudevents, None) => {
+                    return Err(invalid(
+                        key("secret"),
+                        "a cloudevents receiver needs a secret reference (`env://VAR` or `file://PATH`) to sign with",
+                    ));
+                }
+                (ReceiverFormat::Alertmanager | ReceiverFormat::Slack, Some(_)) => {
+                    return Err(invalid(
+                        key("secret"),
+                        &format!(
+                            "only cloudevents receivers sign; a {} receiver would ignore it",
+                            r.format.as_str()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if r.repeat_interval < Duration::from_secs(1)
+                || r.repeat_interval > Duration::from_secs(30 * 24 * 3600)
+            {
+                return Err(invalid(
+                    key("repeat_interval"),
+                    "must be between 1s and 30 days",
+                ));
+            }
+            if r.timeout < Duration::from_millis(100) || r.timeout > Duration::from_secs(300) {
+                return Err(invalid(key("timeout"), "must be between 100ms and 5m"));
+            }
+            if r.max_attempts == 0 || r.max_attempts > 20 {
+                return Err(invalid(key("max_attempts"), "must be between 1 and 20"));
+            }
+            if r.backoff < Duration::from_millis(10) || r.backoff > Duration::from_secs(60) {
+                return Err(invalid(key("backoff"), "must be between 10ms and 1m"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -669,6 +924,10 @@ pub struct IngestConfig {
     pub max_batch_bytes: u64,
     /// Rows per Arrow record batch while validating: bounds validation memory.
     pub chunk_rows: usize,
+    /// Largest accepted label file (it is checked in memory).
+    pub max_label_bytes: u64,
+    /// Most labels in one file.
+    pub max_label_rows: u64,
 }
 
 impl Default for IngestConfig {
@@ -678,6 +937,8 @@ impl Default for IngestConfig {
             url: None,
             max_batch_bytes: 4 * 1024 * 1024 * 1024,
             chunk_rows: 16_384,
+            max_label_bytes: 64 * 1024 * 1024,
+            max_label_rows: 1_000_000,
         }
     }
 }
@@ -729,6 +990,11 @@ pub struct MonitorConfig {
     /// Most windows open at once (environment × model × version); a record
     /// for a further one is counted and skipped.
     pub max_open_windows: usize,
+    /// How long before a label's time its prediction may be: a label joined
+    /// by entity goes to the entity's latest prediction in this span; older
+    /// predictions are counted as outside the window, not labelled.
+    #[serde(with = "duration")]
+    pub label_window: Duration,
 }
 
 impl Default for MonitorConfig {
@@ -740,6 +1006,7 @@ impl Default for MonitorConfig {
             min_rows: 100,
             drift_share: 0.5,
             max_open_windows: 1_000,
+            label_window: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -1120,6 +1387,18 @@ impl Config {
         if !(self.monitor.drift_share > 0.0 && self.monitor.drift_share <= 1.0) {
             return Err(invalid("monitor.drift_share", "must be in (0, 1]"));
         }
+        if self.monitor.label_window < Duration::from_secs(1) {
+            return Err(invalid("monitor.label_window", "must be at least 1s"));
+        }
+        if self.ingest.max_label_bytes == 0 || self.ingest.max_label_bytes > 1024 * 1024 * 1024 {
+            return Err(invalid(
+                "ingest.max_label_bytes",
+                "must be between 1 byte and 1 GiB (a label file is checked in memory)",
+            ));
+        }
+        if self.ingest.max_label_rows == 0 || self.ingest.max_label_rows > 10_000_000 {
+            return Err(invalid("ingest.max_label_rows", "must be between 1 and 10000000"));
+        }
         if self.monitor.max_open_windows == 0 {
             return Err(invalid("monitor.max_open_windows", "must be at least 1"));
         }
@@ -1222,6 +1501,7 @@ impl Config {
         if self.telemetry.log_level.trim().is_empty() {
             return Err(invalid("telemetry.log_level", "must not be empty"));
         }
+        self.notifications.validate()?;
         let addrs = [
             ("registry.http_addr", self.registry.http_addr),
             ("registry.grpc_addr", self.registry.grpc_addr),
@@ -1391,6 +1671,9 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.nats.url = shown.nats.url.as_deref().map(mask_url);
+        for r in &mut shown.notifications.receivers {
+            r.url = r.display_url();
+        }
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }
@@ -1781,5 +2064,104 @@ mod tests {
         assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
         let missing = SecretRef::parse("k", "env://MODELBUS_TEST_SURELY_UNSET").unwrap();
         assert!(missing.resolve("k").is_err());
+    }
+
+    #[test]
+    fn notification_receivers_are_checked_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let load = |body: &str| {
+            std::fs::write(&p, body).unwrap();
+            Config::load_from(Some(&p), &[]).map_err(|e| e.to_string())
+        };
+        assert!(
+            Config::load_from(None, &[])
+                .unwrap()
+                .notifications
+                .receivers
+                .is_empty()
+        );
+        let c = load(
+            "[[notifications.receivers]]\nname = \"am\"\nformat = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n\
+             [[notifications.receivers]]\nname = \"chat\"\nformat = \"slack\"\nurl = \"https://hooks.example/services/T0/B0/s3cret\"\nevents = [\"drift\", \"rollback\"]\nrepeat_interval = \"1h\"\n\
+             [[notifications.receivers]]\nname = \"ce\"\nformat = \"cloudevents\"\nurl = \"http://127.0.0.1:8080/hook\"\nsecret = \"env://HOOK_SECRET\"\n",
+        )
+        .unwrap();
+        let r = &c.notifications.receivers;
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].events, NotificationKind::ALL.to_vec());
+        assert_eq!(
+            (r[0].repeat_interval, r[0].timeout, r[0].max_attempts),
+            (Duration::from_secs(4 * 3600), Duration::from_secs(5), 6)
+        );
+        assert_eq!(
+            r[1].events,
+            vec![NotificationKind::Drift, NotificationKind::Rollback]
+        );
+        let shown = c.to_redacted_toml();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("https://hooks.example/…"),
+            "{shown}"
+        );
+
+        let e = load(
+            "[[notifications.receivers]]\nname = \"am\"\nformat = \"alertmanager\"\nurl = \"http//am:9093 x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("notifications.receivers[0].url"), "{e}");
+        let e = load(
+            "[[notifications.receivers]]\nname = \"a\"\nformat = \"slack\"\nurl = \"http://a\"\n[[notifications.receivers]]\nname = \"b\"\nformat = \"slack\"\nurl = \"ftp://b/x\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("notifications.receivers[1].url") && e.contains("ftp"),
+            "{e}"
+        );
+        let e = load(
+            "[[notifications.receivers]]\nname = \"a\"\nformat = \"slack\"\nurl = \"http://a\"\nevents = [\"drfit\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("drfit"), "{e}");
+        let e = load(
+            "[[notifications.receivers]]\nname = \"a\"\nformat = \"cloudevents\"\nurl = \"http://a\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("notifications.receivers[0].secret"), "{e}");
+        let e = load(
+            "[[notifications.receivers]]\nname = \"a\"\nformat = \"slack\"\nurl = \"http://a\"\nsecret = \"env://X\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("notifications.receivers[0].secret"), "{e}");
+        let e = load(
+            "[[notifications.receivers]]\nname = \"a\"\nformat = \"slack\"\nurl = \"http://a\"\nmax_attempts = 0\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("notifications.receivers[0].max_attempts"), "{e}");
+        let e = load(
+            "[[notifications.receivers]]\nname = \"a\"\nformat = \"slack\"\nurl = \"http://a\"\n[[notifications.receivers]]\nname = \"a\"\nformat = \"slack\"\nurl = \"http://b\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("notifications.receivers[1].name"), "{e}");
+
+        // The environment takes the list as a TOML array of inline tables.
+        let c = Config::load_from(
+            None,
+            &env(&[(
+                "MODELBUS_NOTIFICATIONS__RECEIVERS",
+                r#"[{name = "am", format = "alertmanager", url = "http://am:9093", events = ["drift"]}]"#,
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.notifications.receivers[0].name, "am");
+        let e = Config::load_from(
+            None,
+            &env(&[(
+                "MODELBUS_NOTIFICATIONS__RECEIVERS",
+                r#"[{name = "am", format = "alertmanager", url = "am:9093"}]"#,
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("notifications.receivers[0].url"), "{e}");
     }
 }

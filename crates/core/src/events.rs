@@ -652,6 +652,34 @@ impl EventPayload for NotificationRaised {
     const NAME: &'static str = "notification.raised";
 }
 
+/// The notifier's record of one notification to one receiver
+/// (`[[notifications.receivers]]`): delivered, failed after its attempts, or
+/// left out as a repeat within the receiver's repeat interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationDelivered {
+    /// The receiver's configured name.
+    pub receiver: String,
+    /// What the notification was about: `drift`, `performance`,
+    /// `validation_warning`, `rejection`, `rollback` or `signature_refused`.
+    pub kind: String,
+    /// Id of the event that caused it.
+    pub event_id: String,
+    /// `delivered`, `failed` or `deduplicated`.
+    pub outcome: String,
+    /// Delivery attempts made (0 when deduplicated).
+    pub attempts: u32,
+    /// HTTP status of the last attempt, when one answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why the last attempt failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+impl EventPayload for NotificationDelivered {
+    const NAME: &'static str = "notification.delivered";
+}
+
 /// Subject prefix of the prediction log: its own stream
 /// ([`crate::bus::INFERENCE_STREAM`]), with its own retention, apart from
 /// `modelbus.>` (the pipeline's events are never crowded out by traffic).
@@ -757,6 +785,14 @@ pub struct MonitorWindowClosed {
     pub decisions: Vec<WindowDecision>,
     /// Digest of the policy that decided.
     pub policy_digest: String,
+    /// Estimated performance from the window's probabilities (CBPE), when
+    /// the version's reference has what it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<PerformanceFigures>,
+    /// The window's prediction index (JSON lines of id, entity, time and
+    /// probability): what labels are joined to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_sha256: Option<Sha256Digest>,
 }
 impl EventPayload for MonitorWindowClosed {
     const NAME: &'static str = "monitor.window.closed";
@@ -787,6 +823,151 @@ pub struct DriftDetected {
 }
 impl EventPayload for DriftDetected {
     const NAME: &'static str = "drift.detected";
+}
+
+/// Performance figures of a window: realised (from labels) or estimated (from
+/// probabilities; estimated counts are expected values, so fractional).
+/// Undefined figures (one class only, no rows) are absent, never NaN.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceFigures {
+    /// Predictions the figures are over.
+    pub rows: u64,
+    /// Positive labels (expected, when estimated).
+    pub positives: f64,
+    /// ROC AUC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+    /// PR AUC (realised only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_auc: Option<f64>,
+    /// Log loss (realised only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
+    /// Brier score (realised only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brier: Option<f64>,
+    /// Expected calibration error (realised only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece: Option<f64>,
+    /// Accuracy at the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Precision at the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<f64>,
+    /// Recall at the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall: Option<f64>,
+    /// F1 at the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    /// The model's threshold.
+    pub threshold: f64,
+    /// Confusion matrix at the threshold: true positives.
+    pub tp: f64,
+    /// False positives.
+    pub fp: f64,
+    /// True negatives.
+    pub tn: f64,
+    /// False negatives.
+    #[serde(rename = "fn")]
+    pub fn_: f64,
+}
+
+/// A producer submitted ground truth for earlier predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsObserved {
+    /// Id of this submission (a UUIDv7).
+    pub labels_id: String,
+    /// Dataset whose models' predictions the labels belong to.
+    pub dataset: DatasetName,
+    /// The validated labels (JSON lines, see `modelbus_core::labels`).
+    pub labels_sha256: Sha256Digest,
+    /// Labels in the file.
+    pub rows: u64,
+    /// Who submitted them.
+    pub submitted_by: String,
+}
+impl EventPayload for LabelsObserved {
+    const NAME: &'static str = "labels.observed";
+}
+
+/// The registry joined a submission of labels to logged predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsJoined {
+    /// The submission.
+    pub labels_id: String,
+    /// Its dataset.
+    pub dataset: DatasetName,
+    /// Labels in it.
+    pub rows: u64,
+    /// Joined to a prediction.
+    pub joined: u64,
+    /// Naming a prediction id (or entity) with no logged prediction yet;
+    /// kept and joined when its window is indexed, within `monitor.label_window`.
+    pub pending: u64,
+    /// Whose prediction is older than `monitor.label_window` before the label.
+    pub outside_window: u64,
+    /// For a prediction that already had a label (the first one wins).
+    pub duplicate: u64,
+    /// Windows whose realised performance changed (at most 10,000 listed).
+    pub windows: Vec<String>,
+}
+impl EventPayload for LabelsJoined {
+    const NAME: &'static str = "labels.joined";
+}
+
+/// Realised performance of a window, (re)computed because labels joined it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowPerformance {
+    /// The window.
+    pub window_id: String,
+    /// Environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version.
+    pub version: u32,
+    /// Predictions in the window.
+    pub window_rows: u64,
+    /// Share of them with a label.
+    pub label_coverage: f64,
+    /// Realised figures over the labelled predictions.
+    pub realised: PerformanceFigures,
+    /// What the monitoring policy decided now.
+    pub decisions: Vec<WindowDecision>,
+    /// Digest of the policy that decided.
+    pub policy_digest: String,
+}
+impl EventPayload for WindowPerformance {
+    const NAME: &'static str = "monitor.window.performance";
+}
+
+/// The monitoring policy found a version performing worse than its evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceDegraded {
+    /// The window.
+    pub window_id: String,
+    /// Environment.
+    pub environment: Environment,
+    /// Registered model name.
+    pub model: ModelName,
+    /// Version.
+    pub version: u32,
+    /// `realised` (from labels) or `estimated` (from probabilities).
+    pub basis: String,
+    /// Why (one line per decision).
+    pub reasons: Vec<String>,
+    /// Digest of the policy that decided.
+    pub policy_digest: String,
+}
+impl EventPayload for PerformanceDegraded {
+    const NAME: &'static str = "performance.degraded";
 }
 
 /// What the dead-letter stream holds: an event that exhausted its deliveries or
@@ -845,12 +1026,17 @@ every_event!(
     ServingModelLoaded,
     DeploymentCompleted,
     NotificationRaised,
+    NotificationDelivered,
     RollbackRequested,
     DeploymentRolledBack,
     ServingStats,
     InferenceLogged,
     MonitorWindowClosed,
     DriftDetected,
+    LabelsObserved,
+    LabelsJoined,
+    WindowPerformance,
+    PerformanceDegraded,
 );
 
 #[cfg(test)]

@@ -127,6 +127,16 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
     let _ = span.set_parent(cx);
 }
 
+/// The span of one incoming gRPC call to `path`: a child of the caller's span
+/// when the call carries its `traceparent` (the registry client of every
+/// stage sends it), so a registration made while handling a batch is in the
+/// batch's trace.
+pub fn grpc_server_span(path: &str, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!("grpc_call", rpc = %path);
+    set_remote_parent(&span, traceparent);
+    span
+}
+
 /// Describes the metrics every service records, so `/metrics` documents them.
 pub fn describe_metrics() {
     metrics::describe_counter!(
@@ -144,5 +154,13 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         "modelbus_events_published_total",
         "Events published, by event type"
+    );
+    metrics::describe_counter!(
+        "modelbus_events_redelivered_total",
+        "Events delivered again to a consumer (a retry, or an ack that never came), by consumer"
+    );
+    metrics::describe_gauge!(
+        "modelbus_consumer_pending",
+        "Events waiting behind the last one a consumer received (its lag), by consumer"
     );
 }

@@ -80,12 +80,17 @@ fn decode_all(subject: &str, bytes: &[u8]) -> Vec<DecodeError> {
         decode_as::<ServingModelLoaded>(subject, bytes),
         decode_as::<DeploymentCompleted>(subject, bytes),
         decode_as::<NotificationRaised>(subject, bytes),
+        decode_as::<NotificationDelivered>(subject, bytes),
         decode_as::<RollbackRequested>(subject, bytes),
         decode_as::<DeploymentRolledBack>(subject, bytes),
         decode_as::<ServingStats>(subject, bytes),
         decode_as::<InferenceLogged>(subject, bytes),
         decode_as::<MonitorWindowClosed>(subject, bytes),
         decode_as::<DriftDetected>(subject, bytes),
+        decode_as::<LabelsObserved>(subject, bytes),
+        decode_as::<LabelsJoined>(subject, bytes),
+        decode_as::<WindowPerformance>(subject, bytes),
+        decode_as::<PerformanceDegraded>(subject, bytes),
     ]
     .into_iter()
     .filter_map(Result::err)

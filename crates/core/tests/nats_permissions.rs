@@ -65,8 +65,22 @@ const PUBLISHES: [(&str, &[&str]); 7] = [
     ),
     (
         "monitor",
-        &["modelbus.monitor.window.closed", "modelbus.drift.detected"],
+        &[
+            "modelbus.monitor.window.closed",
+            "modelbus.drift.detected",
+            "modelbus.notification.delivered",
+        ],
     ),
+];
+
+/// The notifier's filter (crates/notify, hosted by the monitor).
+const NOTIFIER_SUBJECTS: &[&str] = &[
+    "modelbus.drift.detected",
+    "modelbus.performance.degraded",
+    "modelbus.notification.raised",
+    "modelbus.data.batch.rejected",
+    "modelbus.deployment.rolled_back",
+    "modelbus.approval.refused",
 ];
 
 /// A nats-server running the repository's `deploy/nats/permissions.conf` on a free
@@ -348,6 +362,8 @@ async fn each_service_publishes_its_own_events_and_consumes_through_its_own_cons
     .await;
     let (mut registry_rx, _s5) = consume(&registry, "registry", &["modelbus.>"]).await;
     let (mut monitor_rx, _s6) = consume(&buses["monitor"], "monitor", &["modelbus.>"]).await;
+    // The monitor hosts the notifier, with a consumer of its own.
+    let (mut notifier_rx, _s7) = consume(&buses["monitor"], "notifier", NOTIFIER_SUBJECTS).await;
 
     // Every service publishes every event type it owns, and the stream acks it.
     for (user, subjects) in PUBLISHES {
@@ -371,6 +387,18 @@ async fn each_service_publishes_its_own_events_and_consumes_through_its_own_cons
         want.sort();
         assert_eq!(seen, want, "{name} follows every event");
     }
+    let mut want: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|s| NOTIFIER_SUBJECTS.contains(s))
+        .collect();
+    want.sort();
+    let mut seen = Vec::new();
+    while seen.len() < want.len() {
+        seen.push(next(&mut notifier_rx, "notifier").await);
+    }
+    seen.sort();
+    assert_eq!(seen, want, "the notifier reads what it notifies about");
     assert_eq!(
         next(&mut ingest_rx, "ingest").await,
         "modelbus.data.batch.submitted"

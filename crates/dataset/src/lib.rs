@@ -20,6 +20,7 @@ pub mod expectations;
 pub mod expr;
 pub mod ge_import;
 pub mod html;
+pub mod labels;
 pub mod schema;
 pub mod spec;
 pub mod table;

@@ -16,6 +16,7 @@ pub mod logistic;
 pub mod metrics;
 pub mod model;
 pub mod monitoring;
+pub mod performance;
 #[cfg(feature = "training")]
 pub mod train;
 

@@ -16,6 +16,22 @@ use modelbus_featurize::drift::reference::NumericReference;
 /// name in a spec, so it never collides with a feature.
 pub const PREDICTION_COLUMN: &str = "@probability";
 
+/// One logged prediction of a closed window, as the window's index artifact
+/// lists it (JSON lines): what the registry joins labels to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexedPrediction {
+    /// Prediction id.
+    pub id: String,
+    /// Entity, when the record had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// When it was answered (Unix milliseconds).
+    pub time_ms: i64,
+    /// Predicted probability of the positive class.
+    pub p: f64,
+}
+
 /// The holdout figures live performance is compared with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HoldoutFigures {
@@ -52,6 +68,14 @@ pub struct MonitoringReference {
     pub positive_label: String,
     /// The other label.
     pub negative_label: String,
+    /// The holdout's calibration, for estimated performance before labels
+    /// arrive (identity for references written before it existed).
+    #[serde(default)]
+    pub calibration: crate::performance::Calibration,
+    /// A PCA of the training rows' encoded features, for multivariate drift
+    /// (absent for references written before it, or encodings too wide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multivariate: Option<modelbus_featurize::drift::multivariate::PcaReference>,
 }
 
 impl MonitoringReference {
@@ -67,7 +91,20 @@ impl MonitoringReference {
         modelbus_featurize::drift::ColumnReference::Numeric(r.prediction.clone())
             .check()
             .map_err(|e| format!("prediction reference: {e}"))?;
+        r.calibration.check()?;
+        if let Some(p) = &r.multivariate {
+            p.check().map_err(|e| format!("multivariate reference: {e}"))?;
+        }
+        if !(0.0..=1.0).contains(&r.holdout.threshold) {
+            return Err(format!("threshold {} is outside [0, 1]", r.holdout.threshold));
+        }
         Ok(r)
+    }
+
+    /// Estimated performance of a window's probabilities (CBPE) at the
+    /// model's threshold, in the bus's terms.
+    pub fn estimate(&self, probabilities: &[f64]) -> crate::performance::Estimated {
+        crate::performance::estimate(&self.calibration, probabilities, self.holdout.threshold)
     }
 
     /// The features and the prediction as one drift reference.
@@ -114,6 +151,8 @@ mod tests {
             null_values: vec![String::new()],
             positive_label: "Yes".into(),
             negative_label: "No".into(),
+            calibration: Default::default(),
+            multivariate: None,
         };
         let back = MonitoringReference::from_slice(&r.to_bytes()).unwrap();
         assert_eq!(back, r);

@@ -22,14 +22,17 @@ pub enum StageError {
     RegistryUrl(String),
 }
 
-/// The registry client of `service`, presenting that service's own token.
+/// The registry client of `service`, presenting that service's own token and
+/// the calling span's trace context (so the registry's spans of a call made
+/// while handling a batch are in that batch's trace).
 pub fn registry_client(
     ctx: &Context,
     service: ServiceIdentity,
 ) -> Result<modelbus_proto::Client, StageError> {
-    modelbus_proto::connect_lazy(
+    modelbus_proto::connect_lazy_traced(
         &ctx.config.registry_grpc_url(),
         ctx.config.service_token_source(service),
+        modelbus_core::telemetry::current_traceparent,
     )
     .map_err(|e| StageError::RegistryUrl(e.to_string()))
 }

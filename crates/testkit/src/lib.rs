@@ -1,7 +1,11 @@
 //! Test harness shared by the integration tests: a real `nats-server` (the pinned
 //! one `scripts/bootstrap.sh` installs) on a free port with a temporary store per
-//! test, and a fresh PostgreSQL database per test. Nothing here is a mock.
+//! test, a fresh PostgreSQL database per test, an OTLP/gRPC trace receiver
+//! ([`otlp::OtlpReceiver`]) and a real Prometheus Alertmanager
+//! ([`TestAlertmanager`]). Nothing here is a mock.
 #![forbid(unsafe_code)]
+
+pub mod otlp;
 
 use std::path::PathBuf;
 
@@ -73,6 +77,107 @@ impl TestNats {
         self.server = EmbeddedNats::start_on(&binary, self._dir.path(), port)
             .await
             .unwrap_or_else(|e| panic!("test harness: restarting nats-server: {e}"));
+    }
+}
+
+/// The Alertmanager binary: `MODELBUS_TEST_ALERTMANAGER`, else Debian's
+/// `prometheus-alertmanager` (installed by `scripts/bootstrap.sh`), else
+/// `alertmanager` on the PATH.
+pub fn alertmanager_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("MODELBUS_TEST_ALERTMANAGER") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["prometheus-alertmanager", "alertmanager"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .chain(std::iter::once(PathBuf::from(
+            "/usr/bin/prometheus-alertmanager",
+        )))
+        .find(|p| p.is_file())
+}
+
+/// A real Prometheus Alertmanager for one test, on a free loopback port, with
+/// clustering off, a temporary store, and a route sending every alert at once
+/// (`group_wait: 0s`, one group per label set) to one webhook receiver; killed
+/// and its store removed on drop.
+pub struct TestAlertmanager {
+    url: String,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TestAlertmanager {
+    /// Starts Alertmanager routing to `webhook_url` and waits until it is
+    /// ready. Panics with a clear message when the binary is missing: run
+    /// `scripts/bootstrap.sh`.
+    pub async fn start(webhook_url: &str) -> Self {
+        let binary = alertmanager_binary().unwrap_or_else(|| {
+            panic!(
+                "test harness: prometheus-alertmanager not found; run scripts/bootstrap.sh \
+                 (apt-get install prometheus-alertmanager) or set MODELBUS_TEST_ALERTMANAGER"
+            )
+        });
+        let dir = tempfile::tempdir().expect("temporary Alertmanager dir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 0s\n  \
+                 group_interval: 1s\n  repeat_interval: 1h\n\
+                 receivers:\n  - name: test\n    webhook_configs:\n      - url: '{webhook_url}'\n        \
+                 send_resolved: false\n"
+            ),
+        )
+        .expect("write alertmanager.yml");
+        let port = modelbus_core::nats_server::free_port().expect("free port");
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).expect("log file");
+        let mut child = tokio::process::Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("test harness: cannot start {}: {e}", binary.display()));
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("alertmanager.log"))
+                    .unwrap_or_default();
+                panic!("test harness: Alertmanager exited ({status}):\n{log}");
+            }
+            if let Ok(r) = client.get(format!("{url}/-/ready")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.path().join("alertmanager.log"))
+                    .unwrap_or_default();
+                panic!("test harness: Alertmanager not ready on {url} after 20 s:\n{log}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            url,
+            _child: child,
+            _dir: dir,
+        }
+    }
+
+    /// Base URL (`http://127.0.0.1:<port>`).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 

@@ -1102,6 +1102,14 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), DeployerError> {
         "modelbus_deployer_rollbacks_total",
         "Rollbacks the deployer applied, by environment and trigger (automatic, manual)"
     );
+    // Exported from the start (at 0): the first rollback is then an increase
+    // (dashboards annotate it, alerts see it) like every later one.
+    for env in [Environment::Staging, Environment::Production] {
+        for trigger in ["automatic", "manual"] {
+            metrics::counter!("modelbus_deployer_rollbacks_total", "environment" => env.as_str(), "trigger" => trigger)
+                .increment(0);
+        }
+    }
     let trusted = trusted_keys(&ctx.config)?;
     tracing::info!(
         keys = ?trusted.iter().map(|t| (&t.id, t.key.id())).collect::<Vec<_>>(),

@@ -7,6 +7,8 @@
 //! never deletes a batch.
 #![forbid(unsafe_code)]
 
+mod quality;
+
 use std::sync::Arc;
 
 use axum::Json;
@@ -22,7 +24,7 @@ use modelbus_core::artifact::{ArtifactError, ArtifactStore};
 use modelbus_core::auth::{Permission, Principal};
 use modelbus_core::bus::{Delivery, HandlerError};
 use modelbus_core::events::{
-    BatchRejected, BatchSubmitted, BatchValidated, Envelope, NotificationRaised,
+    BatchRejected, BatchSubmitted, BatchValidated, Envelope, LabelsObserved, NotificationRaised,
 };
 use modelbus_core::ids::{DatasetName, PipelineRunId, Sha256Digest};
 use modelbus_dataset::spec::DatasetSpec;
@@ -330,10 +332,130 @@ async fn register_and_publish(
     })
 }
 
+/// What `POST /v1/datasets/{name}/labels` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelsResponse {
+    /// Id of the submission (the monitor's join reports under it).
+    pub labels_id: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Labels accepted.
+    pub rows: u64,
+    /// Of which naming a prediction id.
+    pub by_prediction_id: u64,
+    /// Of which naming an entity.
+    pub by_entity: u64,
+    /// The stored labels (JSON lines).
+    pub labels_sha256: String,
+}
+
+/// `POST /v1/datasets/{name}/labels` with a label CSV as the body (see
+/// `modelbus_dataset::labels`): checked whole against the dataset's latest
+/// spec, stored, and announced as `labels.observed`; the registry joins them
+/// to logged predictions. A bad file is refused naming the row and value, and
+/// nothing is stored.
+#[tracing::instrument(skip_all, fields(dataset = %name))]
+async fn submit_labels(
+    State(ingest): State<Ingest>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, IngestError> {
+    let who = producer(&ingest, &headers).await?;
+    let dataset = DatasetName::parse(&name).map_err(|e| IngestError::BadRequest(e.to_string()))?;
+    let record = ingest
+        .registry
+        .clone()
+        .get_spec(pb::GetSpecRequest {
+            dataset: dataset.to_string(),
+            digest: String::new(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let spec = DatasetSpec::parse(&record.toml, "registered spec")
+        .map_err(|e| IngestError::Internal(e.to_string()))?
+        .spec;
+    let c = &ingest.ctx.config.ingest;
+    let limit = usize::try_from(c.max_label_bytes).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
+            || e.to_string().contains("length limit")
+        {
+            IngestError::TooLarge(format!(
+                "label file exceeds ingest.max_label_bytes ({limit} bytes); nothing was stored"
+            ))
+        } else {
+            IngestError::BadRequest(format!("reading the upload failed: {e}"))
+        }
+    })?;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    let max_rows = c.max_label_rows;
+    let labels = tokio::task::spawn_blocking(move || {
+        modelbus_dataset::labels::parse(&spec, &bytes, now_ms, max_rows)
+    })
+    .await
+    .map_err(|e| IngestError::Internal(e.to_string()))?
+    .map_err(|e| {
+        metrics::counter!("modelbus_ingest_label_files_total", "outcome" => "refused")
+            .increment(1);
+        IngestError::BadRequest(format!("label file refused: {e}"))
+    })?;
+    let by_prediction_id = labels.iter().filter(|l| l.prediction_id.is_some()).count() as u64;
+    let rows = labels.len() as u64;
+    let stored = ingest
+        .ctx
+        .store
+        .put(modelbus_dataset::labels::to_json_lines(&labels).into())
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("cannot store the labels: {e}")))?;
+    let labels_id = uuid::Uuid::now_v7().to_string();
+    let event = Envelope::new(
+        SOURCE,
+        &format!("labels/{labels_id}"),
+        LabelsObserved {
+            labels_id: labels_id.clone(),
+            dataset: dataset.clone(),
+            labels_sha256: stored.sha256,
+            rows,
+            submitted_by: who.name.clone(),
+        },
+    )
+    .with_subject(dataset.as_str());
+    ingest
+        .ctx
+        .bus
+        .publish(&event)
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("cannot publish to the bus: {e}")))?;
+    metrics::counter!("modelbus_ingest_label_files_total", "outcome" => "accepted").increment(1);
+    metrics::counter!("modelbus_ingest_labels_total", "dataset" => dataset.to_string())
+        .increment(rows);
+    tracing::info!(%labels_id, rows, "labels accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(LabelsResponse {
+            labels_id,
+            dataset: dataset.to_string(),
+            rows,
+            by_prediction_id,
+            by_entity: rows - by_prediction_id,
+            labels_sha256: stored.sha256.to_hex(),
+        }),
+    ))
+}
+
 /// Routes of ingest's HTTP API (without the operations endpoints).
 fn router(ingest: Ingest) -> Router {
     Router::new()
         .route("/v1/datasets/{name}/batches", post(submit))
+        .route("/v1/datasets/{name}/labels", post(submit_labels))
         // Streaming: the artifact store enforces `ingest.max_batch_bytes` itself.
         .layer(DefaultBodyLimit::disable())
         .with_state(ingest)
@@ -425,6 +547,7 @@ impl Ingest {
             })?;
         metrics::histogram!("modelbus_ingest_validation_seconds", "dataset" => s.dataset.to_string())
             .record(started.elapsed().as_secs_f64());
+        quality::record(s.dataset.as_str(), &report);
         let report_bytes = serde_json::to_vec_pretty(&report).map_err(HandlerError::retry)?;
         let stored = self
             .ctx

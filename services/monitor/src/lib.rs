@@ -18,6 +18,7 @@
 //! (`closed_by = "shutdown"`).
 #![forbid(unsafe_code)]
 
+mod performance;
 mod window;
 
 use std::collections::HashMap;
@@ -342,6 +343,45 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), MonitorError> {
             }
         })
     };
+    // Labels joined by the registry: realised performance, on the events
+    // stream (its own consumer, so a slow recomputation never holds up the
+    // prediction log).
+    let labels = {
+        let m = monitor.clone();
+        let ctx2 = ctx.clone();
+        ctx.readiness.register("monitor-labels");
+        tokio::spawn(async move {
+            let subject = <modelbus_core::events::LabelsJoined as modelbus_core::events::EventPayload>::subject();
+            let readiness = ctx2.readiness.clone();
+            let result = ctx2
+                .bus
+                .consume(
+                    CONSUMER,
+                    &[subject.as_str()],
+                    ctx2.shutdown.clone(),
+                    move || readiness.set("monitor-labels", true),
+                    move |d| {
+                        let m = m.clone();
+                        async move { m.handle_labels(&d).await }
+                    },
+                )
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the monitor's labels consumer stopped");
+            }
+        })
+    };
+    // Notifications (`crates/notify`): their own consumer `notifier` and one
+    // worker per receiver, so a receiver that is down or slow never holds up
+    // monitoring. Nothing runs without `[[notifications.receivers]]`.
+    let notifier = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            if let Err(e) = modelbus_notify::run(ctx).await {
+                tracing::error!(error = %e, "the notifier stopped; notifications are not delivered");
+            }
+        }
+    });
     let subject = <InferenceLogged as modelbus_core::events::EventPayload>::subject();
     let m = monitor.clone();
     let result = modelbus_core::ops::run_stream_consumer_service(
@@ -359,6 +399,8 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), MonitorError> {
     .await
     .map_err(|e| MonitorError::Fatal(e.to_string()));
     ticker.abort();
+    labels.abort();
+    notifier.abort();
     // Close what is open with what it has, while the bus may still take it.
     let open: Vec<Window> = match monitor.windows.lock() {
         Ok(mut w) => w.drain().map(|(_, w)| w).collect(),

@@ -12,10 +12,11 @@ use modelbus_core::events::{
     DriftDetected, Envelope, MonitorWindowClosed, PredictionRecord, WindowDecision,
 };
 use modelbus_core::ids::{Environment, ModelName, Sha256Digest};
+use modelbus_featurize::drift::multivariate::{MultivariateDrift, PcaWindow};
 use modelbus_featurize::drift::{self, DatasetDrift, DriftOptions};
 use modelbus_featurize::features::Cell;
 use modelbus_featurize::sample::{FeatureKind, FeatureSampler};
-use modelbus_models::monitoring::PREDICTION_COLUMN;
+use modelbus_models::monitoring::{IndexedPrediction, PREDICTION_COLUMN};
 use serde_json::Value;
 
 use crate::{Loaded, SOURCE};
@@ -48,6 +49,22 @@ pub struct Window {
     model_sha256: Sha256Digest,
     loaded: Arc<Loaded>,
     sampler: FeatureSampler,
+    /// Each prediction's id, entity, time and probability: the window's
+    /// index, stored at close so labels can be joined to it.
+    index: Vec<IndexedPrediction>,
+    /// Running PCA reconstruction errors, when the reference has a PCA.
+    pca: Option<PcaWindow>,
+    /// Scratch buffer of one encoded record.
+    encoded: Vec<f64>,
+}
+
+/// Unix milliseconds of a logged record's time (0 when it does not parse:
+/// serving writes RFC 3339, and such a record is still counted).
+fn time_ms(text: &str) -> i64 {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .unwrap_or(0)
 }
 
 /// A cell of a logged record: the spec's null markers are nulls.
@@ -77,8 +94,16 @@ impl Window {
             dropped: 0,
             model_sha256: first.model_sha256,
             key,
-            loaded,
             sampler,
+            index: Vec::new(),
+            pca: loaded
+                .reference
+                .multivariate
+                .as_ref()
+                .filter(|p| p.features == loaded.transform.feature_names())
+                .map(|_| PcaWindow::default()),
+            encoded: Vec::new(),
+            loaded,
         }
     }
 
@@ -99,6 +124,25 @@ impl Window {
             .collect();
         self.sampler.add_cells(&cells);
         self.rows += 1;
+        if let (Some(pca), Some(window)) = (&self.loaded.reference.multivariate, &mut self.pca) {
+            let t = &self.loaded.transform;
+            let cells: Vec<Cell<'_>> = t
+                .inputs
+                .iter()
+                .map(|name| cell_of(r.input.get(name), nulls))
+                .collect();
+            self.encoded.clear();
+            t.encode_row(&cells, &mut self.encoded);
+            pca.add(&self.encoded, window);
+        }
+        if r.prediction_id.len() <= 64 && r.probability.is_finite() {
+            self.index.push(IndexedPrediction {
+                id: r.prediction_id.clone(),
+                entity: r.entity.clone().filter(|e| e.len() <= 256),
+                time_ms: time_ms(&r.time),
+                p: r.probability,
+            });
+        }
     }
 }
 
@@ -108,6 +152,9 @@ pub(crate) struct Evaluated {
     pub(crate) drift: Option<DriftDetected>,
     report: Vec<u8>,
     html: Vec<u8>,
+    index: Vec<u8>,
+    /// Estimated performance decided degraded (its reasons), if so.
+    pub(crate) degraded: Vec<String>,
 }
 
 /// The drift report as stored: the window and its drift.
@@ -123,6 +170,8 @@ struct Report<'a> {
     rows: u64,
     dropped: u64,
     drift: &'a DatasetDrift,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multivariate: Option<&'a MultivariateDrift>,
     decisions: &'a [WindowDecision],
     policy_digest: &'a str,
 }
@@ -160,7 +209,19 @@ pub(crate) fn evaluate(
             })
         })
         .collect();
+    let multivariate: Option<MultivariateDrift> = match (&w.loaded.reference.multivariate, &w.pca) {
+        (Some(r), Some(pw)) => r.result(pw),
+        _ => None,
+    };
+    let probabilities: Vec<f64> = w.index.iter().map(|p| p.p).collect();
+    let estimated =
+        crate::performance::estimated_figures(&w.loaded.reference.estimate(&probabilities));
     let input = serde_json::json!({
+        "performance": {
+            "holdout": crate::performance::holdout_json(&w.loaded.reference.holdout),
+            "estimated": estimated,
+        },
+        "multivariate": multivariate,
         "environment": w.key.environment,
         "model": w.key.model,
         "version": w.key.version,
@@ -194,6 +255,7 @@ pub(crate) fn evaluate(
         rows: w.rows,
         dropped: w.dropped,
         drift: &report,
+        multivariate: multivariate.as_ref(),
         decisions: &decisions,
         policy_digest: &policy_digest,
     })
@@ -215,6 +277,34 @@ pub(crate) fn evaluate(
         .map(|c| (c.column.clone(), c.score))
         .collect();
     record_metrics(&w.key, &report);
+    if let Some(m) = &multivariate {
+        metrics::gauge!("modelbus_monitor_reconstruction_error", "environment" => w.key.environment.as_str(), "model" => w.key.model.as_str().to_string())
+            .set(m.error);
+    }
+    crate::performance::record_gauges(
+        w.key.environment,
+        &w.key.model,
+        w.key.version,
+        "estimated",
+        &estimated,
+    );
+    crate::performance::record_holdout(
+        w.key.environment,
+        &w.key.model,
+        w.key.version,
+        &w.loaded.reference.holdout,
+    );
+    let mut index = Vec::with_capacity(w.index.len() * 96);
+    for p in &w.index {
+        if serde_json::to_writer(&mut index, p).is_ok() {
+            index.push(b'\n');
+        }
+    }
+    let degraded: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.kind == "performance.degraded")
+        .map(|d| d.reason.clone())
+        .collect();
     let report_sha256 = Sha256Digest::of(&json);
     let reasons: Vec<String> = decisions
         .iter()
@@ -252,10 +342,14 @@ pub(crate) fn evaluate(
             html_sha256: Sha256Digest::of(&html),
             decisions,
             policy_digest,
+            estimated: Some(estimated),
+            index_sha256: (!index.is_empty()).then(|| Sha256Digest::of(&index)),
         },
         drift,
         report: json,
         html,
+        index,
+        degraded,
     })
 }
 
@@ -288,6 +382,12 @@ pub(crate) async fn publish(ctx: &Context, e: &Evaluated) -> Result<(), String> 
         .put(e.html.clone().into())
         .await
         .map_err(|err| err.to_string())?;
+    if !e.index.is_empty() {
+        ctx.store
+            .put(e.index.clone().into())
+            .await
+            .map_err(|err| err.to_string())?;
+    }
     let key = format!("window/{}", e.event.window_id);
     let closed = Envelope::new(SOURCE, &key, e.event.clone()).with_subject(e.event.model.as_str());
     ctx.bus
@@ -300,6 +400,20 @@ pub(crate) async fn publish(ctx: &Context, e: &Evaluated) -> Result<(), String> 
         ctx.bus.publish(&env).await.map_err(|err| err.to_string())?;
         metrics::counter!("modelbus_monitor_drift_detected_total", "environment" => d.environment.as_str(), "model" => d.model.as_str().to_string())
             .increment(1);
+    }
+    if !e.degraded.is_empty() {
+        crate::performance::publish_degraded(
+            ctx,
+            &format!("degraded/{}", e.event.window_id),
+            &e.event.window_id,
+            e.event.environment,
+            &e.event.model,
+            e.event.version,
+            "estimated",
+            e.degraded.clone(),
+            e.event.policy_digest.clone(),
+        )
+        .await?;
     }
     Ok(())
 }

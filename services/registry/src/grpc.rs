@@ -180,6 +180,34 @@ impl RegistryService for Registry {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(window = %req.get_ref().window_id))]
+    async fn get_window_labels(
+        &self,
+        req: Request<pb::GetWindowLabelsRequest>,
+    ) -> R<pb::WindowLabels> {
+        self.grpc_auth(&req, Permission::Read).await?;
+        let id = req.into_inner().window_id;
+        let Some(w) = self.store.window(&id).await? else {
+            return Err(RegistryError::NotFound(format!("no window {id:?}")).into());
+        };
+        let labels = self.store.window_labels(&id).await?;
+        Ok(Response::new(pb::WindowLabels {
+            window_id: w.window_id,
+            environment: w.environment.to_string(),
+            model: w.model.to_string(),
+            version: w.version,
+            rows: w.rows,
+            indexed: labels.indexed,
+            probabilities: labels.probabilities,
+            positive: labels.positive,
+            estimated_json: w
+                .estimated
+                .as_ref()
+                .and_then(|e| serde_json::to_string(e).ok())
+                .unwrap_or_default(),
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn submit_signed_statement(
         &self,
@@ -269,6 +297,13 @@ pub async fn serve(
         .http2_max_header_list_size(64 * 1024)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(limits.header_read_timeout))
+        .trace_fn(|req| {
+            let traceparent = req.headers().get("traceparent");
+            modelbus_core::telemetry::grpc_server_span(
+                req.uri().path(),
+                traceparent.and_then(|v| v.to_str().ok()),
+            )
+        })
         .add_service(reflection)
         .add_service(RegistryServiceServer::new(registry))
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })

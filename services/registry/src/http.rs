@@ -529,8 +529,18 @@ async fn windows(
         .store
         .windows(&name, q.environment.as_deref(), limit)
         .await?;
+    // Realised performance, per window that labels joined (the latest
+    // `monitor.window.performance`).
+    let mut performance = serde_json::Map::new();
+    for w in &windows {
+        if let Some(p) = r.store.window_performance(&w.window_id).await?
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&p)
+        {
+            performance.insert(w.window_id.clone(), v);
+        }
+    }
     Ok(Json(
-        serde_json::json!({ "model": name, "windows": windows }),
+        serde_json::json!({ "model": name, "windows": windows, "performance": performance }),
     ))
 }
 

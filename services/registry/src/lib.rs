@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod governance;
 pub mod grpc;
 pub mod http;
+mod labels;
 pub mod outbox;
 pub mod pipeline;
 pub use modelbus_policy as policy;

@@ -442,6 +442,14 @@ impl Registry {
                 let e = d.decode::<MonitorWindowClosed>()?;
                 self.on_window_closed(&e.data).await?;
             }
+            LabelsObserved::NAME => {
+                let e = d.decode::<LabelsObserved>()?;
+                self.on_labels_observed(&e).await?;
+            }
+            WindowPerformance::NAME => {
+                let e = d.decode::<WindowPerformance>()?;
+                self.on_window_performance(&e).await?;
+            }
             // Published by the registry itself or of no concern to it.
             _ => {}
         }
@@ -486,6 +494,7 @@ impl Registry {
             }
         }
         self.store.record_window(w).await.map_err(retry)?;
+        self.index_window(w).await?;
         for (i, dec) in w.decisions.iter().enumerate() {
             self.store
                 .append_audit(

@@ -22,6 +22,7 @@ use crate::types::{
     RegisteredModel, SpecVersion, Stage, TrainingRun,
 };
 pub use decisions::{Promotion, SignedDecision};
+pub use monitor::{IndexedPrediction, JoinCounts, Joined, WindowLabels};
 pub use roster::Approver;
 pub use stats::ServingTotals;
 pub use tokens::TokenInfo;

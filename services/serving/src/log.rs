@@ -94,6 +94,9 @@ pub fn open(
     replica: String,
 ) -> (PredictionLog, impl std::future::Future<Output = ()> + use<>) {
     let c = &ctx.config.serving;
+    // Exported from the start (at 0), so the first drop is an increase.
+    metrics::counter!("modelbus_serving_log_dropped_total", "environment" => environment.as_str())
+        .increment(0);
     let (tx, rx) = mpsc::channel(c.log_buffer_records);
     let dropped = Arc::new(AtomicU64::new(0));
     let log = PredictionLog {

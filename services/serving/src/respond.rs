@@ -95,16 +95,20 @@ pub(crate) fn observe(
             started.elapsed().as_secs_f64() * 1000.0,
         );
     }
+    // Per version too: during a canary, the two versions' latency, errors
+    // and share of traffic side by side.
+    let version = served.map(|s| s.version.to_string()).unwrap_or_default();
     let labels = [
         ("environment", env.environment.as_str().to_string()),
         ("model", model.to_string()),
+        ("version", version.clone()),
         ("status", status.to_string()),
     ];
     metrics::counter!("modelbus_serving_requests_total", &labels).increment(1);
     metrics::histogram!("modelbus_serving_request_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     if status == "ok" {
-        metrics::counter!("modelbus_serving_predictions_total", "environment" => env.environment.as_str(), "model" => model.to_string())
+        metrics::counter!("modelbus_serving_predictions_total", "environment" => env.environment.as_str(), "model" => model.to_string(), "version" => version)
             .increment(rows as u64);
     }
 }

@@ -54,6 +54,8 @@ struct Outcome {
     evaluation: Evaluation,
     comparison: Option<Comparison>,
     seconds: f64,
+    /// Multivariate drift reference (PCA on the training rows' encoding).
+    pca: Option<modelbus_featurize::drift::multivariate::PcaReference>,
 }
 
 impl Trainer {
@@ -102,6 +104,12 @@ impl Trainer {
             null_values: spec.null_values.clone(),
             positive_label: spec.target.positive.clone(),
             negative_label: negative_label.to_string(),
+            calibration: modelbus_models::performance::Calibration::fit(
+                &t.holdout_labels,
+                &t.holdout_predictions,
+                5,
+            ),
+            multivariate: outcome.pca.clone(),
         };
         let stored = self
             .ctx
@@ -192,6 +200,7 @@ impl Trainer {
         };
         let spec_for_task = spec.clone();
         let negative_label = fitted.negative_label.clone();
+        let window_rows = usize::try_from(self.ctx.config.monitor.window_rows).unwrap_or(1_000);
         let outcome = tokio::task::spawn_blocking(move || -> Result<Outcome, String> {
             let spec = spec_for_task;
             let fs = FeatureSet::from_parquet(fs_bytes).map_err(|e| e.to_string())?;
@@ -277,11 +286,19 @@ impl Trainer {
                 },
                 None => None,
             };
+            let (x_train, _, _) = fs.split_rows(modelbus_featurize::featureset::TRAIN);
+            let pca = modelbus_featurize::drift::multivariate::PcaReference::fit(
+                &x_train,
+                &fs.names,
+                window_rows,
+                spec.model.seed,
+            );
             Ok(Outcome {
                 trained,
                 evaluation,
                 comparison,
                 seconds,
+                pca,
             })
         })
         .await

@@ -20,6 +20,7 @@
 //! none in the reference, is skipped with the reason and does not vote.
 
 pub mod html;
+pub mod multivariate;
 mod methods;
 pub mod reference;
 pub mod special;

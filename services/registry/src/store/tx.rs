@@ -60,7 +60,7 @@ impl OutboxEvent {
 /// A write transaction (see the module documentation). Dropped without
 /// [`WriteTx::commit`], it rolls back.
 pub struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    pub(super) tx: sqlx::Transaction<'static, sqlx::Any>,
 }
 
 impl Store {
