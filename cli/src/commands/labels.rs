@@ -44,7 +44,10 @@ impl LabelsCmd {
                 } else {
                     eprintln!(
                         "submitted {} labels for {dataset} ({} by prediction id, {} by entity) as {}",
-                        resp["rows"], resp["by_prediction_id"], resp["by_entity"], resp["labels_id"].as_str().unwrap_or("?")
+                        resp["rows"],
+                        resp["by_prediction_id"],
+                        resp["by_entity"],
+                        resp["labels_id"].as_str().unwrap_or("?")
                     );
                     eprintln!(
                         "the registry joins them to logged predictions; `modelbus monitor status --model M` shows realised performance"

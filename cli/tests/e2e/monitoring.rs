@@ -346,9 +346,9 @@ async fn malformed_log_batches_are_dead_lettered_and_the_monitor_keeps_working()
         assert!(!l["error"].as_str().unwrap().is_empty(), "{l:#}");
     }
     assert!(
-        t.metric_appears("modelbus_events_dead_lettered_total{consumer=\"monitor\"}")
+        t.metric_appears("modelbus_events_dead_lettered_total{consumer=\"monitor\"} 3")
             .await,
-        "dead letters are counted"
+        "dead letters are counted (the series exists at 0 from the start)"
     );
     // The monitor still windows real traffic.
     t.predict(&telco_records(200)).await;
@@ -396,7 +396,10 @@ fn auc(p: &[f64], y: &[bool]) -> f64 {
 async fn post_labels(t: &TestPlatform, csv: impl Into<Vec<u8>>) -> (u16, Value) {
     let r = t
         .http
-        .post(format!("{}/v1/datasets/telco-churn/labels", t.config.ingest_url()))
+        .post(format!(
+            "{}/v1/datasets/telco-churn/labels",
+            t.config.ingest_url()
+        ))
         .header("content-type", "text/csv")
         .body(csv.into())
         .send()
@@ -459,14 +462,24 @@ async fn labels_join_predictions_and_revise_their_windows(db: Db) {
     // Bad files are refused whole, naming what is wrong; nothing is joined.
     let bad: [(&[u8], &str); 4] = [
         (b"Churn\nYes\n", "no id column"),
-        (b"customerID,Churn\nx,Yes\ny,Maybe\n", "row 2: Churn \"Maybe\""),
+        (
+            b"customerID,Churn\nx,Yes\ny,Maybe\n",
+            "row 2: Churn \"Maybe\"",
+        ),
         (b"customerID,Churn\nx,Yes\n\xff,No\n", "UTF-8"),
         (b"customerID,Churn\nx,Yes\ny,No,1\n", "row 2: 3 fields"),
     ];
     for (csv, want) in bad {
         let (status, body) = post_labels(&t, csv.to_vec()).await;
         assert_eq!(status, 400, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap_or(&body.to_string()).contains(want) || body.to_string().contains(want), "{want}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or(&body.to_string())
+                .contains(want)
+                || body.to_string().contains(want),
+            "{want}: {body}"
+        );
     }
 
     // Three quarters by prediction id (over HTTP)...
@@ -497,7 +510,14 @@ async fn labels_join_predictions_and_revise_their_windows(db: Db) {
     std::fs::write(&file, csv).unwrap();
     let (code, out, err) = crate::harness::cli(
         &t,
-        &["labels", "submit", "--dataset", "telco-churn", file.to_str().unwrap(), "--json"],
+        &[
+            "labels",
+            "submit",
+            "--dataset",
+            "telco-churn",
+            file.to_str().unwrap(),
+            "--json",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let resp: Value = serde_json::from_str(&out).unwrap();
@@ -517,8 +537,16 @@ async fn labels_join_predictions_and_revise_their_windows(db: Db) {
     // Labels for predictions whose window is still open wait for it.
     let more = t.predict(&records[400..450]).await;
     let mut csv = String::from("prediction_id,Churn\n");
-    for (p, (_, churn)) in more["predictions"].as_array().unwrap().iter().zip(&truth[400..]) {
-        csv.push_str(&format!("{},{churn}\n", p["prediction_id"].as_str().unwrap()));
+    for (p, (_, churn)) in more["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&truth[400..])
+    {
+        csv.push_str(&format!(
+            "{},{churn}\n",
+            p["prediction_id"].as_str().unwrap()
+        ));
     }
     let (status, _) = post_labels(&t, csv).await;
     assert_eq!(status, 202);
@@ -531,7 +559,10 @@ async fn labels_join_predictions_and_revise_their_windows(db: Db) {
 
     // Each join is audited under the dataset, and the CLI shows both figures.
     let audit = t.client.audit_all().await.unwrap();
-    let joins: Vec<_> = audit.iter().filter(|e| e.action == "labels.joined").collect();
+    let joins: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "labels.joined")
+        .collect();
     assert!(joins.len() >= 3, "{joins:#?}");
     assert!(joins.iter().all(|e| e.subject == "dataset/telco-churn"));
     let dup = joins
@@ -542,7 +573,10 @@ async fn labels_join_predictions_and_revise_their_windows(db: Db) {
     let (code, out, err) =
         crate::harness::cli(&t, &["monitor", "status", "--model", "telco-churn"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("estimated (CBPE)") && out.contains("realised"), "{out}");
+    assert!(
+        out.contains("estimated (CBPE)") && out.contains("realised"),
+        "{out}"
+    );
     assert!(
         t.metric_appears("modelbus_monitor_performance{").await,
         "performance is exported"
@@ -557,4 +591,133 @@ async fn labels_join_predictions_and_revise_their_windows_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_join_predictions_and_revise_their_windows_postgres() {
     labels_join_predictions_and_revise_their_windows(Db::Postgres).await;
+}
+
+/// Telco records with monthly charges × 1.10 + 5 and a third of the
+/// contracts switched to two years.
+fn shifted(records: &[Value]) -> Vec<Value> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            let m: f64 = r["MonthlyCharges"].as_str().unwrap().parse().unwrap();
+            r["MonthlyCharges"] = Value::String(format!("{:.2}", m * 1.10 + 5.0));
+            if i % 3 == 0 {
+                r["Contract"] = Value::String("Two year".into());
+            }
+            r
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_with_labels_retrains_through_the_pipeline_into_staging_at_most() {
+    let t = TestPlatform::start_with(Db::Sqlite, |c| {
+        c.serving.log_flush_interval = Duration::from_millis(50);
+        c.monitor.window_rows = 400;
+        c.monitor.window_duration = Duration::from_secs(600);
+    })
+    .await;
+    t.deploy_telco().await;
+    // The dataset asks to be retrained on drift, with 300 labelled records.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("telco-churn.toml");
+    let text = std::fs::read_to_string(modelbus_testkit::telco_spec()).unwrap();
+    std::fs::write(
+        &spec,
+        format!("{text}\n[monitor.retrain]\nmin_labels = 300\n"),
+    )
+    .unwrap();
+    t.client.apply_spec(&spec).await.unwrap();
+
+    let truth = telco_truth(400);
+    let answer = t.predict(&shifted(&telco_records(400))).await;
+    let w = windows(&t, 1).await;
+    assert!(
+        w[0]["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "drift.detected"),
+        "{:#}",
+        w[0]
+    );
+    let window = w[0]["window_id"].as_str().unwrap().to_string();
+    // Without labels the request waits: no run yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by_monitor = |runs: &Value| -> Vec<Value> {
+        runs["pipeline_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["submitted_by"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("modelbus-monitor: retrain")
+            })
+            .cloned()
+            .collect()
+    };
+    let runs = t
+        .client
+        .pipeline_runs(Some("telco-churn"), 50)
+        .await
+        .unwrap();
+    assert!(by_monitor(&runs).is_empty(), "{runs:#}");
+
+    let mut csv = String::from("prediction_id,Churn\n");
+    for (p, (_, churn)) in answer["predictions"].as_array().unwrap().iter().zip(&truth) {
+        csv.push_str(&format!(
+            "{},{churn}\n",
+            p["prediction_id"].as_str().unwrap()
+        ));
+    }
+    let (status, body) = post_labels(&t, csv).await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = t
+            .client
+            .pipeline_runs(Some("telco-churn"), 50)
+            .await
+            .unwrap();
+        if let Some(r) = by_monitor(&runs).first() {
+            break r.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retraining run: {runs:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Its lineage names the decision and the window that caused it.
+    let by = run["submitted_by"].as_str().unwrap();
+    assert!(
+        by.contains("drift.detected") && by.contains(&window),
+        "{by}"
+    );
+    let done = t
+        .client
+        .wait_run(run["id"].as_str().unwrap(), Duration::from_secs(300))
+        .await
+        .unwrap();
+    // Through validation, gates and champion/challenger like any batch: it
+    // ends deployed to staging or rejected, never in production.
+    let state = done["state"].as_str().unwrap();
+    assert!(state == "deployed" || state == "rejected", "{done:#}");
+    // The training batch is included, each customer once: the 400 labelled
+    // customers' newer records replace their training rows.
+    assert_eq!(done["rows"], 7_043, "{done:#}");
+    let model = t.client.model("telco-churn").await.unwrap();
+    assert!(model["aliases"].get("production").is_none(), "{model:#}");
+    // One cause, one run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs = t
+        .client
+        .pipeline_runs(Some("telco-churn"), 50)
+        .await
+        .unwrap();
+    assert_eq!(by_monitor(&runs).len(), 1, "{runs:#}");
 }

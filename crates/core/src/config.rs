@@ -995,6 +995,9 @@ pub struct MonitorConfig {
     /// predictions are counted as outside the window, not labelled.
     #[serde(with = "duration")]
     pub label_window: Duration,
+    /// Bytes of logged records (id and input) a window keeps for retraining;
+    /// records beyond are not kept (counted). 0 keeps none.
+    pub max_record_bytes: u64,
 }
 
 impl Default for MonitorConfig {
@@ -1007,6 +1010,7 @@ impl Default for MonitorConfig {
             drift_share: 0.5,
             max_open_windows: 1_000,
             label_window: Duration::from_secs(30 * 24 * 3600),
+            max_record_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -1387,6 +1391,12 @@ impl Config {
         if !(self.monitor.drift_share > 0.0 && self.monitor.drift_share <= 1.0) {
             return Err(invalid("monitor.drift_share", "must be in (0, 1]"));
         }
+        if self.monitor.max_record_bytes > 256 * 1024 * 1024 {
+            return Err(invalid(
+                "monitor.max_record_bytes",
+                "must be at most 256 MiB (each open window may hold that much)",
+            ));
+        }
         if self.monitor.label_window < Duration::from_secs(1) {
             return Err(invalid("monitor.label_window", "must be at least 1s"));
         }
@@ -1397,7 +1407,10 @@ impl Config {
             ));
         }
         if self.ingest.max_label_rows == 0 || self.ingest.max_label_rows > 10_000_000 {
-            return Err(invalid("ingest.max_label_rows", "must be between 1 and 10000000"));
+            return Err(invalid(
+                "ingest.max_label_rows",
+                "must be between 1 and 10000000",
+            ));
         }
         if self.monitor.max_open_windows == 0 {
             return Err(invalid("monitor.max_open_windows", "must be at least 1"));

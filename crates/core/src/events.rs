@@ -793,6 +793,10 @@ pub struct MonitorWindowClosed {
     /// probability): what labels are joined to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_sha256: Option<Sha256Digest>,
+    /// The window's logged records (JSON lines of id and input, up to
+    /// `monitor.max_record_bytes` per window): what retraining reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_sha256: Option<Sha256Digest>,
 }
 impl EventPayload for MonitorWindowClosed {
     const NAME: &'static str = "monitor.window.closed";

@@ -233,7 +233,9 @@ pub fn parse(
         });
     }
     if labels.is_empty() {
-        return Err(LabelError::File("no labels: the file has a header only".into()));
+        return Err(LabelError::File(
+            "no labels: the file has a header only".into(),
+        ));
     }
     Ok(labels)
 }
@@ -345,7 +347,11 @@ type = "string"
     fn bad_files_name_the_row_and_value() {
         let s = spec(true);
         let e = |csv: &[u8]| parse(&s, csv, 0, 10).unwrap_err().to_string();
-        assert!(e(b"Churn\nYes\n").contains("no id column"), "{}", e(b"Churn\nYes\n"));
+        assert!(
+            e(b"Churn\nYes\n").contains("no id column"),
+            "{}",
+            e(b"Churn\nYes\n")
+        );
         assert!(e(b"id,Churn,extra\nc,Yes,1\n").contains("unknown column \"extra\""));
         assert!(e(b"id\nc\n").contains("no target column"));
         let outside = e(b"id,Churn\nc1,Yes\nc2,Maybe\n");
@@ -354,7 +360,10 @@ type = "string"
             "{outside}"
         );
         let ragged = e(b"id,Churn\nc1,Yes\nc2,No,3\n");
-        assert!(ragged.starts_with("row 2:") && ragged.contains("3 fields"), "{ragged}");
+        assert!(
+            ragged.starts_with("row 2:") && ragged.contains("3 fields"),
+            "{ragged}"
+        );
         let utf8 = e(b"id,Churn\nc1,Yes\n\xff\xfe,No\n");
         assert!(utf8.contains("row 2") && utf8.contains("UTF-8"), "{utf8}");
         assert!(e(b"prediction_id,Churn\nnot-an-id,Yes\n").contains("row 1: prediction_id"));

@@ -356,6 +356,51 @@ pub struct DatasetSpec {
     /// Evaluation settings.
     #[serde(default)]
     pub evaluation: EvaluationSpec,
+    /// Post-deployment settings.
+    #[serde(default)]
+    pub monitor: MonitorSpec,
+}
+
+/// Post-deployment settings (`[monitor]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSpec {
+    /// Retraining on labelled live traffic (`[monitor.retrain]`); off when absent.
+    #[serde(default)]
+    pub retrain: Option<RetrainSpec>,
+}
+
+/// When and on what the monitor retrains (`[monitor.retrain]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainSpec {
+    /// Monitoring decisions that ask for a retrain: `drift.detected`,
+    /// `performance.degraded`.
+    #[serde(default = "default_retrain_on")]
+    pub on: Vec<String>,
+    /// Fewest labelled logged records a retraining batch needs; below it the
+    /// request waits for more labels.
+    #[serde(default = "default_retrain_min_labels")]
+    pub min_labels: u64,
+    /// Whether the last training batch is included with the labelled records.
+    #[serde(default = "default_true")]
+    pub include_training_batch: bool,
+    /// Most labelled records taken (the newest windows first).
+    #[serde(default = "default_retrain_max_records")]
+    pub max_records: u64,
+}
+
+fn default_retrain_on() -> Vec<String> {
+    vec!["drift.detected".into(), "performance.degraded".into()]
+}
+fn default_retrain_min_labels() -> u64 {
+    200
+}
+fn default_retrain_max_records() -> u64 {
+    100_000
+}
+fn default_true() -> bool {
+    true
 }
 
 /// A parsed spec with the digest of its source text (its version identity).
@@ -509,6 +554,34 @@ impl DatasetSpec {
                 return Err((
                     vec![Key("columns".into()), Index(i), Key("name".into())],
                     format!("column {:?} is declared twice", c.name),
+                ));
+            }
+        }
+        if let Some(r) = &self.monitor.retrain {
+            let at = |f: &str| {
+                vec![
+                    Key("monitor".into()),
+                    Key("retrain".into()),
+                    Key(f.to_string()),
+                ]
+            };
+            if r.on.is_empty()
+                || r.on
+                    .iter()
+                    .any(|o| o != "drift.detected" && o != "performance.degraded")
+            {
+                return Err((
+                    at("on"),
+                    "list drift.detected and/or performance.degraded".into(),
+                ));
+            }
+            if r.min_labels == 0 || r.min_labels > 1_000_000 {
+                return Err((at("min_labels"), "must be between 1 and 1000000".into()));
+            }
+            if r.max_records < r.min_labels || r.max_records > 1_000_000 {
+                return Err((
+                    at("max_records"),
+                    "must be between min_labels and 1000000".into(),
                 ));
             }
         }

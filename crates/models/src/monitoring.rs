@@ -93,10 +93,14 @@ impl MonitoringReference {
             .map_err(|e| format!("prediction reference: {e}"))?;
         r.calibration.check()?;
         if let Some(p) = &r.multivariate {
-            p.check().map_err(|e| format!("multivariate reference: {e}"))?;
+            p.check()
+                .map_err(|e| format!("multivariate reference: {e}"))?;
         }
         if !(0.0..=1.0).contains(&r.holdout.threshold) {
-            return Err(format!("threshold {} is outside [0, 1]", r.holdout.threshold));
+            return Err(format!(
+                "threshold {} is outside [0, 1]",
+                r.holdout.threshold
+            ));
         }
         Ok(r)
     }

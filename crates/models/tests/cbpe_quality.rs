@@ -50,8 +50,7 @@ fn estimated_roc_auc_is_within_two_hundredths_of_the_realised_one_on_telco() {
         let train: Vec<usize> = (0..n).filter(|&i| fold[i] != f).collect();
         let test: Vec<usize> = (0..n).filter(|&i| fold[i] == f).collect();
         let transform =
-            FeatureTransform::fit(&FeaturePlan::from_spec(&spec), &chunks, &index, &train)
-                .unwrap();
+            FeatureTransform::fit(&FeaturePlan::from_spec(&spec), &chunks, &index, &train).unwrap();
         let x = transform.transform_chunks(&chunks, &index);
         let k = transform.num_features();
         let rows = |idx: &[usize]| -> Vec<f64> {
@@ -102,5 +101,8 @@ fn estimated_roc_auc_is_within_two_hundredths_of_the_realised_one_on_telco() {
     // A realised ROC AUC over 1,000 rows has a sampling spread of its own
     // (about 0.013 here), which no estimate can follow: the bar is on the
     // mean, and most windows are within it.
-    assert!(within as f64 >= 0.5 * n, "{within} of {WINDOWS} within 0.02");
+    assert!(
+        within as f64 >= 0.5 * n,
+        "{within} of {WINDOWS} within 0.02"
+    );
 }

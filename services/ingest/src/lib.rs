@@ -403,8 +403,7 @@ async fn submit_labels(
     .await
     .map_err(|e| IngestError::Internal(e.to_string()))?
     .map_err(|e| {
-        metrics::counter!("modelbus_ingest_label_files_total", "outcome" => "refused")
-            .increment(1);
+        metrics::counter!("modelbus_ingest_label_files_total", "outcome" => "refused").increment(1);
         IngestError::BadRequest(format!("label file refused: {e}"))
     })?;
     let by_prediction_id = labels.iter().filter(|l| l.prediction_id.is_some()).count() as u64;

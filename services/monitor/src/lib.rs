@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod performance;
+mod retrain;
 mod window;
 
 use std::collections::HashMap;
@@ -74,6 +75,10 @@ pub struct Monitor {
     policies: Arc<modelbus_policy::PolicySet>,
     references: Arc<Mutex<HashMap<(String, u32), Cached>>>,
     windows: Arc<Mutex<HashMap<Key, Window>>>,
+    /// Retrain requests waiting for labels, per model.
+    retrains: Arc<Mutex<HashMap<String, retrain::Request>>>,
+    /// One retrain attempt at a time (two would both see none running).
+    retrain_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Monitor {
@@ -219,7 +224,10 @@ impl Monitor {
                         .increment(1);
                     continue;
                 }
-                windows.insert(key.clone(), Window::open(key.clone(), r, loaded.clone()));
+                windows.insert(
+                    key.clone(),
+                    Window::open(key.clone(), r, loaded.clone(), c.max_record_bytes),
+                );
             }
             if let Some(w) = windows.get_mut(&key) {
                 w.add(r);
@@ -275,6 +283,22 @@ impl Monitor {
                 Ok(()) => {
                     metrics::counter!("modelbus_monitor_windows_total", "outcome" => "closed")
                         .increment(1);
+                    let e = &evaluated.event;
+                    for (asked, kind) in [
+                        (evaluated.drift.is_some(), "drift.detected"),
+                        (!evaluated.degraded.is_empty(), "performance.degraded"),
+                    ] {
+                        if asked {
+                            self.request_retrain(
+                                e.model.as_str(),
+                                retrain::Request {
+                                    kind: kind.into(),
+                                    window_id: e.window_id.clone(),
+                                    version: e.version,
+                                },
+                            );
+                        }
+                    }
                     return;
                 }
                 Err(err) => {
@@ -328,6 +352,8 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), MonitorError> {
         policies: Arc::new(policies),
         references: Arc::new(Mutex::new(HashMap::new())),
         windows: Arc::new(Mutex::new(HashMap::new())),
+        retrains: Arc::new(Mutex::new(HashMap::new())),
+        retrain_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
     let ticker = {
         let m = monitor.clone();

@@ -63,7 +63,13 @@ pub(crate) fn realised_figures(r: &Realised) -> PerformanceFigures {
 
 /// The holdout's figures as the policy reads them.
 pub(crate) fn holdout_json(h: &HoldoutFigures) -> Value {
-    let num = |v: f64| if v.is_finite() { Value::from(v) } else { Value::Null };
+    let num = |v: f64| {
+        if v.is_finite() {
+            Value::from(v)
+        } else {
+            Value::Null
+        }
+    };
     let mut m = serde_json::Map::new();
     for (k, v) in [
         ("roc_auc", h.roc_auc),
@@ -160,7 +166,11 @@ impl Monitor {
         Ok(())
     }
 
-    async fn window_performance(&self, window_id: &str, labels_id: &str) -> Result<(), HandlerError> {
+    async fn window_performance(
+        &self,
+        window_id: &str,
+        labels_id: &str,
+    ) -> Result<(), HandlerError> {
         let w = match self
             .registry
             .clone()
@@ -171,7 +181,10 @@ impl Monitor {
         {
             Ok(w) => w.into_inner(),
             Err(st) if st.code() == tonic::Code::NotFound => {
-                tracing::warn!(window_id, "labels joined a window the registry does not know");
+                tracing::warn!(
+                    window_id,
+                    "labels joined a window the registry does not know"
+                );
                 return Ok(());
             }
             Err(st) => return Err(modelbus_stage::registry_error(st)),
@@ -255,8 +268,13 @@ impl Monitor {
             },
         )
         .with_subject(model.as_str());
-        self.ctx.bus.publish(&event).await.map_err(HandlerError::retry)?;
-        if !reasons.is_empty() {
+        self.ctx
+            .bus
+            .publish(&event)
+            .await
+            .map_err(HandlerError::retry)?;
+        let degraded = !reasons.is_empty();
+        if degraded {
             publish_degraded(
                 &self.ctx,
                 &format!("degraded/{key}"),
@@ -270,6 +288,17 @@ impl Monitor {
             )
             .await
             .map_err(HandlerError::Retry)?;
+            self.request_retrain(
+                model.as_str(),
+                crate::retrain::Request {
+                    kind: "performance.degraded".into(),
+                    window_id: window_id.to_string(),
+                    version: w.version,
+                },
+            );
+        } else {
+            // A request waiting for labels may have enough now.
+            self.spawn_retrain(model.as_str());
         }
         Ok(())
     }

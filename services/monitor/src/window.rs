@@ -56,6 +56,18 @@ pub struct Window {
     pca: Option<PcaWindow>,
     /// Scratch buffer of one encoded record.
     encoded: Vec<f64>,
+    /// Logged records kept for retraining (JSON lines of id and input), up
+    /// to `monitor.max_record_bytes`.
+    records: Vec<u8>,
+    /// Their limit.
+    max_record_bytes: usize,
+}
+
+/// One logged record as a window keeps it for retraining.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct KeptRecord {
+    pub(crate) id: String,
+    pub(crate) input: serde_json::Map<String, Value>,
 }
 
 /// Unix milliseconds of a logged record's time (0 when it does not parse:
@@ -80,7 +92,12 @@ fn cell_of<'a>(v: Option<&'a Value>, nulls: &[String]) -> Cell<'a> {
 
 impl Window {
     /// Opens a window with `first` as its first record (not yet added).
-    pub(crate) fn open(key: Key, first: &PredictionRecord, loaded: Arc<Loaded>) -> Self {
+    pub(crate) fn open(
+        key: Key,
+        first: &PredictionRecord,
+        loaded: Arc<Loaded>,
+        max_record_bytes: u64,
+    ) -> Self {
         let mut sampler = FeatureSampler::from_transform(&loaded.transform);
         sampler.add_column(PREDICTION_COLUMN, FeatureKind::Numeric);
         Self {
@@ -103,6 +120,8 @@ impl Window {
                 .filter(|p| p.features == loaded.transform.feature_names())
                 .map(|_| PcaWindow::default()),
             encoded: Vec::new(),
+            records: Vec::new(),
+            max_record_bytes: usize::try_from(max_record_bytes).unwrap_or(usize::MAX),
             loaded,
         }
     }
@@ -124,6 +143,22 @@ impl Window {
             .collect();
         self.sampler.add_cells(&cells);
         self.rows += 1;
+        if self.records.len() < self.max_record_bytes {
+            let before = self.records.len();
+            let kept = serde_json::to_writer(
+                &mut self.records,
+                &serde_json::json!({"id": r.prediction_id, "input": r.input}),
+            );
+            if kept.is_ok() && self.records.len() <= self.max_record_bytes {
+                self.records.push(b'\n');
+            } else {
+                self.records.truncate(before);
+                self.max_record_bytes = before; // full: keep no more
+                metrics::counter!("modelbus_monitor_records_not_kept_total").increment(1);
+            }
+        } else if self.max_record_bytes > 0 {
+            metrics::counter!("modelbus_monitor_records_not_kept_total").increment(1);
+        }
         if let (Some(pca), Some(window)) = (&self.loaded.reference.multivariate, &mut self.pca) {
             let t = &self.loaded.transform;
             let cells: Vec<Cell<'_>> = t
@@ -153,6 +188,7 @@ pub(crate) struct Evaluated {
     report: Vec<u8>,
     html: Vec<u8>,
     index: Vec<u8>,
+    records: Vec<u8>,
     /// Estimated performance decided degraded (its reasons), if so.
     pub(crate) degraded: Vec<String>,
 }
@@ -344,11 +380,13 @@ pub(crate) fn evaluate(
             policy_digest,
             estimated: Some(estimated),
             index_sha256: (!index.is_empty()).then(|| Sha256Digest::of(&index)),
+            records_sha256: (!w.records.is_empty()).then(|| Sha256Digest::of(&w.records)),
         },
         drift,
         report: json,
         html,
         index,
+        records: w.records,
         degraded,
     })
 }
@@ -382,11 +420,13 @@ pub(crate) async fn publish(ctx: &Context, e: &Evaluated) -> Result<(), String> 
         .put(e.html.clone().into())
         .await
         .map_err(|err| err.to_string())?;
-    if !e.index.is_empty() {
-        ctx.store
-            .put(e.index.clone().into())
-            .await
-            .map_err(|err| err.to_string())?;
+    for bytes in [&e.index, &e.records] {
+        if !bytes.is_empty() {
+            ctx.store
+                .put(bytes.clone().into())
+                .await
+                .map_err(|err| err.to_string())?;
+        }
     }
     let key = format!("window/{}", e.event.window_id);
     let closed = Envelope::new(SOURCE, &key, e.event.clone()).with_subject(e.event.model.as_str());

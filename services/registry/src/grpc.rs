@@ -180,6 +180,23 @@ impl RegistryService for Registry {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(model = %req.get_ref().model))]
+    async fn list_labelled_windows(
+        &self,
+        req: Request<pb::ListLabelledWindowsRequest>,
+    ) -> R<pb::ListLabelledWindowsResponse> {
+        self.grpc_auth(&req, Permission::Read).await?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 {
+            1_000
+        } else {
+            r.limit.min(10_000)
+        };
+        Ok(Response::new(pb::ListLabelledWindowsResponse {
+            window_ids: self.store.labelled_windows(&r.model, limit).await?,
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(window = %req.get_ref().window_id))]
     async fn get_window_labels(
         &self,
@@ -200,6 +217,8 @@ impl RegistryService for Registry {
             indexed: labels.indexed,
             probabilities: labels.probabilities,
             positive: labels.positive,
+            prediction_ids: labels.ids,
+            records_sha256: w.records_sha256.map(|d| d.to_hex()).unwrap_or_default(),
             estimated_json: w
                 .estimated
                 .as_ref()

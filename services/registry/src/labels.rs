@@ -88,7 +88,10 @@ impl Registry {
                 other => HandlerError::Retry(other.to_string()),
             })?;
         let labels = from_json_lines(&bytes, MAX_LABELS).map_err(|why| {
-            HandlerError::Reject(format!("labels.observed: labels {}: {why}", l.labels_sha256))
+            HandlerError::Reject(format!(
+                "labels.observed: labels {}: {why}",
+                l.labels_sha256
+            ))
         })?;
         if labels.len() as u64 != l.rows {
             return Err(HandlerError::Reject(format!(
@@ -268,7 +271,9 @@ impl Registry {
             )));
         }
         if p.decisions.len() > 100 || p.decisions.iter().any(|d| d.reason.len() > 4096) {
-            return Err(bad("more than 100 decisions or a reason above 4096 bytes".into()));
+            return Err(bad(
+                "more than 100 decisions or a reason above 4096 bytes".into()
+            ));
         }
         let Some(w) = self.store.window(&p.window_id).await.map_err(retry)? else {
             return Err(HandlerError::Retry(format!(

@@ -20,8 +20,8 @@
 //! none in the reference, is skipped with the reason and does not vote.
 
 pub mod html;
-pub mod multivariate;
 mod methods;
+pub mod multivariate;
 pub mod reference;
 pub mod special;
 

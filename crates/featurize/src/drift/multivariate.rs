@@ -96,7 +96,7 @@ impl PcaReference {
     /// nothing varying.
     pub fn fit(x: &[f64], names: &[String], chunk_rows: usize, seed: u64) -> Option<Self> {
         let d = names.len();
-        if d == 0 || d > MAX_FEATURES || x.len() % d != 0 {
+        if d == 0 || d > MAX_FEATURES || !x.len().is_multiple_of(d) {
             return None;
         }
         let n = x.len() / d;
@@ -118,7 +118,11 @@ impl PcaReference {
             }
         }
         for j in 0..d {
-            mean[j] = if count[j] > 0 { mean[j] / count[j] as f64 } else { 0.0 };
+            mean[j] = if count[j] > 0 {
+                mean[j] / count[j] as f64
+            } else {
+                0.0
+            };
         }
         let mut scale = vec![0.0; d];
         for r in 0..n {
@@ -256,9 +260,9 @@ impl PcaReference {
         if w.feature_error.len() != d {
             w.feature_error = vec![0.0; d];
         }
-        for j in 0..d {
-            w.z[j] = if row[j].is_finite() {
-                (row[j] - self.mean[j]) / self.scale[j]
+        for (j, (z, v)) in w.z.iter_mut().zip(row).enumerate() {
+            *z = if v.is_finite() {
+                (v - self.mean[j]) / self.scale[j]
             } else {
                 0.0
             };
@@ -290,7 +294,12 @@ impl PcaReference {
         let n = w.rows as f64;
         let error = w.error / n;
         let mut growth: Vec<(usize, f64)> = (0..self.features.len())
-            .map(|j| (j, w.feature_error.get(j).copied().unwrap_or(0.0) / n - self.feature_error[j]))
+            .map(|j| {
+                (
+                    j,
+                    w.feature_error.get(j).copied().unwrap_or(0.0) / n - self.feature_error[j],
+                )
+            })
             .collect();
         growth.sort_by(|a, b| b.1.total_cmp(&a.1));
         let top_features = growth

@@ -105,6 +105,8 @@ pub struct WindowLabels {
     pub probabilities: Vec<f64>,
     /// Their labels (true = positive).
     pub positive: Vec<bool>,
+    /// Their ids.
+    pub ids: Vec<String>,
 }
 
 impl Store {
@@ -221,15 +223,14 @@ impl Store {
 
     /// A window's labelled predictions.
     pub async fn window_labels(&self, window_id: &str) -> Result<WindowLabels, RegistryError> {
-        let indexed: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM monitor_predictions WHERE window_id = $1",
-        )
-        .bind(window_id)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?;
+        let indexed: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM monitor_predictions WHERE window_id = $1")
+                .bind(window_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
         let rows = sqlx::query(
-            "SELECT p.probability AS probability, l.positive AS positive FROM prediction_labels l \
+            "SELECT l.prediction_id AS prediction_id, p.probability AS probability, l.positive AS positive FROM prediction_labels l \
              JOIN monitor_predictions p ON p.prediction_id = l.prediction_id WHERE l.window_id = $1 \
              ORDER BY l.prediction_id",
         )
@@ -243,12 +244,36 @@ impl Store {
         for r in rows {
             out.probabilities.push(r.try_get("probability")?);
             out.positive.push(r.try_get::<i64, _>("positive")? != 0);
+            out.ids.push(r.try_get("prediction_id")?);
         }
         Ok(out)
     }
 
+    /// A model's windows with at least one label, newest first.
+    pub async fn labelled_windows(
+        &self,
+        model: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT w.window_id AS window_id FROM monitor_windows w WHERE w.model = $1 \
+             AND EXISTS (SELECT 1 FROM prediction_labels l WHERE l.window_id = w.window_id) \
+             ORDER BY w.closed DESC, w.window_id DESC LIMIT $2",
+        )
+        .bind(model)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("window_id")?))
+            .collect()
+    }
+
     /// A recorded window, if any.
-    pub async fn window(&self, window_id: &str) -> Result<Option<MonitorWindowClosed>, RegistryError> {
+    pub async fn window(
+        &self,
+        window_id: &str,
+    ) -> Result<Option<MonitorWindowClosed>, RegistryError> {
         let row = sqlx::query("SELECT payload FROM monitor_windows WHERE window_id = $1")
             .bind(window_id)
             .fetch_optional(&self.pool)
