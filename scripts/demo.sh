@@ -33,7 +33,39 @@ mkdir -p "$state"
 for who in alice bob olga; do
   "$mb" keygen --id "$who" --out "$state/keys/$who.pem" >/dev/null 2>&1
 done
+# A local receiver for notifications: CloudEvents signed with HMAC-SHA256
+# (Standard Webhooks), verified before they are written down.
+printf 'whsec_%s' "$(head -c 24 /dev/urandom | base64)" >"$state/webhook.secret"
+python3 - "$state" >"$state/receiver.log" 2>&1 <<'PY' &
+import base64, hashlib, hmac, http.server, json, sys
+state = sys.argv[1]
+secret = open(f"{state}/webhook.secret").read().strip()
+key = base64.b64decode(secret.removeprefix("whsec_"))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        signed = f"{self.headers['webhook-id']}.{self.headers['webhook-timestamp']}.".encode() + body
+        want = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        ok = any(s == f"v1,{want}" for s in self.headers["webhook-signature"].split())
+        self.send_response(204 if ok else 401)
+        self.end_headers()
+        if ok:
+            with open(f"{state}/notifications.jsonl", "a") as f:
+                f.write(body.decode() + "\n")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", 7099), H).serve_forever()
+PY
+receiver_pid=$!
 cat >"$state/demo.toml" <<EOF
+# Notifications of drift, degraded performance and rollbacks to the local receiver.
+[[notifications.receivers]]
+name = "demo-receiver"
+format = "cloudevents"
+url = "http://127.0.0.1:7099/events"
+secret = "file://$state/webhook.secret"
+events = ["drift", "performance", "rollback"]
+
 # Demo only: a 3-second staging soak instead of the default 10 minutes.
 [promotion]
 staging_soak = "3s"
@@ -72,7 +104,10 @@ EOF
 echo "==> starting the platform (modelbus up --state-dir $state --config $state/demo.toml)"
 "$mb" up --state-dir "$state" --config "$state/demo.toml" >"$state/up.log" 2>&1 &
 up_pid=$!
-cleanup() { [ "$keep" = 1 ] || kill "$up_pid" 2>/dev/null || true; }
+cleanup() {
+  kill "$receiver_pid" 2>/dev/null || true
+  [ "$keep" = 1 ] || kill "$up_pid" 2>/dev/null || true
+}
 trap cleanup EXIT
 for _ in $(seq 1 120); do
   # The registry writes the first admin token to the state dir on its first start.
@@ -209,6 +244,11 @@ echo "==> modelbus deployments --model telco-churn --env production"
 "$mb" deployments --model telco-churn --env production
 
 echo
+echo "==> the dataset asks to be retrained on drift ([monitor.retrain], with 500 labelled records)"
+cp config/datasets/telco-churn.toml "$state/telco-churn-retrain.toml"
+printf '\n[monitor.retrain]\nmin_labels = 500\n' >>"$state/telco-churn-retrain.toml"
+"$mb" datasets apply "$state/telco-churn-retrain.toml" | tail -1
+echo
 echo "==> live traffic: 1,000 Telco customers as they are, then 1,000 with monthly charges"
 echo "    × 1.10 + 5 and a third of the contracts switched to two years (production, v1)"
 python3 - "$state" <<'PY'
@@ -249,6 +289,14 @@ for _ in $(seq 1 150); do
 done
 echo "==> modelbus monitor status --model telco-churn --env production"
 "$mb" monitor status --model telco-churn --env production --limit 2
+for _ in $(seq 1 100); do
+  grep -q '"io.modelbus.drift.detected"' "$state/notifications.jsonl" 2>/dev/null && break
+  sleep 0.2
+done
+echo "==> the local receiver got the drift notification (signature verified):"
+grep '"io.modelbus.drift.detected"' "$state/notifications.jsonl" 2>/dev/null | head -1 \
+  | python3 -c 'import json,sys; e=json.load(sys.stdin); print("    ", e["type"], e["subject"], "-", e["data"]["summary"])' \
+  || echo "    (none received: see $state/receiver.log)"
 echo
 echo "==> ground truth arrives: modelbus labels submit (by prediction id, then by customer id)"
 "$mb" labels submit --dataset telco-churn "$state/labels-by-id.csv"
@@ -261,6 +309,22 @@ for _ in $(seq 1 150); do
 done
 echo "==> realised beside estimated performance (modelbus monitor status)"
 "$mb" monitor status --model telco-churn --env production --limit 2 | grep -E "closed by|estimated|realised|performance" || true
+echo "==> the retraining run the drift asked for, once the labels came (modelbus runs list)"
+for _ in $(seq 1 300); do
+  "$mb" runs list --dataset telco-churn --json 2>/dev/null | python3 -c '
+import json, sys
+runs = [r for r in json.load(sys.stdin)["pipeline_runs"] if "retrain" in r["submitted_by"]]
+sys.exit(0 if runs and runs[0]["state"] in ("deployed", "rejected", "failed") else 1)' && break
+  sleep 0.5
+done
+"$mb" runs list --dataset telco-churn --json | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["pipeline_runs"]:
+    if "retrain" in r["submitted_by"]:
+        print("    %s %s v%s (%s rows), submitted by %s" % (r["id"], r["state"], r["model_version"], r["rows"], r["submitted_by"]))
+        for why in r["reasons"]:
+            print("      - " + why)
+        break'
 echo "==> the same drift offline, on two files (modelbus drift, like an Evidently report)"
 python3 - "$state" <<'PY'
 import csv, sys
