@@ -97,6 +97,22 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Streaming throughput of the monitor's own work: logged predictions per
+    /// second from decoding to evaluated windows (no bus, no registry).
+    MonitorStream {
+        /// Logged predictions (the Telco rows, cycled).
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        /// Runs (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Spec file.
+        #[arg(long, default_value = "config/datasets/telco-churn.toml")]
+        spec: PathBuf,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prediction throughput with the prediction log off and on (alternating
     /// rounds, each on a fresh embedded platform): the log's overhead.
     Serving {
@@ -175,6 +191,18 @@ impl BenchCmd {
                 runs,
                 json,
             } => bench::monitor(&reference, &current, rows, &spec, runs, json)?,
+            BenchCmd::MonitorStream {
+                records,
+                runs,
+                spec,
+                json,
+            } => bench::monitor_stream(
+                std::path::Path::new("data/telco-churn/telco_customer_churn.csv"),
+                &spec,
+                records,
+                runs,
+                json,
+            )?,
             BenchCmd::Generate {
                 rows,
                 seed,

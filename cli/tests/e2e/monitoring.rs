@@ -487,10 +487,16 @@ async fn labels_join_predictions_and_revise_their_windows(db: Db) {
     for (id, (_, churn)) in ids.iter().zip(&truth).take(300) {
         csv.push_str(&format!("{id},{churn}\n"));
     }
+    let submitted = std::time::Instant::now();
     let (status, body) = post_labels(&t, csv).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["rows"], 300);
     let p = realised(&t, &window, 300).await;
+    // A measurement for the closing note, not a timed assertion.
+    eprintln!(
+        "labels submitted → realised performance served: {} ms",
+        submitted.elapsed().as_millis()
+    );
     let y: Vec<bool> = truth.iter().map(|(_, c)| c == "Yes").collect();
     let want = auc(&probs[..300], &y[..300]);
     let got = p["realised"]["roc_auc"].as_f64().unwrap();

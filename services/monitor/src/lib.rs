@@ -260,6 +260,7 @@ impl Monitor {
     }
 
     async fn close(&self, w: Window, closed_by: &'static str) {
+        let closing = std::time::Instant::now();
         let c = self.ctx.config.monitor.clone();
         let policies = self.policies.clone();
         let evaluated =
@@ -283,6 +284,9 @@ impl Monitor {
                 Ok(()) => {
                     metrics::counter!("modelbus_monitor_windows_total", "outcome" => "closed")
                         .increment(1);
+                    // Window closed → its result stored and published.
+                    metrics::histogram!("modelbus_monitor_window_publish_seconds")
+                        .record(closing.elapsed().as_secs_f64());
                     let e = &evaluated.event;
                     for (asked, kind) in [
                         (evaluated.drift.is_some(), "drift.detected"),
@@ -447,4 +451,65 @@ pub async fn run(ctx: Context, ops: TcpListener) -> Result<(), MonitorError> {
     })
     .await;
     result
+}
+
+/// The monitor's own work on the prediction log, without the bus or the
+/// registry: decoded batches into one window at a time, each closed window
+/// evaluated (drift, multivariate drift, estimated performance, the policy)
+/// as the service does. For `modelbus bench monitor-stream`.
+pub struct Offline {
+    loaded: Arc<Loaded>,
+    config: modelbus_core::config::MonitorConfig,
+    policies: modelbus_policy::PolicySet,
+    window: Option<Window>,
+    /// Windows closed so far.
+    pub windows: u64,
+    /// Decisions the policy took on them.
+    pub decisions: u64,
+}
+
+impl Offline {
+    /// A monitor of one version with this reference and transform.
+    pub fn new(
+        reference: MonitoringReference,
+        transform: modelbus_featurize::features::FeatureTransform,
+        config: modelbus_core::config::MonitorConfig,
+        policies: modelbus_policy::PolicySet,
+    ) -> Self {
+        Self {
+            loaded: Arc::new(Loaded {
+                drift: reference.drift_reference(),
+                reference,
+                transform,
+            }),
+            config,
+            policies,
+            window: None,
+            windows: 0,
+            decisions: 0,
+        }
+    }
+
+    /// Adds a batch, closing and evaluating every window it fills.
+    pub fn feed(&mut self, batch: &InferenceLogged) -> Result<(), String> {
+        for r in &batch.records {
+            let key = Key {
+                environment: batch.environment,
+                model: r.model.clone(),
+                version: r.version,
+            };
+            let w = self.window.get_or_insert_with(|| {
+                Window::open(key, r, self.loaded.clone(), self.config.max_record_bytes)
+            });
+            w.add(r);
+            if w.rows >= self.config.window_rows
+                && let Some(full) = self.window.take()
+            {
+                let e = window::evaluate(full, "rows", &self.config, &self.policies)?;
+                self.windows += 1;
+                self.decisions += e.event.decisions.len() as u64;
+            }
+        }
+        Ok(())
+    }
 }
