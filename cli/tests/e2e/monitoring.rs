@@ -727,3 +727,97 @@ async fn drift_with_labels_retrains_through_the_pipeline_into_staging_at_most() 
         .unwrap();
     assert_eq!(by_monitor(&runs).len(), 1, "{runs:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_labels_observed_events_are_dead_lettered_and_change_nothing() {
+    let t = TestPlatform::start_with(Db::Sqlite, |c| {
+        c.serving.log_flush_interval = Duration::from_millis(50);
+        c.monitor.window_rows = 200;
+    })
+    .await;
+    t.deploy_telco().await;
+    let js = async_nats::jetstream::new(t.nats().await);
+    let envelope = |id: &str, data: Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "specversion": "1.0", "id": id, "source": "/test",
+            "type": "io.modelbus.labels.observed.v1", "time": "2026-01-01T00:00:00Z",
+            "datacontenttype": "application/json", "data": data,
+        }))
+        .unwrap()
+    };
+    let missing = "0".repeat(64);
+    let bad = [
+        b"{ not json".to_vec(),
+        // Not a labels id, and labels that were never stored.
+        envelope(
+            "bad-1",
+            serde_json::json!({"labels_id": "x", "dataset": "telco-churn",
+                "labels_sha256": missing, "rows": 1, "submitted_by": "mallory"}),
+        ),
+        envelope(
+            "bad-2",
+            serde_json::json!({"labels_id": "01a23cb8-dadb-7291-8286-6c5cfa1cb838",
+                "dataset": "telco-churn", "labels_sha256": missing, "rows": 1,
+                "submitted_by": "mallory"}),
+        ),
+    ];
+    for payload in bad {
+        js.publish("modelbus.labels.observed", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dlq = js.get_stream("MODELBUS_DLQ").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let info = dlq.get_info().await.unwrap();
+        let mut letters = Vec::new();
+        for seq in 1..=info.state.last_sequence {
+            if let Ok(m) = dlq.get_raw_message(seq).await {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                if v["subject"] == "modelbus.labels.observed" {
+                    letters.push(v);
+                }
+            }
+        }
+        if letters.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(letters.len(), 3, "{letters:#?}");
+    let errors: Vec<&str> = letters
+        .iter()
+        .map(|l| l["error"].as_str().unwrap())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("not a UUID")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("not stored")),
+        "{errors:?}"
+    );
+    // Nothing was joined or audited, and real labels still join.
+    let audit = t.client.audit_all().await.unwrap();
+    assert!(!audit.iter().any(|e| e.action == "labels.joined"));
+    let answer = t.predict(&telco_records(200)).await;
+    let w = windows(&t, 1).await;
+    let window = w[0]["window_id"].as_str().unwrap().to_string();
+    let mut csv = String::from("prediction_id,Churn\n");
+    for (p, (_, churn)) in answer["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(telco_truth(200))
+    {
+        csv.push_str(&format!(
+            "{},{churn}\n",
+            p["prediction_id"].as_str().unwrap()
+        ));
+    }
+    let (status, _) = post_labels(&t, csv).await;
+    assert_eq!(status, 202);
+    realised(&t, &window, 200).await;
+}

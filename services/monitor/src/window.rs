@@ -63,6 +63,13 @@ pub struct Window {
     max_record_bytes: usize,
 }
 
+/// [`KeptRecord`] as written.
+#[derive(serde::Serialize)]
+struct KeptRecordRef<'a> {
+    id: &'a str,
+    input: &'a serde_json::Map<String, Value>,
+}
+
 /// One logged record as a window keeps it for retraining.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct KeptRecord {
@@ -145,9 +152,13 @@ impl Window {
         self.rows += 1;
         if self.records.len() < self.max_record_bytes {
             let before = self.records.len();
+            // Written from references: the record is not copied to be kept.
             let kept = serde_json::to_writer(
                 &mut self.records,
-                &serde_json::json!({"id": r.prediction_id, "input": r.input}),
+                &KeptRecordRef {
+                    id: &r.prediction_id,
+                    input: &r.input,
+                },
             );
             if kept.is_ok() && self.records.len() <= self.max_record_bytes {
                 self.records.push(b'\n');
