@@ -497,6 +497,13 @@ async fn labels_join_predictions_and_revise_their_windows(db: Db) {
         "labels submitted → realised performance served: {} ms",
         submitted.elapsed().as_millis()
     );
+    let metrics = t.metrics().await;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("modelbus_monitor_window_publish_seconds"))
+    {
+        eprintln!("{line}");
+    }
     let y: Vec<bool> = truth.iter().map(|(_, c)| c == "Yes").collect();
     let want = auc(&probs[..300], &y[..300]);
     let got = p["realised"]["roc_auc"].as_f64().unwrap();
