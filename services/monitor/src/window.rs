@@ -171,14 +171,12 @@ impl Window {
             metrics::counter!("modelbus_monitor_records_not_kept_total").increment(1);
         }
         if let (Some(pca), Some(window)) = (&self.loaded.reference.multivariate, &mut self.pca) {
+            // The sampler's inputs are the transform's, then `@probability`:
+            // the same cells, read once.
             let t = &self.loaded.transform;
-            let cells: Vec<Cell<'_>> = t
-                .inputs
-                .iter()
-                .map(|name| cell_of(r.input.get(name), nulls))
-                .collect();
+            let n = t.inputs.len().min(cells.len());
             self.encoded.clear();
-            t.encode_row(&cells, &mut self.encoded);
+            t.encode_row(&cells[..n], &mut self.encoded);
             pca.add(&self.encoded, window);
         }
         if r.prediction_id.len() <= 64 && r.probability.is_finite() {
