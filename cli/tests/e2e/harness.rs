@@ -323,6 +323,40 @@ pub fn telco_records(n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// Telco records with monthly charges × 1.10 + 5 and a third of the
+/// contracts switched to two years.
+pub fn shifted(records: &[Value]) -> Vec<Value> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            let m: f64 = r["MonthlyCharges"].as_str().unwrap().parse().unwrap();
+            r["MonthlyCharges"] = Value::String(format!("{:.2}", m * 1.10 + 5.0));
+            if i % 3 == 0 {
+                r["Contract"] = Value::String("Two year".into());
+            }
+            r
+        })
+        .collect()
+}
+
+/// The target of the first `n` Telco rows, with their customer ids.
+pub fn telco_truth(n: usize) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(telco_csv()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let id = header.iter().position(|h| *h == "customerID").unwrap();
+    let churn = header.iter().position(|h| *h == "Churn").unwrap();
+    lines
+        .take(n)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[id].to_string(), f[churn].to_string())
+        })
+        .collect()
+}
+
 /// Path of the modelbus binary built for these tests.
 pub fn modelbus_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_modelbus"))

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use modelbus_core::events::{InferenceLogged, decode_on};
 use serde_json::Value;
 
-use crate::harness::{Db, TestPlatform, telco_records};
+use crate::harness::{Db, TestPlatform, shifted, telco_records, telco_truth};
 
 /// Every record on the inference stream, read from the start until `want`
 /// records arrived or the deadline passed.
@@ -171,20 +171,7 @@ async fn live_traffic_is_compared_with_the_training_reference(db: Db) {
 
     // The same customers with monthly charges × 1.10 + 5 and a third of the
     // contracts switched to two years.
-    let shifted: Vec<Value> = records[500..]
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut r = r.clone();
-            let m: f64 = r["MonthlyCharges"].as_str().unwrap().parse().unwrap();
-            r["MonthlyCharges"] = Value::String(format!("{:.2}", m * 1.10 + 5.0));
-            if i % 3 == 0 {
-                r["Contract"] = Value::String("Two year".into());
-            }
-            r
-        })
-        .collect();
-    t.predict(&shifted).await;
+    t.predict(&shifted(&records[500..])).await;
     let both = windows(&t, 2).await;
     assert_eq!(both.len(), 2, "{both:#?}");
     let w = &both[0];
@@ -355,22 +342,6 @@ async fn malformed_log_batches_are_dead_lettered_and_the_monitor_keeps_working()
     let w = windows(&t, 1).await;
     assert_eq!(w.len(), 1, "{w:#?}");
     assert_eq!(w[0]["rows"], 200);
-}
-
-/// The target of the first `n` Telco rows, with their customer ids.
-fn telco_truth(n: usize) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(modelbus_testkit::telco_csv()).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let id = header.iter().position(|h| *h == "customerID").unwrap();
-    let churn = header.iter().position(|h| *h == "Churn").unwrap();
-    lines
-        .take(n)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f[id].to_string(), f[churn].to_string())
-        })
-        .collect()
 }
 
 /// ROC AUC by counting pairs (ties one half): the test's own reference.
@@ -604,24 +575,6 @@ async fn labels_join_predictions_and_revise_their_windows_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_join_predictions_and_revise_their_windows_postgres() {
     labels_join_predictions_and_revise_their_windows(Db::Postgres).await;
-}
-
-/// Telco records with monthly charges × 1.10 + 5 and a third of the
-/// contracts switched to two years.
-fn shifted(records: &[Value]) -> Vec<Value> {
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut r = r.clone();
-            let m: f64 = r["MonthlyCharges"].as_str().unwrap().parse().unwrap();
-            r["MonthlyCharges"] = Value::String(format!("{:.2}", m * 1.10 + 5.0));
-            if i % 3 == 0 {
-                r["Contract"] = Value::String("Two year".into());
-            }
-            r
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

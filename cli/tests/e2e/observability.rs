@@ -278,18 +278,6 @@ fn metric_names_are_read_from_expressions() {
     );
 }
 
-/// The `Churn` of the first `n` Telco rows (what `telco_records(n)` leaves out).
-fn telco_churn(n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(telco_csv()).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = header.iter().position(|h| *h == "Churn").unwrap();
-    lines
-        .take(n)
-        .map(|l| l.split(',').nth(col).unwrap().to_string())
-        .collect()
-}
-
 /// A copy of the Telco file with one customer's gender outside its set: rejected.
 fn rejected_batch(dir: &Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(telco_csv()).unwrap();
@@ -368,24 +356,11 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exported() {
     // (charges × 1.10 + 5, a third of the contracts two-year).
     let records = telco_records(400);
     t.predict(&records[..200]).await;
-    let shifted: Vec<Value> = records[200..]
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut r = r.clone();
-            let m: f64 = r["MonthlyCharges"].as_str().unwrap().parse().unwrap();
-            r["MonthlyCharges"] = Value::String(format!("{:.2}", m * 1.10 + 5.0));
-            if i % 3 == 0 {
-                r["Contract"] = Value::String("Two year".into());
-            }
-            r
-        })
-        .collect();
-    let answered = t.predict(&shifted).await;
+    let answered = t.predict(&crate::harness::shifted(&records[200..])).await;
     // Ground truth for the drifted window's predictions, joined by their ids.
-    let churn = telco_churn(400);
+    let churn = crate::harness::telco_truth(400);
     let mut labels = String::from("prediction_id,Churn\n");
-    for (p, y) in answered["predictions"]
+    for (p, (_, y)) in answered["predictions"]
         .as_array()
         .unwrap()
         .iter()

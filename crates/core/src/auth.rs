@@ -341,6 +341,21 @@ pub fn bearer(header: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Prefix of a submitter named only by a `data.batch.submitted` event on the
+/// bus (a producer that put the object itself): nobody authenticated that
+/// name. The production policy still refuses that name's approval.
+pub const UNVERIFIED_PREFIX: &str = "unverified:";
+
+/// How a run records the submitter a bus event claims: marked unverified and
+/// cut to 128 characters. Ingest's and the registry's consumers both create
+/// such runs; whichever is first, the name is the same.
+pub fn claimed_submitter(name: &str) -> String {
+    format!(
+        "{UNVERIFIED_PREFIX}{}",
+        name.chars().take(128).collect::<String>()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -507,22 +507,16 @@ impl Ingest {
                 s.spec_digest, fetched.record.dataset, s.dataset
             )));
         }
-        // Producers that publish on NATS directly have no run yet. The name
-        // such an event gives was never authenticated: it is recorded as
-        // claimed, exactly as the registry's own consumer records it
-        // (`modelbus_registry::UNVERIFIED_PREFIX`), whichever of the two
-        // creates the run first. An upload's run exists already and keeps
-        // its authenticated uploader.
+        // Producers that publish on NATS directly have no run yet; the name
+        // such an event gives is recorded as claimed. An upload's run exists
+        // already and keeps its authenticated uploader.
         let created = registry
             .create_pipeline_run(pb::CreatePipelineRunRequest {
                 dataset: s.dataset.to_string(),
                 spec_digest: s.spec_digest.to_hex(),
                 batch_sha256: s.batch_sha256.to_hex(),
                 size_bytes: s.size_bytes,
-                submitted_by: format!(
-                    "unverified:{}",
-                    s.submitted_by.chars().take(128).collect::<String>()
-                ),
+                submitted_by: modelbus_core::auth::claimed_submitter(&s.submitted_by),
             })
             .await
             .map_err(|st| HandlerError::Retry(format!("registry: {st}")))?

@@ -123,20 +123,16 @@ pub(crate) fn record_holdout(
     version: u32,
     h: &HoldoutFigures,
 ) {
-    for (metric, v) in [
-        ("roc_auc", h.roc_auc),
-        ("pr_auc", h.pr_auc),
-        ("log_loss", h.log_loss),
-        ("brier", h.brier),
-        ("ece", h.ece),
-    ] {
-        if v.is_finite() {
-            metrics::gauge!("modelbus_monitor_performance",
-                "environment" => environment.as_str(), "model" => model.as_str().to_string(),
-                "version" => version.to_string(), "metric" => metric, "source" => "holdout")
-            .set(v);
-        }
-    }
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let figures = PerformanceFigures {
+        roc_auc: finite(h.roc_auc),
+        pr_auc: finite(h.pr_auc),
+        log_loss: finite(h.log_loss),
+        brier: finite(h.brier),
+        ece: finite(h.ece),
+        ..PerformanceFigures::default()
+    };
+    record_gauges(environment, model, version, "holdout", &figures);
 }
 
 impl Monitor {

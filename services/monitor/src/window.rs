@@ -80,10 +80,7 @@ pub(crate) struct KeptRecord {
 /// Unix milliseconds of a logged record's time (0 when it does not parse:
 /// serving writes RFC 3339, and such a record is still counted).
 fn time_ms(text: &str) -> i64 {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
-        .unwrap_or(0)
+    modelbus_dataset::labels::parse_time_ms(text).unwrap_or(0)
 }
 
 /// A cell of a logged record: the spec's null markers are nulls.

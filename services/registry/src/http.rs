@@ -532,13 +532,16 @@ async fn windows(
     // Realised performance, per window that labels joined (the latest
     // `monitor.window.performance`).
     let mut performance = serde_json::Map::new();
-    for w in &windows {
-        if let Some(p) = r.store.window_performance(&w.window_id).await?
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&p)
+    for (w, p) in &windows {
+        if let Some(v) = p
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
         {
             performance.insert(w.window_id.clone(), v);
         }
     }
+    let windows: Vec<&modelbus_core::events::MonitorWindowClosed> =
+        windows.iter().map(|(w, _)| w).collect();
     Ok(Json(
         serde_json::json!({ "model": name, "windows": windows, "performance": performance }),
     ))

@@ -35,10 +35,7 @@ use types::*;
 /// Author of a version registered without a pipeline run.
 pub const UNKNOWN_AUTHOR: &str = "unknown";
 
-/// Prefix of a submitter named only by a `data.batch.submitted` event on the
-/// bus (a producer that put the object itself): nobody authenticated that name.
-/// The production policy still refuses that name's approval of the version.
-pub const UNVERIFIED_PREFIX: &str = "unverified:";
+pub use modelbus_core::auth::UNVERIFIED_PREFIX;
 
 /// Name of the automation approver.
 pub const AUTOMATION_APPROVER: &str = "registry-automation";

@@ -131,11 +131,7 @@ impl Registry {
                 // Ingest's upload created the run first (with the authenticated
                 // uploader); a batch dropped on the bus names its submitter
                 // itself, which nobody checked.
-                let claimed = format!(
-                    "{}{}",
-                    crate::UNVERIFIED_PREFIX,
-                    e.data.submitted_by.chars().take(128).collect::<String>()
-                );
+                let claimed = modelbus_core::auth::claimed_submitter(&e.data.submitted_by);
                 let (run, _) = self
                     .create_pipeline_run(
                         e.data.dataset.as_str(),

@@ -29,15 +29,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// A model's latest windows, newest first, optionally of one environment.
+    /// A model's latest windows, newest first, optionally of one environment,
+    /// each with its latest realised performance (the JSON of its
+    /// `monitor.window.performance`), when labels joined it.
     pub async fn windows(
         &self,
         model: &str,
         environment: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<MonitorWindowClosed>, RegistryError> {
+    ) -> Result<Vec<(MonitorWindowClosed, Option<String>)>, RegistryError> {
         let rows = sqlx::query(
-            "SELECT payload FROM monitor_windows WHERE model = $1 AND ($2 = '' OR environment = $2) \
+            "SELECT payload, performance FROM monitor_windows WHERE model = $1 AND ($2 = '' OR environment = $2) \
              ORDER BY closed DESC, window_id DESC LIMIT $3",
         )
         .bind(model)
@@ -48,8 +50,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get("payload")?;
-                serde_json::from_str(&text)
-                    .map_err(|e| RegistryError::Internal(format!("stored window: {e}")))
+                let window = serde_json::from_str(&text)
+                    .map_err(|e| RegistryError::Internal(format!("stored window: {e}")))?;
+                Ok((window, r.try_get("performance")?))
             })
             .collect()
     }
@@ -301,21 +304,6 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Each window's latest realised performance (JSON), for the windows given.
-    pub async fn window_performance(
-        &self,
-        window_id: &str,
-    ) -> Result<Option<String>, RegistryError> {
-        let row = sqlx::query("SELECT performance FROM monitor_windows WHERE window_id = $1")
-            .bind(window_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get("performance")?,
-            None => None,
-        })
     }
 }
 
