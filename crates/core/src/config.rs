@@ -567,6 +567,13 @@ pub struct ReceiverConfig {
     /// Standard Webhooks libraries do, any other value used as bytes.
     #[serde(default)]
     pub secret: Option<SecretRef>,
+    /// A PEM file of one or more CA certificates trusted for this receiver's
+    /// `https://` URL besides the system's roots: for a receiver whose
+    /// certificate a private CA signed. Refused with an `http://` URL (it
+    /// would be ignored); read when the notifier starts, which refuses a file
+    /// it cannot read or that holds no certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The same notification (receiver, kind, model or dataset, environment,
     /// reasons with their numbers left out) is sent at most once per
     /// interval; Alertmanager alerts end after it unless sent again.
@@ -678,6 +685,22 @@ impl NotificationsConfig {
                     ));
                 }
                 _ => {}
+            }
+            if r.ca_file.is_some()
+                && r.url
+                    .trim()
+                    .parse::<axum::http::Uri>()
+                    .ok()
+                    .and_then(|u| u.scheme_str().map(|s| s.eq_ignore_ascii_case("https")))
+                    != Some(true)
+            {
+                return Err(invalid(
+                    key("ca_file"),
+                    "only an https:// receiver uses a CA file; this one's URL is not https",
+                ));
+            }
+            if r.ca_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(key("ca_file"), "is empty"));
             }
             if r.repeat_interval < Duration::from_secs(1)
                 || r.repeat_interval > Duration::from_secs(30 * 24 * 3600)
@@ -2096,7 +2119,7 @@ mod tests {
         );
         let c = load(
             "[[notifications.receivers]]\nname = \"am\"\nformat = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n\
-             [[notifications.receivers]]\nname = \"chat\"\nformat = \"slack\"\nurl = \"https://hooks.example/services/T0/B0/s3cret\"\nevents = [\"drift\", \"rollback\"]\nrepeat_interval = \"1h\"\n\
+             [[notifications.receivers]]\nname = \"chat\"\nformat = \"slack\"\nurl = \"https://hooks.example/services/T0/B0/s3cret\"\nevents = [\"drift\", \"rollback\"]\nrepeat_interval = \"1h\"\nca_file = \"/etc/modelbus/hooks-ca.pem\"\n\
              [[notifications.receivers]]\nname = \"ce\"\nformat = \"cloudevents\"\nurl = \"http://127.0.0.1:8080/hook\"\nsecret = \"env://HOOK_SECRET\"\n",
         )
         .unwrap();
@@ -2110,6 +2133,10 @@ mod tests {
         assert_eq!(
             r[1].events,
             vec![NotificationKind::Drift, NotificationKind::Rollback]
+        );
+        assert_eq!(
+            (r[0].ca_file.as_deref(), r[1].ca_file.as_deref()),
+            (None, Some(Path::new("/etc/modelbus/hooks-ca.pem")))
         );
         let shown = c.to_redacted_toml();
         assert!(
@@ -2155,6 +2182,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("notifications.receivers[1].name"), "{e}");
+        // A CA file only means something for an https:// receiver.
+        let e = load(
+            "[[notifications.receivers]]\nname = \"a\"\nformat = \"slack\"\nurl = \"https://a\"\nca_file = \"/ca.pem\"\n[[notifications.receivers]]\nname = \"b\"\nformat = \"slack\"\nurl = \"http://b\"\nca_file = \"/ca.pem\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("notifications.receivers[1].ca_file") && e.contains("https"),
+            "{e}"
+        );
 
         // The environment takes the list as a TOML array of inline tables.
         let c = Config::load_from(

@@ -21,6 +21,10 @@
 //! `modelbus_notification_delivery_seconds{receiver}` (event published to
 //! delivered), a log line and a `notification.delivered` event.
 //!
+//! `https://` receivers are reached over TLS (rustls with the ring provider),
+//! trusting the system's root certificates and the receiver's `ca_file`, if
+//! any (a private CA).
+//!
 //! The monitor process hosts the notifier (`modelbus_monitor::run`).
 #![forbid(unsafe_code)]
 
@@ -28,6 +32,7 @@ mod deliver;
 pub mod format;
 pub mod notification;
 pub mod signature;
+mod tls;
 
 use std::sync::Arc;
 
@@ -48,12 +53,6 @@ pub const CONSUMER: &str = "notifier";
 /// Notifications one receiver's queue holds; beyond, new ones are dropped
 /// and counted (`modelbus_notifications_dropped_total{receiver}`).
 pub const QUEUE_CAPACITY: usize = 1024;
-
-/// Whether this build's HTTP client speaks TLS. The workspace builds
-/// `reqwest` without a TLS backend (no other service needs one), so an
-/// `https://` receiver is refused at start with a message saying so instead
-/// of failing every delivery.
-pub const HTTPS_SUPPORTED: bool = false;
 
 /// Why the notifier cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -86,25 +85,12 @@ struct Receiver {
 }
 
 impl Notifier {
-    /// Checks the receivers (secrets resolved, URLs this build can reach),
-    /// and starts one worker per receiver until `ctx.shutdown`.
+    /// Checks the receivers (secrets resolved, CA files read), and starts one worker per receiver until `ctx.shutdown`.
     pub fn start(ctx: &Context) -> Result<Self, NotifyError> {
         let registry = ctx.config.registry_http_url();
         let mut receivers = Vec::new();
         for (i, cfg) in ctx.config.notifications.receivers.iter().enumerate() {
             let key = |k: &str| format!("notifications.receivers[{i}].{k}");
-            if !HTTPS_SUPPORTED
-                && cfg
-                    .url
-                    .trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("https:")
-            {
-                return Err(NotifyError::Config {
-                    key: key("url"),
-                    reason: "this build of modelbus has no TLS client (reqwest is built without a TLS backend): use an http:// URL, e.g. through a TLS-terminating proxy".into(),
-                });
-            }
             let signing_key = match (&cfg.format, &cfg.secret) {
                 (ReceiverFormat::Cloudevents, Some(secret)) => {
                     let s = secret.resolve(&key("secret"))?;
@@ -129,7 +115,23 @@ impl Notifier {
                 }
                 _ => None,
             };
+            let https = cfg
+                .url
+                .trim()
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("https"));
+            let tls = tls::client_config(https, cfg.ca_file.as_deref()).map_err(|reason| {
+                NotifyError::Config {
+                    key: key("ca_file"),
+                    reason,
+                }
+            })?;
+            // Not `modelbus_core::http::client_builder`: this client gets its
+            // TLS configuration ready-made (ring, its own roots), so it needs
+            // no process-wide rustls provider.
+            #[allow(clippy::disallowed_methods)]
             let client = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
                 .timeout(cfg.timeout)
                 .connect_timeout(cfg.timeout)
                 .redirect(reqwest::redirect::Policy::none())

@@ -2,7 +2,8 @@
 //! Prometheus Alertmanager (Debian's `prometheus-alertmanager`, started by the
 //! test harness) and HTTP receivers this test runs (axum), which record what
 //! they get and answer as told: at once, late, with an error, or after
-//! checking the signature.
+//! checking the signature; over plain HTTP or over TLS with a certificate
+//! from a CA made for the test (rcgen).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +56,8 @@ struct Got {
 struct Hook {
     url: String,
     got: Arc<Mutex<Vec<Got>>>,
+    /// TLS handshakes that failed (TLS receivers).
+    handshake_errors: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
 }
 
@@ -65,12 +68,11 @@ impl Drop for Hook {
 }
 
 impl Hook {
-    async fn start(answer: Answer) -> Self {
-        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
-        let (g, a) = (got.clone(), answer.clone());
-        let app = axum::Router::new().fallback(
+    /// The receiver's app: records every request, answers as `answer` says.
+    fn app(got: Arc<Mutex<Vec<Got>>>, answer: Answer) -> axum::Router {
+        axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-                let (got, answer) = (g.clone(), a.clone());
+                let (got, answer) = (got.clone(), answer.clone());
                 async move {
                     let n = {
                         let mut got = got.lock().unwrap();
@@ -90,7 +92,12 @@ impl Hook {
                     (StatusCode::from_u16(reply.status).unwrap(), h, "answer")
                 }
             },
-        );
+        )
+    }
+
+    async fn start(answer: Answer) -> Self {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let app = Self::app(got.clone(), answer);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
@@ -100,7 +107,59 @@ impl Hook {
                 .with_graceful_shutdown(async move { s.cancelled().await })
                 .await;
         });
-        Self { url, got, stop }
+        Self {
+            url,
+            got,
+            handshake_errors: Arc::default(),
+            stop,
+        }
+    }
+
+    /// The same receiver over TLS (rustls, HTTP/1.1) on 127.0.0.1, its URL
+    /// naming `host`; a handshake that fails is recorded in
+    /// `handshake_errors`.
+    async fn start_tls(answer: Answer, tls: Arc<rustls::ServerConfig>, host: &str) -> Self {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let handshake_errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let app = Self::app(got.clone(), answer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{host}:{}", listener.local_addr().unwrap().port());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let stop = CancellationToken::new();
+        let (s, errors) = (stop.clone(), handshake_errors.clone());
+        tokio::spawn(async move {
+            loop {
+                let tcp = tokio::select! {
+                    _ = s.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok((tcp, _)) => tcp,
+                        Err(_) => continue,
+                    },
+                };
+                let (acceptor, app, errors) = (acceptor.clone(), app.clone(), errors.clone());
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(tls) => tls,
+                        Err(e) => {
+                            errors.lock().unwrap().push(e.to_string());
+                            return;
+                        }
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            hyper_util::service::TowerToHyperService::new(app),
+                        )
+                        .await;
+                });
+            }
+        });
+        Self {
+            url,
+            got,
+            handshake_errors,
+            stop,
+        }
     }
 
     async fn ok() -> Self {
@@ -140,6 +199,7 @@ fn receiver(name: &str, format: ReceiverFormat, url: &str) -> ReceiverConfig {
         url: url.into(),
         events: NotificationKind::ALL.to_vec(),
         secret: None,
+        ca_file: None,
         repeat_interval: Duration::from_secs(3600),
         timeout: Duration::from_secs(2),
         max_attempts: 3,
@@ -329,7 +389,10 @@ async fn drift_reaches_alertmanager_with_its_labels_and_alertmanager_routes_it()
     );
 
     // And holds it as active, ending a repeat interval after the event.
-    let alerts: serde_json::Value = reqwest::get(format!("{}/api/v2/alerts", am.url()))
+    let alerts: serde_json::Value = modelbus_core::http::client()
+        .unwrap()
+        .get(format!("{}/api/v2/alerts", am.url()))
+        .send()
         .await
         .unwrap()
         .json()
@@ -352,11 +415,12 @@ async fn drift_reaches_alertmanager_with_its_labels_and_alertmanager_routes_it()
 // ---------------------------------------------------------------------------
 // (2) signed CloudEvents
 
-#[tokio::test]
-async fn cloudevents_are_signed_and_the_receiver_verifies_them() {
-    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    // The receiver checks the signature itself and refuses a bad one.
-    let hook = Hook::start(Arc::new(|_: usize, headers: &HeaderMap, body: &[u8]| {
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A receiver's answer that checks the signature itself and refuses a bad
+/// one (401).
+fn verifying() -> Answer {
+    Arc::new(|_: usize, headers: &HeaderMap, body: &[u8]| {
         match signature::verify_signature(SECRET, headers, body, Duration::from_secs(300)) {
             Ok(()) => Reply::ok(),
             Err(_) => Reply {
@@ -364,25 +428,24 @@ async fn cloudevents_are_signed_and_the_receiver_verifies_them() {
                 ..Reply::ok()
             },
         }
-    }))
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("hook.secret");
+    })
+}
+
+/// A `cloudevents` receiver of rejections at `{url}/hook`, signing with
+/// [`SECRET`] (written to a file in `dir`).
+fn signed_receiver(name: &str, url: &str, dir: &std::path::Path) -> ReceiverConfig {
+    let secret_file = dir.join(format!("{name}.secret"));
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let mut ce = receiver(
-        "ce",
-        ReceiverFormat::Cloudevents,
-        &format!("{}/hook", hook.url),
-    );
+    let mut ce = receiver(name, ReceiverFormat::Cloudevents, &format!("{url}/hook"));
     ce.secret = Some(SecretRef::file(&secret_file));
     ce.events = vec![NotificationKind::Rejection];
-    let mut p = Platform::start(vec![ce]).await;
+    ce
+}
 
-    // Not wanted by the receiver: never sent.
-    p.ctx.bus.publish(&drift(1, &["x"], &["x"])).await.unwrap();
-    let e = Envelope::new(
+fn rejected() -> Envelope<BatchRejected> {
+    Envelope::new(
         "/modelbus/ingest",
-        "run-1/rejected",
+        &format!("{}/rejected", uuid::Uuid::new_v4()),
         BatchRejected {
             dataset: DatasetName::parse("telco-churn").unwrap(),
             spec_digest: Sha256Digest::of(b"spec"),
@@ -392,7 +455,18 @@ async fn cloudevents_are_signed_and_the_receiver_verifies_them() {
                 "column tenure: expect_column_values_to_not_be_null failed on 12 rows".into(),
             ],
         },
-    );
+    )
+}
+
+#[tokio::test]
+async fn cloudevents_are_signed_and_the_receiver_verifies_them() {
+    let hook = Hook::start(verifying()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Platform::start(vec![signed_receiver("ce", &hook.url, dir.path())]).await;
+
+    // Not wanted by the receiver: never sent.
+    p.ctx.bus.publish(&drift(1, &["x"], &["x"])).await.unwrap();
+    let e = rejected();
     p.ctx.bus.publish(&e).await.unwrap();
 
     let outcome = p.next_outcome(Duration::from_secs(10)).await;
@@ -656,16 +730,24 @@ async fn a_receiver_url_that_does_not_parse_is_refused_at_load_naming_the_key() 
         !e.contains("services/x"),
         "the URL (maybe a credential) is echoed: {e}"
     );
+}
 
-    // An https:// receiver parses, but this build has no TLS client: the
-    // notifier refuses to start rather than fail every delivery.
+#[tokio::test]
+async fn a_ca_file_that_does_not_exist_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-ca.pem");
     let nats = TestNats::start().await;
     let mut config = Config::default();
-    config.notifications.receivers = vec![receiver(
+    let mut chat = receiver(
         "chat",
         ReceiverFormat::Slack,
         "https://hooks.example.com/services/T0/B0/x",
-    )];
+    );
+    chat.ca_file = Some(missing.clone());
+    config.notifications.receivers = vec![
+        receiver("am", ReceiverFormat::Alertmanager, "http://127.0.0.1:9093"),
+        chat,
+    ];
     config.validate().unwrap();
     let ctx = Context {
         bus: Bus::connect(nats.url(), "notify-test", config.bus.clone())
@@ -681,7 +763,8 @@ async fn a_receiver_url_that_does_not_parse_is_refused_at_load_naming_the_key() 
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("notifications.receivers[0].url") && e.contains("TLS"),
+        e.contains("notifications.receivers[1].ca_file")
+            && e.contains(&missing.display().to_string()),
         "{e}"
     );
     assert_eq!(
@@ -689,4 +772,141 @@ async fn a_receiver_url_that_does_not_parse_is_refused_at_load_naming_the_key() 
         Some(&false),
         "a notifier that cannot run shows in /readyz"
     );
+}
+
+// ---------------------------------------------------------------------------
+// (6) https receivers
+
+/// A private CA and a server certificate it signed for `localhost` and
+/// 127.0.0.1, made for one test.
+struct TestCa {
+    /// The CA's certificate, PEM: what a receiver's `ca_file` holds.
+    ca_pem: String,
+    /// A TLS server configuration presenting the server certificate (and
+    /// the CA's, as a chain).
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "modelbus test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone(), ca.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_https_receiver_trusted_through_its_ca_file_gets_signed_cloudevents() {
+    let ca = TestCa::new();
+    let hook = Hook::start_tls(verifying(), ca.server.clone(), "localhost").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let mut ce = signed_receiver("ce-tls", &hook.url, dir.path());
+    ce.ca_file = Some(ca_file);
+    let mut p = Platform::start(vec![ce]).await;
+
+    let e = rejected();
+    p.ctx.bus.publish(&e).await.unwrap();
+    let outcome = p.next_outcome(Duration::from_secs(10)).await;
+    assert_eq!(
+        (
+            outcome.receiver.as_str(),
+            outcome.event_id.as_str(),
+            outcome.outcome.as_str(),
+            outcome.attempts,
+            outcome.status
+        ),
+        ("ce-tls", e.id.as_str(), "delivered", 1, Some(200)),
+        "{outcome:?}"
+    );
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let req = &got[0];
+    assert_eq!(req.path, "/hook");
+    assert_eq!(req.headers["content-type"], "application/cloudevents+json");
+    assert_eq!(req.headers[signature::ID_HEADER], e.id.as_str());
+    assert_eq!(
+        signature::verify_signature(SECRET, &req.headers, &req.body, Duration::from_secs(300)),
+        Ok(())
+    );
+    let ev = json(&req.body);
+    assert_eq!(ev["id"], e.id.as_str());
+    assert_eq!(ev["data"]["kind"], "rejection");
+    assert!(
+        hook.handshake_errors.lock().unwrap().is_empty(),
+        "{:?}",
+        hook.handshake_errors
+    );
+}
+
+#[tokio::test]
+async fn an_https_receiver_without_its_ca_file_is_not_trusted_and_the_failure_is_recorded() {
+    let ca = TestCa::new();
+    let hook = Hook::start_tls(verifying(), ca.server.clone(), "127.0.0.1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ce = signed_receiver("ce-untrusted", &hook.url, dir.path());
+    ce.max_attempts = 2;
+    let mut p = Platform::start(vec![ce]).await;
+
+    let e = rejected();
+    p.ctx.bus.publish(&e).await.unwrap();
+    let outcome = p.next_outcome(Duration::from_secs(10)).await;
+    assert_eq!(
+        (
+            outcome.receiver.as_str(),
+            outcome.event_id.as_str(),
+            outcome.outcome.as_str(),
+            outcome.attempts,
+            outcome.status
+        ),
+        ("ce-untrusted", e.id.as_str(), "failed", 2, None),
+        "{outcome:?}"
+    );
+    let error = outcome.error.as_deref().unwrap();
+    assert!(
+        error.contains("certificate") && !error.contains("/hook"),
+        "{error}"
+    );
+    assert!(
+        hook.got().is_empty(),
+        "nothing was sent over an untrusted connection"
+    );
+    // The handshakes did happen, and the client ended them.
+    let refused = hook.handshake_errors.lock().unwrap().clone();
+    assert_eq!(refused.len(), 2, "{refused:?}");
 }
