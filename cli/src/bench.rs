@@ -130,7 +130,7 @@ pub async fn pipeline(mut config: Config, runs: usize, data: &Path, spec: &Path)
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let lines: Vec<&str> = text.lines().collect();
-    let http = reqwest::Client::new();
+    let http = modelbus_core::http::client()?;
     let mut totals = Vec::new();
     let mut stages: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut auc = Vec::new();
@@ -251,7 +251,7 @@ pub async fn serving(
             "http://{}/v1/models/{}:predict",
             p.config.serving.staging_addr, run.model
         );
-        let http = reqwest::Client::new();
+        let http = modelbus_core::http::client()?;
         let send = |i: usize| {
             let (http, url, body) = (http.clone(), url.clone(), &records[i % records.len()]);
             async move {
@@ -814,7 +814,7 @@ pub async fn governance(
     let text =
         std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
     let lines: Vec<&str> = text.lines().collect();
-    let http = reqwest::Client::new();
+    let http = modelbus_core::http::client()?;
     let production = format!("http://{}", c.serving.production_addr);
     let staging = format!("http://{}", c.serving.staging_addr);
     // What production serves: (version, whether a canary splits it).

@@ -148,7 +148,7 @@ impl Client {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
         Self {
-            http: reqwest::Client::builder()
+            http: modelbus_core::http::client_builder()
                 .connect_timeout(Duration::from_secs(5))
                 .default_headers(headers)
                 .build()

@@ -291,7 +291,7 @@ async fn a_few_hundred_mb_file_is_streamed_in_bounded_memory() {
     for _ in 0..300 {
         let http = match std::fs::read_to_string(&token_file) {
             Ok(t) => crate::harness::authed_http(&t),
-            Err(_) => reqwest::Client::new(),
+            Err(_) => modelbus_core::http::client().unwrap(),
         };
         if let Ok(r) = http.get(format!("{registry}/readyz")).send().await
             && r.status() == 200

@@ -84,7 +84,7 @@ async fn token(t: &TestPlatform, name: &str, roles: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_needs_a_token_and_the_right_role() {
     let t = TestPlatform::start_with(Db::Sqlite, |c| c.serving.require_token = true).await;
-    let anonymous = reqwest::Client::new();
+    let anonymous = modelbus_core::http::client().unwrap();
     let base = t.config.registry_http_url();
     let mut tokens = std::collections::HashMap::new();
     for role in ["viewer", "producer", "approver", "operator"] {
@@ -1238,7 +1238,8 @@ async fn configured_service_tokens_are_registered_each_with_its_own_role() {
     }
     // The serving token can introspect, nothing else.
     let serving = &minted[3].1.token;
-    let status = reqwest::Client::new()
+    let status = modelbus_core::http::client()
+        .unwrap()
         .get(format!("{}/v1/models", t.config.registry_http_url()))
         .bearer_auth(serving)
         .send()

@@ -103,7 +103,7 @@ pub fn authed_http(token: &str) -> reqwest::Client {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {}", token.trim()).parse().unwrap(),
     );
-    reqwest::Client::builder()
+    modelbus_core::http::client_builder()
         .default_headers(h)
         .build()
         .unwrap()
@@ -489,7 +489,7 @@ impl Up {
         for _ in 0..600 {
             let http = match std::fs::read_to_string(self.state.join("admin.token")) {
                 Ok(t) => authed_http(&t),
-                Err(_) => reqwest::Client::new(),
+                Err(_) => modelbus_core::http::client().unwrap(),
             };
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(

@@ -307,7 +307,10 @@ async fn scrape_all(t: &TestPlatform) -> BTreeMap<String, String> {
     ];
     let mut out = BTreeMap::new();
     for (name, addr) in addrs {
-        let r = reqwest::get(format!("http://{addr}/metrics"))
+        let r = modelbus_core::http::client()
+            .unwrap()
+            .get(format!("http://{addr}/metrics"))
+            .send()
             .await
             .unwrap_or_else(|e| panic!("{name} /metrics: {e}"));
         assert_eq!(r.status(), 200, "{name} /metrics");

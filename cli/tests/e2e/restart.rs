@@ -47,7 +47,8 @@ async fn nats_admin(state: &Path) -> async_nats::Client {
 }
 
 async fn predict(up: &Up) -> Value {
-    let r = reqwest::Client::new()
+    let r = modelbus_core::http::client()
+        .unwrap()
         .post(format!("{}/v1/models/telco-churn:predict", up.staging()))
         .json(&serde_json::json!({ "instances": crate::harness::telco_records(5) }))
         .send()
@@ -59,7 +60,11 @@ async fn predict(up: &Up) -> Value {
 
 async fn wait_served(up: &Up, version: u64) {
     for _ in 0..400 {
-        if let Ok(r) = reqwest::get(format!("{}/v1/models/telco-churn", up.staging())).await
+        if let Ok(r) = modelbus_core::http::client()
+            .unwrap()
+            .get(format!("{}/v1/models/telco-churn", up.staging()))
+            .send()
+            .await
             && r.status() == 200
             && r.json::<Value>()
                 .await
@@ -212,7 +217,12 @@ async fn killing_up_during_training_finishes_the_run_exactly_once() {
     let registry = a.registry();
     a.kill();
     assert!(
-        reqwest::get(format!("{registry}/readyz")).await.is_err(),
+        modelbus_core::http::client()
+            .unwrap()
+            .get(format!("{registry}/readyz"))
+            .send()
+            .await
+            .is_err(),
         "the process is gone"
     );
 

@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod events;
 pub mod evidence;
 pub mod fsutil;
+pub mod http;
 pub mod ids;
 pub mod latency;
 pub mod nats_server;

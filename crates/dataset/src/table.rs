@@ -291,6 +291,62 @@ impl<R: Read> CsvChunks<R> {
         self.rows
     }
 
+    /// Reads the next record into `self.record`; false at the end.
+    fn read_one(&mut self) -> Result<bool, TableError> {
+        if self.done {
+            return Ok(false);
+        }
+        // One UTF-8 check per record (not per field): the reader validates
+        // the whole record and names the field that is not UTF-8.
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => {
+                self.done = true;
+                Ok(false)
+            }
+            Ok(true) => {
+                self.rows += 1;
+                Ok(true)
+            }
+            Err(e) => {
+                let header = &self.header;
+                let rows = self.rows;
+                Err(match e.kind() {
+                    csv::ErrorKind::Utf8 { pos, err } => TableError::Utf8 {
+                        line: pos.as_ref().map(|p| p.line()).unwrap_or(rows + 2),
+                        column: header
+                            .get(err.field())
+                            .cloned()
+                            .unwrap_or_else(|| format!("(field {})", err.field() + 1)),
+                    },
+                    _ => csv_error(e),
+                })
+            }
+        }
+    }
+
+    /// The next record's fields in file order, for a reader that wants cells
+    /// rather than Arrow chunks (no column is built); `Ok(None)` at the end.
+    /// [`Self::mapping`] says which declared column each field is, and
+    /// [`Self::is_null`] whether a field is one of the spec's null markers.
+    pub fn next_record(&mut self) -> Result<Option<&csv::StringRecord>, TableError> {
+        Ok(if self.read_one()? {
+            Some(&self.record)
+        } else {
+            None
+        })
+    }
+
+    /// For each field of the file: the index of its declared column in the
+    /// spec, or None (an extra column, ignored).
+    pub fn mapping(&self) -> &[Option<usize>] {
+        &self.mapping
+    }
+
+    /// Whether a field's text is one of the spec's null markers.
+    pub fn is_null(&self, text: &str) -> bool {
+        text.len() <= self.null_max_len && self.nulls.iter().any(|n| n == text)
+    }
+
     /// The next chunk; `Ok(None)` at the end.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, TableError> {
         if self.done {
@@ -307,30 +363,9 @@ impl<R: Read> CsvChunks<R> {
         let first_row = self.rows + 1;
         let mut n = 0usize;
         while n < self.chunk_rows {
-            // One UTF-8 check per record (not per field): the reader validates
-            // the whole record and names the field that is not UTF-8.
-            match self.reader.read_record(&mut self.record) {
-                Ok(false) => {
-                    self.done = true;
-                    break;
-                }
-                Ok(true) => {}
-                Err(e) => {
-                    let header = &self.header;
-                    let rows = self.rows;
-                    return Err(match e.kind() {
-                        csv::ErrorKind::Utf8 { pos, err } => TableError::Utf8 {
-                            line: pos.as_ref().map(|p| p.line()).unwrap_or(rows + 2),
-                            column: header
-                                .get(err.field())
-                                .cloned()
-                                .unwrap_or_else(|| format!("(field {})", err.field() + 1)),
-                        },
-                        _ => csv_error(e),
-                    });
-                }
+            if !self.read_one()? {
+                break;
             }
-            self.rows += 1;
             for (i, text) in self.record.iter().enumerate() {
                 let Some(col) = self.mapping.get(i).copied().flatten() else {
                     continue;

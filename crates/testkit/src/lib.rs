@@ -148,7 +148,7 @@ impl TestAlertmanager {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("test harness: cannot start {}: {e}", binary.display()));
-        let client = reqwest::Client::new();
+        let client = modelbus_core::http::client().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {

@@ -125,48 +125,55 @@ async fn publish(
         tracing::error!(error = %e, "cannot create the prediction-log stream; predictions are not logged");
     }
     let mut batch: Vec<PredictionRecord> = Vec::with_capacity(c.log_batch_records);
+    // Records are taken from the queue in bursts (one wake-up for everything
+    // queued, not one per record), then cut into batches by count and size.
+    let mut received: Vec<PredictionRecord> = Vec::with_capacity(c.log_batch_records);
     let mut bytes = 0usize;
-    let mut closed = false;
-    while !closed {
-        // Wait for the first record, then fill the batch until it is full or
-        // the flush interval has passed since that first record.
-        let first = tokio::select! {
-            _ = ctx.shutdown.cancelled() => None,
-            r = rx.recv() => r,
+    // When the batch being filled must go out: the flush interval after its
+    // first record.
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut open = true;
+    while open {
+        let n = match deadline {
+            None => tokio::select! {
+                n = rx.recv_many(&mut received, c.log_batch_records) => n,
+                _ = ctx.shutdown.cancelled() => 0,
+            },
+            Some(at) => tokio::select! {
+                n = rx.recv_many(&mut received, c.log_batch_records) => n,
+                _ = tokio::time::sleep_until(at) => {
+                    flush(&ctx, environment, &replica, &dropped, &mut batch).await;
+                    (bytes, deadline) = (0, None);
+                    continue;
+                }
+            },
         };
-        let Some(first) = first else {
+        if n == 0 {
+            // Shutting down, or every handle is gone: take what is queued.
             rx.close();
             while let Ok(r) = rx.try_recv() {
-                batch.push(r);
+                received.push(r);
+            }
+            open = false;
+        }
+        for r in received.drain(..) {
+            let size = size_of(&r);
+            if !batch.is_empty() && bytes + size > c.log_batch_bytes {
+                flush(&ctx, environment, &replica, &dropped, &mut batch).await;
+                (bytes, deadline) = (0, None);
             }
             if batch.is_empty() {
-                break;
+                deadline = Some(tokio::time::Instant::now() + c.log_flush_interval);
             }
-            flush(&ctx, environment, &replica, &dropped, &mut batch).await;
-            break;
-        };
-        bytes += size_of(&first);
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + c.log_flush_interval;
-        while batch.len() < c.log_batch_records && bytes < c.log_batch_bytes {
-            let next = tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                r = rx.recv() => r,
-            };
-            match next {
-                Some(r) => {
-                    bytes += size_of(&r);
-                    batch.push(r);
-                }
-                None => {
-                    closed = true;
-                    break;
-                }
+            bytes += size;
+            batch.push(r);
+            if batch.len() >= c.log_batch_records {
+                flush(&ctx, environment, &replica, &dropped, &mut batch).await;
+                (bytes, deadline) = (0, None);
             }
         }
-        flush(&ctx, environment, &replica, &dropped, &mut batch).await;
-        bytes = 0;
     }
+    flush(&ctx, environment, &replica, &dropped, &mut batch).await;
 }
 
 /// Publishes one batch, retrying a few times; a batch that still cannot be

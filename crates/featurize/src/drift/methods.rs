@@ -77,16 +77,49 @@ fn smirnov_inside(d: f64, n: usize, m: usize) -> f64 {
     u[large]
 }
 
+/// The distinct values of two ascending sequences, ascending: a merge, not a
+/// sort of both (the current sample is sorted once by the caller, and a
+/// reference's support is kept sorted). Either one out of order is sorted.
+pub(crate) fn sorted_union(mut a: Vec<f64>, b: &[f64]) -> Vec<f64> {
+    let ascending = |s: &[f64]| s.is_sorted_by(|x, y| x.total_cmp(y).is_le());
+    if !ascending(&a) {
+        a.sort_unstable_by(f64::total_cmp);
+    }
+    let sorted_b;
+    let b = if ascending(b) {
+        b
+    } else {
+        sorted_b = {
+            let mut v = b.to_vec();
+            v.sort_unstable_by(f64::total_cmp);
+            v
+        };
+        &sorted_b
+    };
+    let mut out: Vec<f64> = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let v = if j == b.len() || (i < a.len() && a[i].total_cmp(&b[j]).is_le()) {
+            i += 1;
+            a[i - 1]
+        } else {
+            j += 1;
+            b[j - 1]
+        };
+        if out.last().is_none_or(|l| *l != v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
 /// First Wasserstein distance between the reference's distribution and the
 /// current sample (SciPy's `wasserstein_distance`), integrated between every
 /// breakpoint of either CDF.
 pub(crate) fn wasserstein(reference: &NumericReference, current: &[f64]) -> f64 {
     let m = current.len() as f64;
     let cdf = Cdf::new(reference);
-    let mut points: Vec<f64> = reference.support().collect();
-    points.extend_from_slice(current);
-    points.sort_unstable_by(f64::total_cmp);
-    points.dedup();
+    let points = sorted_union(reference.support().collect(), current);
     let mut total = 0.0;
     // The points ascend: one cursor over the sorted current sample gives its CDF.
     let mut below = 0usize;
@@ -363,5 +396,20 @@ mod tests {
         let b = binned(&r, &[5.0, 6.0, 7.0, 8.0, 9.0], &e);
         let (rs, cs): (f64, f64) = b.iter().fold((0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1));
         assert!((rs - 1.0).abs() < 1e-12 && (cs - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_union_of_two_sorted_samples_is_what_sorting_both_gives() {
+        let a = vec![-1.0, 0.0, 2.5, 2.5, 7.0];
+        let b = [-3.0, 0.0, 1.0, 2.5, 9.0, 9.0];
+        let mut want: Vec<f64> = a.iter().chain(&b).copied().collect();
+        want.sort_by(f64::total_cmp);
+        want.dedup();
+        assert_eq!(sorted_union(a.clone(), &b), want);
+        // Out of order on either side: still the sorted union.
+        let shuffled = [9.0, -3.0, 2.5, 0.0, 1.0, 9.0];
+        assert_eq!(sorted_union(vec![7.0, -1.0, 2.5, 0.0], &shuffled), want);
+        assert_eq!(sorted_union(Vec::new(), &[]), Vec::<f64>::new());
+        assert_eq!(sorted_union(vec![1.0], &[]), vec![1.0]);
     }
 }

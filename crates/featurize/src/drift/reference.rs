@@ -155,7 +155,7 @@ impl NumericReference {
     /// Summarises values (any order; non-finite ones must already be counted as nulls).
     pub fn from_values(mut values: Vec<f64>, nulls: u64) -> Self {
         values.retain(|v| v.is_finite());
-        values.sort_unstable_by(f64::total_cmp);
+        radsort::sort(&mut values);
         let n = values.len();
         if n == 0 {
             return Self {
