@@ -122,8 +122,15 @@ pub struct FeatureSampler {
     pub inputs: Vec<String>,
     features: Vec<SampledFeature>,
     samples: Vec<FeatureSample>,
+    /// Per feature, the first few categories met and their counts, looked up
+    /// before the sample's map: a linear scan that mostly compares lengths
+    /// only (categories seldom share one), merged into the map at the end.
+    tallies: Vec<Vec<(String, u64)>>,
     rows: u64,
 }
+
+/// Categories a feature's tally holds before the rest go to the map.
+const TALLY: usize = 16;
 
 /// The kind a column of type `ty` is compared as.
 pub fn kind_of(ty: ColumnType) -> FeatureKind {
@@ -139,10 +146,12 @@ impl FeatureSampler {
             .iter()
             .map(|f| FeatureSample::empty(f.kind))
             .collect();
+        let tallies = vec![Vec::new(); features.len()];
         Self {
             inputs,
             features,
             samples,
+            tallies,
             rows: 0,
         }
     }
@@ -248,6 +257,7 @@ impl FeatureSampler {
             source: Source::Input(i),
         });
         self.samples.push(FeatureSample::empty(kind));
+        self.tallies.push(Vec::new());
     }
 
     /// The features collected, in order.
@@ -263,8 +273,13 @@ impl FeatureSampler {
     /// Adds one row: `cells` holds one cell per input, in [`Self::inputs`] order.
     pub fn add_cells(&mut self, cells: &[Cell<'_>]) {
         self.rows += 1;
-        for (f, s) in self.features.iter().zip(self.samples.iter_mut()) {
-            add_one(f, s, cells);
+        for ((f, s), t) in self
+            .features
+            .iter()
+            .zip(self.samples.iter_mut())
+            .zip(self.tallies.iter_mut())
+        {
+            add_one(f, s, t, cells);
         }
     }
 
@@ -311,7 +326,12 @@ impl FeatureSampler {
                         .map(|ci| ci.map(|ci| cell(chunk, ci, i)).unwrap_or(Cell::Null)),
                 );
                 for &k in &derived {
-                    add_one(&self.features[k], &mut self.samples[k], &cells);
+                    add_one(
+                        &self.features[k],
+                        &mut self.samples[k],
+                        &mut self.tallies[k],
+                        &cells,
+                    );
                 }
             }
         }
@@ -319,7 +339,14 @@ impl FeatureSampler {
     }
 
     /// The samples, one per feature in [`Self::features`] order.
-    pub fn finish(self) -> (u64, Vec<(SampledFeature, FeatureSample)>) {
+    pub fn finish(mut self) -> (u64, Vec<(SampledFeature, FeatureSample)>) {
+        for (s, t) in self.samples.iter_mut().zip(&mut self.tallies) {
+            if let FeatureSample::Categorical { counts, .. } = s {
+                for (c, n) in t.drain(..) {
+                    *counts.entry(c).or_default() += n;
+                }
+            }
+        }
         (
             self.rows,
             self.features.into_iter().zip(self.samples).collect(),
@@ -328,16 +355,29 @@ impl FeatureSampler {
 }
 
 /// Adds one row's value of one feature.
-fn add_one(f: &SampledFeature, s: &mut FeatureSample, cells: &[Cell<'_>]) {
+fn add_one(
+    f: &SampledFeature,
+    s: &mut FeatureSample,
+    tally: &mut Vec<(String, u64)>,
+    cells: &[Cell<'_>],
+) {
     match (&f.source, s) {
         (Source::Input(j), FeatureSample::Categorical { counts, nulls }) => match cells.get(*j) {
             // Text is looked up before it is copied: most rows repeat a category.
-            Some(Cell::Text(t)) => match counts.get_mut(*t) {
-                Some(n) => *n += 1,
-                None => {
-                    counts.insert((*t).to_string(), 1);
+            Some(Cell::Text(t)) => {
+                if let Some(e) = tally.iter_mut().find(|e| e.0.len() == t.len() && e.0 == *t) {
+                    e.1 += 1;
+                } else if tally.len() < TALLY {
+                    tally.push(((*t).to_string(), 1));
+                } else {
+                    match counts.get_mut(*t) {
+                        Some(n) => *n += 1,
+                        None => {
+                            counts.insert((*t).to_string(), 1);
+                        }
+                    }
                 }
-            },
+            }
             other => match other.and_then(category) {
                 Some(c) => *counts.entry(c).or_default() += 1,
                 None => *nulls += 1,
