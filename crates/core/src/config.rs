@@ -1018,6 +1018,13 @@ pub struct MonitorConfig {
     /// predictions are counted as outside the window, not labelled.
     #[serde(with = "duration")]
     pub label_window: Duration,
+    /// How long the registry keeps the prediction index and the joined
+    /// labels (at least `label_window`, so every label can still find its
+    /// prediction): older ones are pruned as windows close. A window's
+    /// figures stay; only recomputing them from old labels is no longer
+    /// possible.
+    #[serde(with = "duration")]
+    pub index_retention: Duration,
     /// Bytes of logged records (id and input) a window keeps for retraining;
     /// records beyond are not kept (counted). 0 keeps none.
     pub max_record_bytes: u64,
@@ -1033,6 +1040,7 @@ impl Default for MonitorConfig {
             drift_share: 0.5,
             max_open_windows: 1_000,
             label_window: Duration::from_secs(30 * 24 * 3600),
+            index_retention: Duration::from_secs(90 * 24 * 3600),
             max_record_bytes: 16 * 1024 * 1024,
         }
     }
@@ -1422,6 +1430,15 @@ impl Config {
         }
         if self.monitor.label_window < Duration::from_secs(1) {
             return Err(invalid("monitor.label_window", "must be at least 1s"));
+        }
+        if self.monitor.index_retention < self.monitor.label_window {
+            return Err(invalid(
+                "monitor.index_retention",
+                &format!(
+                    "must be at least monitor.label_window ({}): a label could not find its prediction",
+                    humantime::format_duration(self.monitor.label_window)
+                ),
+            ));
         }
         if self.ingest.max_label_bytes == 0 || self.ingest.max_label_bytes > 1024 * 1024 * 1024 {
             return Err(invalid(
@@ -1934,6 +1951,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("serving.production_addr"), "{e}");
+        // The index must outlive the label window, or a label could not
+        // find its prediction.
+        let e = Config::load_from(
+            None,
+            &env(&[
+                ("MODELBUS_MONITOR__LABEL_WINDOW", "30d"),
+                ("MODELBUS_MONITOR__INDEX_RETENTION", "7d"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("monitor.index_retention") && e.contains("30days"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -208,6 +208,32 @@ impl Registry {
         self.join_pending(&dataset, &w.window_id).await
     }
 
+    /// Prunes the prediction index and joined labels older than
+    /// `monitor.index_retention`, a bounded batch per closed window (ten
+    /// times the default window: pruning outpaces what windows add).
+    async fn prune_index(&self) -> Result<(), HandlerError> {
+        const PRUNE_BATCH: i64 = 10_000;
+        let retention = self
+            .runtime
+            .as_ref()
+            .map(|r| r.config.monitor.index_retention)
+            .unwrap_or_else(|| modelbus_core::config::MonitorConfig::default().index_retention);
+        let before =
+            now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let (predictions, labels) = self
+            .store
+            .prune_prediction_index(before, PRUNE_BATCH)
+            .await
+            .map_err(retry)?;
+        for (table, n) in [("predictions", predictions), ("labels", labels)] {
+            if n > 0 {
+                metrics::counter!("modelbus_registry_index_pruned_total", "table" => table)
+                    .increment(n);
+            }
+        }
+        Ok(())
+    }
+
     /// Re-tries a dataset's pending labels; what joins is announced under
     /// `pending/<window>` (idempotent for a redelivered window).
     async fn join_pending(&self, dataset: &str, window_id: &str) -> Result<(), HandlerError> {
@@ -222,6 +248,7 @@ impl Registry {
             metrics::counter!("modelbus_registry_labels_total", "outcome" => "expired")
                 .increment(expired);
         }
+        self.prune_index().await?;
         let pending = self
             .store
             .pending_labels(dataset, oldest, PENDING_BATCH)

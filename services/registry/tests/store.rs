@@ -626,6 +626,49 @@ macro_rules! store_suite {
             }
 
             #[tokio::test]
+            async fn the_prediction_index_and_its_labels_are_pruned_by_time_a_batch_at_a_time() {
+                use modelbus_registry::store::{IndexedPrediction, Joined};
+                let (store, _guard) = $make.await;
+                let day = 86_400_000i64;
+                // Five predictions 100 days old, two 1 day old (times in ms).
+                let now = 200 * day;
+                let rows: Vec<IndexedPrediction> = (0..7)
+                    .map(|i| IndexedPrediction {
+                        id: format!("p{i}"),
+                        entity: Some(format!("e{i}")),
+                        time_ms: if i < 5 { now - 100 * day } else { now - day },
+                        p: 0.5,
+                    })
+                    .collect();
+                assert_eq!(store.index_window("w1", "d", &rows).await.unwrap(), 7);
+                // A label for an old and for a new prediction, each at its prediction's time.
+                let mut tx = store.begin_write().await.unwrap();
+                for (row, id, t) in [(1, "p0", now - 100 * day), (2, "p6", now - day)] {
+                    let label = modelbus_dataset::labels::Label {
+                        row,
+                        prediction_id: Some(id.into()),
+                        entity: None,
+                        positive: true,
+                        time_ms: t,
+                    };
+                    let (joined, _) = tx.join_label("l1", "d", &label, 30 * day, false).await.unwrap();
+                    assert_eq!(joined, Joined::Window);
+                }
+                tx.commit().await.unwrap();
+                // 90 days kept; at most 3 rows per call.
+                let before = now - 90 * day;
+                assert_eq!(store.prune_prediction_index(before, 3).await.unwrap(), (3, 1));
+                assert_eq!(store.prune_prediction_index(before, 3).await.unwrap(), (2, 0));
+                assert_eq!(store.prune_prediction_index(before, 3).await.unwrap(), (0, 0));
+                assert_eq!(count(&store, "monitor_predictions").await, 2);
+                assert_eq!(count(&store, "prediction_labels").await, 1);
+                // What is kept still joins: the recent label is the window's.
+                let labels = store.window_labels("w1").await.unwrap();
+                assert_eq!(labels.indexed, 2);
+                assert_eq!(labels.ids, vec!["p6".to_string()]);
+            }
+
+            #[tokio::test]
             async fn data_survives_a_restart() {
                 let (store, guard) = $make.await;
                 seed_run(&store, "pr-1", 1).await;

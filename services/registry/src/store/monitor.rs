@@ -224,6 +224,37 @@ impl Store {
         )
     }
 
+    /// Deletes at most `limit` indexed predictions, and at most `limit`
+    /// labels, older than `before_ms` (a prediction by its time, a label by
+    /// its own: a label is never older than its prediction, so a pruned
+    /// label's prediction is pruned too). Bounded so a first prune of a long
+    /// history never holds the writer for long; returns what went.
+    pub async fn prune_prediction_index(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<(u64, u64), RegistryError> {
+        let predictions = sqlx::query(
+            "DELETE FROM monitor_predictions WHERE prediction_id IN \
+             (SELECT prediction_id FROM monitor_predictions WHERE time_ms < $1 LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let labels = sqlx::query(
+            "DELETE FROM prediction_labels WHERE prediction_id IN \
+             (SELECT prediction_id FROM prediction_labels WHERE label_time_ms < $1 LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((predictions, labels))
+    }
+
     /// A window's labelled predictions.
     pub async fn window_labels(&self, window_id: &str) -> Result<WindowLabels, RegistryError> {
         let indexed: i64 =
