@@ -705,7 +705,7 @@ macro_rules! store_suite {
                 assert_eq!(store.run(&mv.run_id).await.unwrap(), Some(training));
                 assert_eq!(store.deployment_events("m").await.unwrap(), events);
                 assert_eq!(store.save_approval("m", 1, "staging", "alice", "", "k", "env-B").await.unwrap(), "env-A");
-                assert_eq!(count(&store, "_sqlx_migrations").await, 6, "each migration is applied once");
+                assert_eq!(count(&store, "_sqlx_migrations").await, 7, "each migration is applied once");
 
                 // Numbering continues where it stopped.
                 let (v2, created) = store.register_model_version(&new_version("m", &digest(51), 2)).await.unwrap();
