@@ -793,13 +793,42 @@ pub struct WireRecord {
 }
 
 /// A record's input on the wire.
-#[derive(Deserialize, JsonSchema)]
+#[derive(JsonSchema)]
 #[serde(untagged)]
 pub enum WireInput {
     /// Values in the order of the batch's `columns`.
     Row(Vec<serde_json::Value>),
     /// Keys and values.
     Object(serde_json::Map<String, serde_json::Value>),
+}
+
+/// Decided by the JSON's own shape (an array or an object) in one pass; an
+/// untagged derive would buffer every input and try each form in turn.
+impl<'de> Deserialize<'de> for WireInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = WireInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of values or an object")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<WireInput, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(WireInput::Row)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<WireInput, A::Error> {
+                serde_json::Map::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(WireInput::Object)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
 }
 
 impl TryFrom<InferenceLoggedWire> for InferenceLogged {
@@ -1383,6 +1412,12 @@ mod tests {
             e.contains("records[1].input has 1 values where `columns` names 2"),
             "{e}"
         );
+        let mut neither = json.clone();
+        neither["records"][0]["input"] = serde_json::json!("tenure=3");
+        let e = serde_json::from_value::<InferenceLogged>(neither)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an array of values or an object"), "{e}");
         let mut twice = json;
         twice["columns"] = serde_json::json!(["tenure", "tenure"]);
         let e = serde_json::from_value::<InferenceLogged>(twice)
