@@ -554,3 +554,14 @@ impl Drop for Up {
         }
     }
 }
+
+/// The value of one series in a Prometheus scrape, if it is there. Counters
+/// are process-wide: under `cargo test` every e2e test shares one recorder,
+/// so a test asserts what it caused as "at least", never an exact count.
+pub fn series_value(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
