@@ -220,6 +220,17 @@ impl Drop for Platform {
     }
 }
 
+/// A delivery outcome's receiver, event, outcome, attempts and status.
+fn summary(o: &NotificationDelivered) -> (&str, &str, &str, u32, Option<u16>) {
+    (
+        o.receiver.as_str(),
+        o.event_id.as_str(),
+        o.outcome.as_str(),
+        o.attempts,
+        o.status,
+    )
+}
+
 impl Platform {
     /// A nats-server, a bus, and the notifier running with `receivers`,
     /// ready (its consumer exists).
@@ -844,13 +855,7 @@ async fn an_https_receiver_trusted_through_its_ca_file_gets_signed_cloudevents()
     p.ctx.bus.publish(&e).await.unwrap();
     let outcome = p.next_outcome(Duration::from_secs(10)).await;
     assert_eq!(
-        (
-            outcome.receiver.as_str(),
-            outcome.event_id.as_str(),
-            outcome.outcome.as_str(),
-            outcome.attempts,
-            outcome.status
-        ),
+        summary(&outcome),
         ("ce-tls", e.id.as_str(), "delivered", 1, Some(200)),
         "{outcome:?}"
     );
@@ -887,13 +892,7 @@ async fn an_https_receiver_without_its_ca_file_is_not_trusted_and_the_failure_is
     p.ctx.bus.publish(&e).await.unwrap();
     let outcome = p.next_outcome(Duration::from_secs(10)).await;
     assert_eq!(
-        (
-            outcome.receiver.as_str(),
-            outcome.event_id.as_str(),
-            outcome.outcome.as_str(),
-            outcome.attempts,
-            outcome.status
-        ),
+        summary(&outcome),
         ("ce-untrusted", e.id.as_str(), "failed", 2, None),
         "{outcome:?}"
     );

@@ -234,24 +234,23 @@ impl Store {
         before_ms: i64,
         limit: i64,
     ) -> Result<(u64, u64), RegistryError> {
-        let predictions = sqlx::query(
-            "DELETE FROM monitor_predictions WHERE prediction_id IN \
-             (SELECT prediction_id FROM monitor_predictions WHERE time_ms < $1 LIMIT $2)",
-        )
-        .bind(before_ms)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let labels = sqlx::query(
-            "DELETE FROM prediction_labels WHERE prediction_id IN \
-             (SELECT prediction_id FROM prediction_labels WHERE label_time_ms < $1 LIMIT $2)",
-        )
-        .bind(before_ms)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let mut deleted = [0u64; 2];
+        for (n, (table, time)) in deleted.iter_mut().zip([
+            ("monitor_predictions", "time_ms"),
+            ("prediction_labels", "label_time_ms"),
+        ]) {
+            // Audited: only the two constant names above are formatted in.
+            *n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE prediction_id IN \
+                 (SELECT prediction_id FROM {table} WHERE {time} < $1 LIMIT $2)"
+            )))
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        let [predictions, labels] = deleted;
         Ok((predictions, labels))
     }
 
