@@ -203,10 +203,29 @@ pub struct CsvChunks<R: Read> {
     chunk_rows: usize,
     rows: u64,
     record: csv::StringRecord,
-    /// Null markers and the longest one: most cells are longer and skip the compare.
-    nulls: Vec<String>,
-    null_max_len: usize,
+    nulls: NullMarkers,
     done: bool,
+}
+
+/// A spec's null markers and the longest one: most cells are longer and
+/// skip the compare.
+#[derive(Debug, Clone)]
+pub struct NullMarkers {
+    values: Vec<String>,
+    max_len: usize,
+}
+
+impl NullMarkers {
+    /// The markers of `null_values`.
+    pub fn new(values: Vec<String>) -> Self {
+        let max_len = values.iter().map(String::len).max().unwrap_or(0);
+        Self { values, max_len }
+    }
+
+    /// Whether a field's text is one of the markers.
+    pub fn is_null(&self, text: &str) -> bool {
+        text.len() <= self.max_len && self.values.iter().any(|n| n == text)
+    }
 }
 
 impl<R: Read> CsvChunks<R> {
@@ -270,8 +289,7 @@ impl<R: Read> CsvChunks<R> {
             chunk_rows: chunk_rows.max(1),
             rows: 0,
             record: csv::StringRecord::new(),
-            null_max_len: null_values.iter().map(String::len).max().unwrap_or(0),
-            nulls: null_values,
+            nulls: NullMarkers::new(null_values),
             done: false,
         })
     }
@@ -327,7 +345,7 @@ impl<R: Read> CsvChunks<R> {
     /// The next record's fields in file order, for a reader that wants cells
     /// rather than Arrow chunks (no column is built); `Ok(None)` at the end.
     /// [`Self::mapping`] says which declared column each field is, and
-    /// [`Self::is_null`] whether a field is one of the spec's null markers.
+    /// [`Self::null_markers`] which fields are nulls.
     pub fn next_record(&mut self) -> Result<Option<&csv::StringRecord>, TableError> {
         Ok(if self.read_one()? {
             Some(&self.record)
@@ -342,9 +360,9 @@ impl<R: Read> CsvChunks<R> {
         &self.mapping
     }
 
-    /// Whether a field's text is one of the spec's null markers.
-    pub fn is_null(&self, text: &str) -> bool {
-        text.len() <= self.null_max_len && self.nulls.iter().any(|n| n == text)
+    /// The spec's null markers, to tell a record's nulls.
+    pub fn null_markers(&self) -> &NullMarkers {
+        &self.nulls
     }
 
     /// The next chunk; `Ok(None)` at the end.
@@ -370,9 +388,7 @@ impl<R: Read> CsvChunks<R> {
                 let Some(col) = self.mapping.get(i).copied().flatten() else {
                     continue;
                 };
-                let is_null =
-                    text.len() <= self.null_max_len && self.nulls.iter().any(|n| n == text);
-                if is_null {
+                if self.nulls.is_null(text) {
                     builders[col].null();
                 } else if !builders[col].push(text) {
                     let (count, sample) = &mut bad[col];

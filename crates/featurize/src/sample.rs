@@ -568,8 +568,7 @@ pub fn sample_csv<R: Read>(
             Some((field, spec.columns[col].ty))
         })
         .collect();
-    let nulls = spec.null_values.clone();
-    let null_max_len = nulls.iter().map(String::len).max().unwrap_or(0);
+    let nulls = reader.null_markers().clone();
     while let Some(record) = reader.next_record()? {
         let cells: Vec<Cell<'_>> = fields
             .iter()
@@ -578,7 +577,7 @@ pub fn sample_csv<R: Read>(
                     return Cell::Null;
                 };
                 let text = record.get(i).unwrap_or("");
-                if text.len() <= null_max_len && nulls.iter().any(|n| n == text) {
+                if nulls.is_null(text) {
                     return Cell::Null;
                 }
                 typed_cell(text, ty)
